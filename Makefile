@@ -1,0 +1,27 @@
+# Set-up and entry points. `make run` / `make test` create .venv in the checkout when missing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= conf/default.yaml
+
+.PHONY: run precompute test bench clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/python pipelines/precompute.py --config $(CONFIG)
+
+precompute: run
+
+test: $(BIN)/.installed
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/bench_maps.py
+
+clean:
+	rm -rf outputs

@@ -1,0 +1,3 @@
+"""paric: language-guided attention regularisation (GALS, PARIC) as a Ray pipeline."""
+
+__version__ = "0.1.0"

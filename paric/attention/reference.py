@@ -1,0 +1,130 @@
+"""Reference attention maps from a VLM: GALS' deterministic Grad-CAM and PARIC's K sampled maps.
+
+Why: this is the object the whole project regularises towards. Sample k of an image uses an
+image-embedding sample drawn through the image adapter *from the tower's own output* (so image
+uncertainty reaches the map, unlike the public PARIC code) and a text-embedding sample from the
+text adapter; its randomness depends only on (seed, image_id, k).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from paric.attention.gradcam import (
+    SaliencyLayer,
+    batched_vjp,
+    capture_as_leaf,
+    gradcam,
+    looped_vjp,
+    minmax_normalise,
+    resolve_layer,
+)
+from paric.vlm.adapters import AdapterPair
+from paric.vlm.factory import VLM
+from paric.vlm.ggd import sample_ggd, sample_uniforms
+
+
+@dataclass
+class MapBatch:
+    """Maps for a batch of images, all in [0, 1] at the saliency grid resolution."""
+
+    det: np.ndarray  # (B, h, w)
+    samples: np.ndarray | None  # (B, K, h, w)
+    mean: np.ndarray | None
+    median: np.ndarray | None
+    std: np.ndarray | None
+
+
+def combine_prompts(maps: torch.Tensor) -> torch.Tensor:
+    """(P, ..., h, w) normalised per-prompt maps -> mean of the non-zero ones, renormalised (GALS)."""
+    nonzero = (maps.flatten(-2).amax(-1) > 0).to(maps.dtype)  # (P, ...)
+    total = (maps * nonzero[..., None, None]).sum(0)
+    count = nonzero.sum(0).clamp_min(1.0)
+    return minmax_normalise(total / count[..., None, None])
+
+
+def aggregate_samples(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, K, h, w) sample maps -> (mean, median) renormalised to [0,1], and per-pixel std."""
+    mean = minmax_normalise(samples.mean(1))
+    median = minmax_normalise(torch.quantile(samples, 0.5, dim=1))
+    std = samples.std(1, unbiased=False)
+    return mean, median, std
+
+
+class ReferenceMapper:
+    """Computes deterministic and (with adapters) K sampled Grad-CAM maps for image batches."""
+
+    def __init__(
+        self,
+        vlm: VLM,
+        prompts: list[str],
+        adapters: AdapterPair | None = None,
+        K: int = 0,
+        seed: int = 0,
+        layer: str = "auto",
+        vjp: Literal["batched", "looped"] = "batched",
+    ):
+        if adapters is None and K > 0:
+            raise ValueError("K > 0 sampled maps need the probabilistic adapters")
+        self.vlm, self.prompts, self.adapters, self.K, self.seed = vlm, list(prompts), adapters, K, seed
+        self.layer: SaliencyLayer = resolve_layer(vlm.model.visual, vlm.image_size, layer)
+        self._vjp = batched_vjp if vjp == "batched" else looped_vjp
+        self.text = vlm.encode_text(self.prompts)  # (P, d), unit norm
+        self.text_samples = self._sample_text() if K > 0 else None  # (P, K, d), unit norm
+
+    def _sample_text(self) -> torch.Tensor:
+        """K text-embedding samples per prompt; sample k depends on (seed, prompt, k) only."""
+        with torch.no_grad():
+            mu, alpha, beta = self.adapters.text(self.text)
+            d = mu.shape[-1]
+            u = torch.stack(
+                [torch.from_numpy(sample_uniforms(self.seed, f"text\x1f{p}", self.K, d)) for p in self.prompts]
+            ).to(mu.dtype)
+            t = sample_ggd(mu[:, None], alpha[:, None], beta[:, None], u)
+        return F.normalize(t, dim=-1)
+
+    def image_uniforms(self, image_ids: list[str], d: int) -> torch.Tensor:
+        """(B, K, d, 2) uniforms for the image samples, keyed by (seed, image_id)."""
+        return torch.from_numpy(
+            np.stack([sample_uniforms(self.seed, f"image\x1f{i}", self.K, d) for i in image_ids])
+        ).float()
+
+    def scores(self, images: torch.Tensor, image_ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One forward pass -> (leaf activations, scores (B, P, 1 + K)).
+
+        Column 0: GALS' score v·t̂_p. Columns 1..K: z_k·t_{p,k}, with z_k a reparameterised sample
+        of the image adapter's GGD at the tower's unit-norm output.
+        """
+        visual = self.vlm.model.visual
+        with torch.enable_grad(), capture_as_leaf(visual, self.layer) as cap:
+            v = self.vlm.model.encode_image(images)  # (B, d), graph starts at the leaf
+            det = v @ self.text.T  # (B, P)
+            cols = [det[..., None]]
+            if self.K > 0:
+                mu, alpha, beta = self.adapters.image(F.normalize(v, dim=-1))
+                u = self.image_uniforms(image_ids, v.shape[-1]).to(v.dtype)
+                z = sample_ggd(mu[:, None], alpha[:, None], beta[:, None], u)  # (B, K, d)
+                cols.append(torch.einsum("bkd,pkd->bpk", z, self.text_samples))
+            scores = torch.cat(cols, dim=-1)
+        return cap["acts"], scores
+
+    def __call__(self, images: torch.Tensor, image_ids: list[str]) -> MapBatch:
+        """Maps for normalised images (B, 3, H, W) with their ids."""
+        if len(image_ids) != images.shape[0]:
+            raise ValueError(f"{len(image_ids)} image ids for {images.shape[0]} images")
+        acts, scores = self.scores(images, image_ids)
+        B, P, V = scores.shape
+        grads = self._vjp(scores.reshape(B, P * V), acts)  # (P*V, B, ...)
+        cams = gradcam(acts.detach(), grads, self.layer)  # (P*V, B, h, w)
+        cams = minmax_normalise(cams).reshape(P, V, B, *self.layer.grid)
+        maps = combine_prompts(cams).transpose(0, 1)  # (B, V, h, w)
+        det = maps[:, 0]
+        if self.K == 0:
+            return MapBatch(det.numpy(), None, None, None, None)
+        samples = maps[:, 1:]
+        mean, median, std = aggregate_samples(samples)
+        return MapBatch(det.numpy(), samples.numpy(), mean.numpy(), median.numpy(), std.numpy())

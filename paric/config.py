@@ -1,0 +1,248 @@
+"""Typed configuration: YAML files plus ``key=value`` overrides, validated up front.
+
+Why: a long cluster job must fail in the first second on a typo, not after an hour, and the
+error must say which file and which key were wrong.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the source and the key."""
+
+
+class _Section(BaseModel):
+    """Base for all sections: unknown keys and silent type coercion are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+
+class RunConfig(_Section):
+    name: str = "default"
+    output_dir: str = "outputs/default"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(0, ge=0, description="torch threads per process; 0 = leave torch's default")
+
+
+class SyntheticConfig(_Section):
+    """The embedded Waterbirds-format benchmark (see paric.data.synthetic)."""
+
+    seed: int = 0
+    image_size: int = Field(64, ge=16)
+    classes: list[str] = ["circle", "triangle"]
+    places: list[str] = ["land", "water"]
+    shapes: list[str] = ["circle", "square", "triangle", "star"]
+    ratio: float = Field(0.95, ge=0.0, le=1.0)
+    n_train: int = Field(4000, ge=1)
+    n_val: int = Field(800, ge=1)
+    n_test: int = Field(800, ge=1)
+    n_captions: int = Field(20000, ge=1)
+    empty_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _classes_are_shapes(self) -> "SyntheticConfig":
+        missing = [c for c in self.classes if c not in self.shapes]
+        if missing:
+            raise ValueError(f"classes {missing} must also be listed in shapes {self.shapes}")
+        if len(self.classes) < 2 or len(self.places) < 2:
+            raise ValueError("need at least 2 classes and 2 places")
+        return self
+
+
+class DataConfig(_Section):
+    format: Literal["synthetic", "waterbirds"] = "synthetic"
+    root: str | None = Field(None, description="dataset directory; synthetic default: <output_dir>/data")
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+
+class PretrainConfig(_Section):
+    """Contrastive pretraining of a custom (tiny) open_clip model on the caption corpus."""
+
+    epochs: int = Field(4, ge=1)
+    batch_size: int = Field(128, ge=2)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.1, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+
+
+class VLMConfig(_Section):
+    name: str = "paric-tiny-vit"
+    pretrained: str | None = Field(
+        None, description="open_clip tag (e.g. 'openai') or checkpoint path; None pretrains a custom model here"
+    )
+    pretrain: PretrainConfig = PretrainConfig()
+    prompts: list[str] = ["a photo of a shape", "an image of a shape"]
+    class_template: str = "a photo of a {}"
+    saliency_layer: str = Field("auto", description="module path inside the visual tower, or 'auto'")
+
+    @model_validator(mode="after")
+    def _has_prompts(self) -> "VLMConfig":
+        if not self.prompts:
+            raise ValueError("prompts must not be empty")
+        if "{}" not in self.class_template:
+            raise ValueError("class_template must contain '{}'")
+        return self
+
+
+class AdapterConfig(_Section):
+    """ProbVLM adapters (METHODS.md §2)."""
+
+    hidden: int = Field(256, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    lr: float = Field(1e-3, gt=0)
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lambda_nll: float = Field(1.0, ge=0)
+    lambda_cross: float = Field(1e-4, ge=0)
+    alpha_range: list[float] = Field([1e-4, 5.0], min_length=2, max_length=2)
+    beta_range: list[float] = Field([0.1, 5.0], min_length=2, max_length=2)
+
+
+class MapsConfig(_Section):
+    """Reference-map precompute: deterministic GALS map + K sampled PARIC maps per image."""
+
+    K: int = Field(32, ge=1)
+    seed: int = 0
+    batch_size: int = Field(64, ge=1)
+    shard_size: int = Field(256, ge=1, description="images per Parquet part; the unit of resume")
+    num_actors: int = Field(2, ge=1)
+    splits: list[str] = ["train", "val", "test"]
+
+
+class Config(_Section):
+    run: RunConfig = RunConfig()
+    data: DataConfig = DataConfig()
+    vlm: VLMConfig = VLMConfig()
+    adapter: AdapterConfig = AdapterConfig()
+    maps: MapsConfig = MapsConfig()
+
+    def output_path(self, *parts: str) -> Path:
+        """Absolute path under ``run.output_dir``."""
+        return Path(self.run.output_dir).expanduser().resolve().joinpath(*parts)
+
+    def data_root(self) -> Path:
+        if self.data.root:
+            return Path(self.data.root).expanduser().resolve()
+        return self.output_path("data")
+
+    def section_hash(self, *sections: str) -> str:
+        """Stable hash of some config sections: the cache key of a stage."""
+        blob = json.dumps({s: _dump(self, s) for s in sections}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _dump(cfg: Config, dotted: str) -> Any:
+    obj: Any = cfg
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj.model_dump(mode="json") if isinstance(obj, BaseModel) else obj
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any, source: str) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        nxt = node.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{source}: '{k}' in '{dotted}' is a value, not a section")
+        node = nxt
+    node[keys[-1]] = value
+
+
+def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        full = f"{prefix}{name}"
+        keys.append(full)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys.extend(_known_keys(ann, full + "."))
+    return keys
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    known = _known_keys(Config)
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            hint = difflib.get_close_matches(loc, known, n=1)
+            extra = f" (did you mean '{hint[0]}'?)" if hint else ""
+            lines.append(f"{source}: unknown key '{loc}'{extra}")
+        else:
+            got = e.get("input")
+            lines.append(f"{source}: key '{loc}': {e['msg']} (got {got!r})")
+    return "\n".join(lines)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``a.b=3`` -> ("a.b", 3); values are parsed as YAML scalars/lists."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}': expected key=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.load(raw, Loader=_Loader) if raw != "" else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{item}': value is not valid YAML ({exc})") from exc
+    return key.strip(), value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults), apply ``key=value`` overrides, validate.
+
+    Errors name the file (or the override) and the dotted key.
+    """
+    tree: dict = {}
+    source = "<defaults>"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            loaded = yaml.load(p.read_text(), Loader=_Loader)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: top level must be a mapping of sections, got {type(loaded).__name__}")
+        tree = loaded
+    try:
+        Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None
+    for item in overrides or []:
+        key, value = parse_override(item)
+        _set_dotted(tree, key, value, f"override '{item}'")
+        try:
+            Config.model_validate(tree)
+        except ValidationError as exc:
+            raise ConfigError(_format_errors(exc, f"override '{item}'")) from None
+    return Config.model_validate(tree)
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML (saved beside every output for provenance)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,40 @@
+"""The precompute pipeline up to and including the map store and its quality report.
+
+Why one function: ``pipelines/precompute.py`` and (later) ``pipelines/full.py`` run the same
+sequence; each step skips itself when its cached output matches the config.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from paric.attention.gradcam import resolve_layer
+from paric.config import Config, dump_config
+from paric.stages.cache import write_json
+from paric.stages.precompute import precompute_split
+from paric.stages.prepare import adapter_stage, data_stage, set_threads, vlm_stage
+from paric.stages.quality import quality_stage
+
+log = logging.getLogger("paric")
+
+
+def run_precompute(cfg: Config, progress: bool = True) -> dict:
+    """data → VLM → adapters → maps per split → map quality. Returns a summary dict."""
+    set_threads(cfg)
+    out = cfg.output_path()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.resolved.yaml").write_text(dump_config(cfg))
+    root = data_stage(cfg, progress)
+    vlm_art = vlm_stage(cfg, root, progress)
+    adapter_ckpt = adapter_stage(cfg, root, vlm_art, progress)
+    vlm = vlm_art.load()
+    layer = resolve_layer(vlm.model.visual, vlm.image_size, cfg.vlm.saliency_layer).path
+    stores: dict[str, Path] = {}
+    for split in cfg.maps.splits:
+        stores[split] = precompute_split(cfg, root, split, vlm_art, adapter_ckpt, layer)
+    quality = quality_stage(cfg, root, layer)
+    summary = {"data": str(root), "vlm": str(vlm_art.checkpoint or vlm_art.pretrained),
+               "adapters": str(adapter_ckpt), "maps": {s: str(p) for s, p in stores.items()},
+               "quality": quality}
+    write_json(out / "precompute_summary.json", summary)
+    return summary

@@ -1,0 +1,151 @@
+"""The stages before the map store: benchmark data, the VLM, and the probabilistic adapters.
+
+Why here and not in paric/vlm: these functions decide *what* to (re)compute from the config and
+the cache markers; the algorithms they call know nothing about caching or outputs.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+
+from paric import __version__
+from paric.config import Config
+from paric.data import CaptionCorpus, WaterbirdsDataset, generate_benchmark
+from paric.stages.cache import is_done, mark_done, timed_stage, write_json
+from paric.vlm.adapters import embed_pairs, train_adapters
+from paric.vlm.factory import CUSTOM_MODELS, VLM, VLMLoadError, file_hash, load_vlm
+from paric.vlm.pretrain import pretrain_clip, zero_shot_accuracy
+
+
+def set_threads(cfg: Config) -> None:
+    if cfg.run.threads > 0:
+        torch.set_num_threads(cfg.run.threads)
+
+
+def data_stage(cfg: Config, progress: bool = True) -> Path:
+    """Generate the embedded benchmark when configured; return the dataset root."""
+    root = cfg.data_root()
+    with timed_stage("data", root) as info:
+        if cfg.data.format == "synthetic":
+            info["skipped"] = (root / "dataset.json").is_file()
+            generate_benchmark(cfg.data.synthetic, root, progress=progress)
+        elif not (root / "metadata.csv").is_file():
+            raise FileNotFoundError(f"data.root: {root} has no metadata.csv")
+    return root
+
+
+def stack_images(dataset: WaterbirdsDataset) -> torch.Tensor:
+    """(N, H, W, 3) uint8 tensor of a split's images (small images: held in memory)."""
+    return torch.from_numpy(np.stack([dataset[i]["image"] for i in range(len(dataset))]))
+
+
+def load_corpus(root: Path, image_size: int) -> tuple[torch.Tensor, list[str]]:
+    """The caption corpus as (N, H, W, 3) uint8 images and their captions."""
+    corpus = CaptionCorpus(root, image_size=image_size)
+    pairs = [corpus[i] for i in range(len(corpus))]
+    return torch.from_numpy(np.stack([p[0] for p in pairs])), [p[1] for p in pairs]
+
+
+@dataclass
+class VLMArtifact:
+    """Which VLM the later stages load, and how to name it in provenance."""
+
+    name: str
+    pretrained: str | None
+    checkpoint: Path | None
+    key: str
+
+    def load(self) -> VLM:
+        return load_vlm(self.name, self.pretrained, self.checkpoint)
+
+
+def vlm_stage(cfg: Config, root: Path, progress: bool = True) -> VLMArtifact:
+    """Use published weights when ``vlm.pretrained`` is set; otherwise pretrain a custom config."""
+    out = cfg.output_path("vlm", "clip")
+    if cfg.vlm.pretrained is not None:
+        art = VLMArtifact(cfg.vlm.name, cfg.vlm.pretrained, None, f"{cfg.vlm.name}:{cfg.vlm.pretrained}")
+        with timed_stage("vlm", out) as info:
+            info["skipped"] = True  # nothing to train; load once to fail early on missing weights
+            art.load()
+        return art
+    if cfg.vlm.name not in CUSTOM_MODELS:
+        raise VLMLoadError(
+            f"vlm.pretrained: '{cfg.vlm.name}' is a published architecture; give its weights tag or "
+            f"checkpoint path (custom configs that are pretrained here: {sorted(CUSTOM_MODELS)})"
+        )
+    key = cfg.section_hash("data.synthetic", "vlm.name", "vlm.pretrain", "run.seed") if cfg.data.format == "synthetic" \
+        else cfg.section_hash("data.root", "vlm.name", "vlm.pretrain", "run.seed")
+    ckpt = out / "model.pt"
+    art = VLMArtifact(cfg.vlm.name, None, ckpt, key)
+    with timed_stage("vlm", out) as info:
+        if is_done(out, key) and ckpt.is_file():
+            info["skipped"] = True
+            return art
+        size = open_clip.get_model_config(cfg.vlm.name)["vision_cfg"]["image_size"]
+        images, captions = load_corpus(root, size)
+        stats = pretrain_clip(cfg.vlm.name, images, captions, cfg.vlm.pretrain, cfg.run.seed, ckpt, progress)
+        stats["zero_shot"] = zero_shot_report(cfg, root, art.load())
+        write_json(out / "pretrain.json", stats)
+        mark_done(out, key, checkpoint=str(ckpt), stats=stats)
+    return art
+
+
+def zero_shot_report(cfg: Config, root: Path, vlm: VLM) -> dict:
+    """Zero-shot object accuracy on the test split: among the benchmark's classes, and (harder)
+    among every shape named in the caption corpus."""
+    test = WaterbirdsDataset(root, "test", image_size=vlm.image_size, with_masks=False)
+    images = stack_images(test)
+    labels = test.rows["y"].to_numpy()
+    report = {"n": int(len(test)), "classes": test.classes}
+    report["acc_classes"] = zero_shot_accuracy(vlm, images, labels, test.classes, cfg.vlm.class_template)
+    meta = json.loads((root / "dataset.json").read_text()) if (root / "dataset.json").is_file() else {}
+    shapes = meta.get("shapes")
+    if shapes and all(c in shapes for c in test.classes):
+        shape_labels = np.array([shapes.index(test.classes[y]) for y in labels])
+        report["acc_all_shapes"] = zero_shot_accuracy(vlm, images, shape_labels, shapes, cfg.vlm.class_template)
+        report["all_shapes"] = shapes
+    return report
+
+
+def adapter_stage(cfg: Config, root: Path, vlm_art: VLMArtifact, progress: bool = True) -> Path:
+    """Train the ProbVLM adapters on the frozen VLM's embeddings of the caption corpus."""
+    out = cfg.output_path("vlm", "adapters")
+    ckpt = out / "adapters.pt"
+    key = cfg.section_hash("adapter", "run.seed") + ":" + vlm_art.key
+    with timed_stage("adapters", out) as info:
+        if is_done(out, key) and ckpt.is_file():
+            info["skipped"] = True
+            return ckpt
+        if not (root / "captions.csv").is_file():
+            raise FileNotFoundError(f"{root / 'captions.csv'}: the adapters need an image–caption corpus")
+        vlm = vlm_art.load()
+        images, captions = load_corpus(root, vlm.image_size)
+        img, txt = embed_pairs(vlm, images, captions)
+        _pair, stats = train_adapters(img, txt, cfg.adapter, cfg.run.seed, ckpt, progress)
+        write_json(out / "adapters.json", stats)
+        mark_done(out, key, checkpoint=str(ckpt), stats=stats)
+    return ckpt
+
+
+def map_provenance(cfg: Config, vlm_art: VLMArtifact, adapter_ckpt: Path, layer: str) -> dict:
+    """What produced a map store: enough to tell two stores apart and to reproduce one."""
+    weights = vlm_art.pretrained if vlm_art.checkpoint is None else f"sha256:{file_hash(vlm_art.checkpoint)}"
+    return {
+        "vlm": vlm_art.name,
+        "vlm_weights": weights,
+        "adapters": f"sha256:{file_hash(adapter_ckpt)}",
+        "prompts": list(cfg.vlm.prompts),
+        "K": cfg.maps.K,
+        "seed": cfg.maps.seed,
+        "saliency_layer": layer,
+        "shard_size": cfg.maps.shard_size,
+        "batch_size": cfg.maps.batch_size,
+        "dataset": str(cfg.data_root()),
+        "paric_version": __version__,
+    }
+

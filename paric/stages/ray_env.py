@@ -1,0 +1,30 @@
+"""Connecting to Ray the same way from a laptop, a test session and ``ray job submit``.
+
+Why: under a job (``RAY_ADDRESS`` set) resource arguments to ``ray.init`` are an error, while a
+plain run must start a small local cluster; GPU requests on a CPU-only cluster hang forever.
+"""
+from __future__ import annotations
+
+import os
+
+import ray
+
+
+def ensure_ray(num_cpus: int | None = None, object_store_mb: int = 512) -> None:
+    """Connect to the cluster in ``RAY_ADDRESS`` if set, else start a local one (idempotent)."""
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+    else:
+        ray.init(
+            num_cpus=num_cpus,
+            object_store_memory=object_store_mb * 1024 * 1024,
+            include_dashboard=False,
+            log_to_driver=True,
+        )
+
+
+def cluster_gpus() -> int:
+    """GPUs the cluster has (0 on CPU-only clusters: never ask for one there)."""
+    return int(ray.cluster_resources().get("GPU", 0))

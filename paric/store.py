@@ -1,0 +1,629 @@
+"""Parquet store for per-image reference attention maps.
+
+A split's store is a directory ``maps/<split>/`` holding ``part-<shard:05d>.parquet``
+files (one shard of images each; the unit of resume) and a ``_SUCCESS.json``
+manifest written last. Maps are float16 and use Arrow's canonical
+``arrow.fixed_shape_tensor`` extension type, so pyarrow, pandas, DuckDB and Polars
+can read the files without Ray or this package. Provenance (VLM, checkpoints,
+prompts, K, seed, ...) travels inside every part as JSON under the schema metadata
+key ``paric``; its ``hash`` entry keys resume decisions.
+
+Temp files start with "." and the manifest with "_", which pyarrow/pandas dataset
+readers skip, so ``pq.read_table(store_dir)`` only ever sees finished parts.
+
+Deliberately plain pyarrow: no Ray imports, so evaluation code and notebooks can use
+the maps without a cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = [
+    "METADATA_KEY",
+    "SUCCESS_NAME",
+    "MAP_COLUMNS",
+    "MapStore",
+    "IncompleteStoreError",
+    "map_schema",
+    "build_table",
+    "write_part",
+    "part_path",
+    "list_parts",
+    "finished_parts",
+    "mark_complete",
+    "is_complete",
+    "read_store",
+    "read_provenance",
+    "provenance_hash",
+]
+
+log = logging.getLogger(__name__)
+
+METADATA_KEY = b"paric"
+SUCCESS_NAME = "_SUCCESS.json"
+COMPRESSION = "zstd"
+
+#: Per-image [h, w] maps; ``map_samples`` is [K, h, w] and handled separately.
+MAP_COLUMNS: tuple[str, ...] = ("map_det", "map_mean", "map_median", "map_std")
+_ALL_MAPS: tuple[str, ...] = ("map_det", "map_samples", "map_mean", "map_median", "map_std")
+_ID_COLUMNS: tuple[str, ...] = ("image_id", "split", "label", "group", "place")
+_ALL_COLUMNS: tuple[str, ...] = _ID_COLUMNS + _ALL_MAPS
+_PART_RE = re.compile(r"^part-(\d+)\.parquet$")
+
+
+class IncompleteStoreError(RuntimeError):
+    """The store directory exists but was not finished (no valid ``_SUCCESS.json``)."""
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def _json_default(obj: Any) -> Any:
+    """Make common non-JSON values (numpy scalars/arrays, paths, sets) serialisable.
+
+    Converting numpy scalars to Python numbers (rather than ``str``) keeps the hash of
+    ``{"K": np.int64(8)}`` equal to that of ``{"K": 8}``.
+    """
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"provenance value of type {type(obj).__name__} is not JSON serialisable")
+
+
+def _canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def provenance_hash(provenance: Mapping[str, Any]) -> str:
+    """sha256 (first 16 hex chars) of the canonical JSON of ``provenance``.
+
+    The ``hash`` key itself is excluded so that hashing a dict that already carries its
+    hash is idempotent.
+    """
+    body = {k: v for k, v in provenance.items() if k != "hash"}
+    return hashlib.sha256(_canonical_json(body).encode("utf-8")).hexdigest()[:16]
+
+
+def _with_hash(provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """Copy of ``provenance`` with a ``hash`` entry (kept if the caller supplied one).
+
+    A caller-supplied hash wins so pipelines can key resume on their own notion of
+    identity (e.g. excluding cosmetic fields); otherwise it is derived from the content.
+    """
+    if not isinstance(provenance, Mapping):
+        raise TypeError(f"provenance must be a mapping, got {type(provenance).__name__}")
+    out = dict(provenance)
+    if not out.get("hash"):
+        out["hash"] = provenance_hash(out)
+    # Round-trip once so what we store is exactly what readers will get back.
+    return json.loads(_canonical_json(out))
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def _tensor_type(shape: Sequence[int]) -> pa.FixedShapeTensorType:
+    return pa.fixed_shape_tensor(pa.float16(), list(shape))
+
+
+def map_schema(K: int, h: int, w: int, with_place: bool = True) -> pa.Schema:
+    """Arrow schema of a map part: ids/labels plus float16 fixed-shape tensor maps.
+
+    ``place`` is nullable and omitted entirely (``with_place=False``) for datasets
+    without a place attribute, rather than stored as an all-null column.
+    """
+    for name, v in (("K", K), ("h", h), ("w", w)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"map_schema: {name} must be a positive int, got {v!r}")
+    hw = _tensor_type((h, w))
+    fields = [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("label", pa.int64(), nullable=False),
+        pa.field("group", pa.int64(), nullable=False),
+    ]
+    if with_place:
+        fields.append(pa.field("place", pa.int64(), nullable=True))
+    fields += [
+        pa.field("map_det", hw, nullable=False),
+        pa.field("map_samples", _tensor_type((K, h, w)), nullable=False),
+        pa.field("map_mean", hw, nullable=False),
+        pa.field("map_median", hw, nullable=False),
+        pa.field("map_std", hw, nullable=False),
+    ]
+    return pa.schema(fields)
+
+
+# --------------------------------------------------------------------------- build
+
+
+def _as_str_list(name: str, values: Any, n: int | None) -> list[str]:
+    if isinstance(values, (str, bytes)):
+        raise ValueError(f"{name}: expected a sequence of strings, got a single string")
+    out = list(values.tolist() if isinstance(values, np.ndarray) else values)
+    if n is not None and len(out) != n:
+        raise ValueError(f"{name}: expected {n} values (len(image_id)), got {len(out)}")
+    bad = [v for v in out if not isinstance(v, str)]
+    if bad:
+        raise ValueError(f"{name}: expected strings, got {type(bad[0]).__name__} ({bad[0]!r})")
+    return out
+
+
+def _as_int_array(name: str, values: Any, n: int) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(f"{name}: expected shape ({n},), got {arr.shape}")
+    if arr.dtype.kind not in "iub":
+        if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            return arr.astype(np.int64)
+        raise ValueError(f"{name}: expected integer values, got dtype {arr.dtype}")
+    return arr.astype(np.int64, copy=False)
+
+
+def _place_array(values: Any, n: int) -> pa.Array:
+    """``place`` may contain missing entries (None / NaN / masked) which become nulls."""
+    if isinstance(values, np.ma.MaskedArray):
+        data = _as_int_array("place", values.filled(0), n)
+        return pa.array(data, type=pa.int64(), mask=np.ma.getmaskarray(values))
+    arr = np.asarray(values, dtype=object if isinstance(values, list) else None)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(f"place: expected shape ({n},), got {arr.shape}")
+    if arr.dtype.kind in "iub":
+        return pa.array(arr.astype(np.int64, copy=False), type=pa.int64())
+    mask = np.array(
+        [v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)) for v in arr], bool
+    )
+    filled = np.where(mask, 0, arr)
+    data = _as_int_array("place", filled.astype(np.float64), n)
+    return pa.array(data, type=pa.int64(), mask=mask)
+
+
+def _as_map(name: str, values: Any, expected: tuple[int, ...], dims: str) -> np.ndarray:
+    """Validate shape and cast to contiguous float16, refusing silent overflow to inf."""
+    arr = np.asarray(values)
+    if arr.shape != expected:
+        raise ValueError(
+            f"{name}: expected shape {dims} = {expected}, got {arr.shape}"
+        )
+    if arr.dtype.kind not in "fiu":
+        raise ValueError(f"{name}: expected a float array, got dtype {arr.dtype}")
+    with np.errstate(over="ignore"):  # overflow is reported below, with the column name
+        out = np.ascontiguousarray(arr, dtype=np.float16)
+    if arr.dtype != np.float16:
+        overflow = np.isinf(out) & np.isfinite(arr)
+        if overflow.any():
+            raise ValueError(
+                f"{name}: {int(overflow.sum())} finite values overflow float16 "
+                f"(|x| > 65504); normalise maps before storing"
+            )
+    return out
+
+
+def _tensor_array(values: np.ndarray) -> pa.ExtensionArray:
+    """float16 ndarray [N, *shape] -> FixedShapeTensorArray (works for N == 0 too)."""
+    shape = values.shape[1:]
+    size = int(np.prod(shape))
+    storage = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1), pa.float16()), size)
+    return pa.ExtensionArray.from_storage(_tensor_type(shape), storage)
+
+
+def build_table(rows: Mapping[str, Any], provenance: Mapping[str, Any]) -> pa.Table:
+    """Validate one shard's rows and assemble a map table with provenance metadata.
+
+    ``rows`` keys: image_id, split, label, group, [place], map_det (N,h,w),
+    map_samples (N,K,h,w), map_mean, map_median, map_std (N,h,w). Maps may be any real
+    dtype and are cast to float16. Provenance is stored as JSON under schema metadata
+    key ``b"paric"`` with a ``hash`` entry added if absent (see ``provenance_hash``).
+    Validation happens here, before any I/O, so a bad shard fails fast and loudly.
+    """
+    required = ("image_id", "split", "label", "group") + _ALL_MAPS
+    missing = [k for k in required if k not in rows]
+    if missing:
+        raise ValueError(f"build_table: missing column(s) {missing}")
+    unknown = sorted(set(rows) - set(_ALL_COLUMNS))
+    if unknown:
+        raise ValueError(f"build_table: unknown column(s) {unknown}; expected {list(_ALL_COLUMNS)}")
+
+    image_id = _as_str_list("image_id", rows["image_id"], None)
+    n = len(image_id)
+    if len(set(image_id)) != n:
+        dup = next(i for i in image_id if image_id.count(i) > 1)
+        raise ValueError(f"image_id: duplicate id {dup!r} within one part")
+    split = _as_str_list("split", rows["split"], n)
+    label = _as_int_array("label", rows["label"], n)
+    group = _as_int_array("group", rows["group"], n)
+
+    det = np.asarray(rows["map_det"])
+    if det.ndim != 3 or det.shape[0] != n:
+        raise ValueError(f"map_det: expected shape (N={n}, h, w), got {det.shape}")
+    h, w = int(det.shape[1]), int(det.shape[2])
+    samples = np.asarray(rows["map_samples"])
+    if samples.ndim != 4:
+        raise ValueError(
+            f"map_samples: expected shape (N={n}, K, h={h}, w={w}), got {samples.shape}"
+        )
+    K = int(samples.shape[1])
+    if min(h, w, K) < 1:
+        raise ValueError(f"maps must have positive K, h, w; got K={K}, h={h}, w={w}")
+
+    maps = {
+        "map_samples": _as_map(
+            "map_samples", samples, (n, K, h, w), f"(N={n}, K={K}, h={h}, w={w})"
+        )
+    }
+    for name in MAP_COLUMNS:
+        maps[name] = _as_map(name, rows[name], (n, h, w), f"(N={n}, h={h}, w={w})")
+
+    place = rows.get("place")
+    with_place = place is not None
+    schema = map_schema(K, h, w, with_place=with_place)
+    prov = _with_hash(provenance)
+    schema = schema.with_metadata({METADATA_KEY: _canonical_json(prov).encode("utf-8")})
+
+    arrays: dict[str, pa.Array] = {
+        "image_id": pa.array(image_id, pa.string()),
+        "split": pa.array(split, pa.string()),
+        "label": pa.array(label, pa.int64()),
+        "group": pa.array(group, pa.int64()),
+    }
+    if with_place:
+        arrays["place"] = _place_array(place, n)
+    for name in _ALL_MAPS:
+        arrays[name] = _tensor_array(maps[name])
+    return pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema)
+
+
+# --------------------------------------------------------------------------- write
+
+
+def _tmp_path(final: Path) -> Path:
+    """Hidden sibling temp name: dataset readers skip names starting with '.'."""
+    return final.with_name(f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Persist the rename itself; best effort (not supported on every platform/fs)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(final: Path, write: Any) -> Path:
+    """Write via ``write(fileobj)`` to a temp sibling, fsync, then ``os.replace``.
+
+    Readers and resume logic therefore only ever see complete files; a crash or error
+    leaves at most the previous version of ``final`` (never a half-written one).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(final)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(final.parent)
+    return final
+
+
+def write_part(table: pa.Table, path: Path) -> Path:
+    """Atomically write one part file (zstd-compressed Parquet) and return its path.
+
+    Encodings are left at pyarrow's defaults (dictionary/plain) rather than e.g.
+    BYTE_STREAM_SPLIT for float16, so that other Parquet readers can decode the maps.
+    """
+    if METADATA_KEY not in (table.schema.metadata or {}):
+        raise ValueError("write_part: table has no 'paric' provenance metadata; use build_table")
+    return _atomic_write(
+        Path(path), lambda f: pq.write_table(table, f, compression=COMPRESSION)
+    )
+
+
+# --------------------------------------------------------------------------- layout / resume
+
+
+def part_path(store_dir: Path, shard: int) -> Path:
+    """Path of shard ``shard``'s part file inside ``store_dir``."""
+    if isinstance(shard, bool) or not isinstance(shard, (int, np.integer)) or shard < 0:
+        raise ValueError(f"shard must be a non-negative int, got {shard!r}")
+    return Path(store_dir) / f"part-{int(shard):05d}.parquet"
+
+
+def list_parts(store_dir: Path) -> dict[int, Path]:
+    """All part files present in ``store_dir`` keyed by shard, sorted by shard index.
+
+    Sorting numerically (not lexically) keeps order right past shard 99999.
+    """
+    store_dir = Path(store_dir)
+    if not store_dir.is_dir():
+        return {}
+    found: dict[int, Path] = {}
+    for p in store_dir.iterdir():
+        m = _PART_RE.match(p.name)
+        if m and p.is_file():
+            found[int(m.group(1))] = p
+    return dict(sorted(found.items()))
+
+
+def _part_provenance(path: Path) -> dict[str, Any] | None:
+    """Provenance of one part from its footer only; None (with a warning) if unreadable."""
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        raw = meta.get(METADATA_KEY)
+        if raw is None:
+            raise ValueError("no 'paric' metadata key")
+        prov = json.loads(raw)
+        if not isinstance(prov, dict):
+            raise ValueError("'paric' metadata is not a JSON object")
+        return prov
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        msg = f"ignoring unreadable map part {path}: {exc}"
+        log.warning(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        return None
+
+
+def finished_parts(store_dir: Path, provenance_hash: str) -> set[int]:
+    """Shards whose part exists with matching provenance hash (footer read only).
+
+    Parts from a different configuration or that are truncated/corrupt count as not
+    finished, so a resumed run recomputes (and atomically overwrites) them.
+    """
+    done: set[int] = set()
+    for shard, path in list_parts(store_dir).items():
+        prov = _part_provenance(path)
+        if prov is not None and prov.get("hash") == provenance_hash:
+            done.add(shard)
+    return done
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    data = json.dumps(obj, indent=2, sort_keys=True, default=_json_default).encode("utf-8")
+    _atomic_write(path, lambda f: f.write(data))
+
+
+def mark_complete(store_dir: Path, n_rows: int, provenance: Mapping[str, Any]) -> None:
+    """Write ``_SUCCESS.json`` ({"n_rows", "parts", "provenance"}) atomically, last.
+
+    Checks first that every part present carries this provenance and that their row
+    counts sum to ``n_rows``: third-party readers load *every* part in the directory,
+    so a stale part from another configuration must not hide in a "complete" store.
+    """
+    store_dir = Path(store_dir)
+    prov = _with_hash(provenance)
+    parts = list_parts(store_dir)
+    if not parts:
+        raise ValueError(f"mark_complete: no part files in {store_dir}")
+    total = 0
+    stale: list[str] = []
+    for path in parts.values():
+        try:
+            md = pq.read_metadata(path)
+            kv = md.metadata or {}
+            part_prov = json.loads(kv[METADATA_KEY]) if METADATA_KEY in kv else None
+        except (OSError, pa.ArrowException, ValueError) as exc:
+            raise ValueError(f"mark_complete: unreadable part {path}: {exc}") from exc
+        if not isinstance(part_prov, dict) or part_prov.get("hash") != prov["hash"]:
+            stale.append(path.name)
+        total += md.num_rows
+    if stale:
+        raise ValueError(
+            f"mark_complete: parts in {store_dir} with different provenance "
+            f"(expected hash {prov['hash']}): {stale}; remove or recompute them"
+        )
+    if total != n_rows:
+        raise ValueError(
+            f"mark_complete: parts in {store_dir} hold {total} rows, expected n_rows={n_rows}"
+        )
+    manifest = {
+        "n_rows": int(n_rows),
+        "parts": [p.name for p in parts.values()],
+        "provenance": prov,
+    }
+    _write_json(store_dir / SUCCESS_NAME, manifest)
+
+
+def _read_manifest(store_dir: Path) -> dict[str, Any] | None:
+    """Parsed ``_SUCCESS.json`` if present and well-formed with all its parts on disk."""
+    path = Path(store_dir) / SUCCESS_NAME
+    try:
+        manifest = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        warnings.warn(f"ignoring unreadable manifest {path}: {exc}", RuntimeWarning, stacklevel=3)
+        return None
+    if not (
+        isinstance(manifest, dict)
+        and isinstance(manifest.get("parts"), list)
+        and isinstance(manifest.get("provenance"), dict)
+        and isinstance(manifest.get("n_rows"), int)
+    ):
+        warnings.warn(f"ignoring malformed manifest {path}", RuntimeWarning, stacklevel=3)
+        return None
+    if not all((Path(store_dir) / name).is_file() for name in manifest["parts"]):
+        return None
+    return manifest
+
+
+def is_complete(store_dir: Path, provenance_hash: str) -> bool:
+    """True if ``_SUCCESS.json`` exists, matches ``provenance_hash`` and its parts exist."""
+    manifest = _read_manifest(store_dir)
+    return manifest is not None and manifest["provenance"].get("hash") == provenance_hash
+
+
+# --------------------------------------------------------------------------- read
+
+
+@dataclass
+class MapStore:
+    """A split's maps as numpy arrays; columns not requested are None."""
+
+    image_id: list[str] | None
+    split: list[str] | None
+    label: np.ndarray | None
+    group: np.ndarray | None
+    place: np.ndarray | None
+    map_det: np.ndarray | None
+    map_samples: np.ndarray | None
+    map_mean: np.ndarray | None
+    map_median: np.ndarray | None
+    map_std: np.ndarray | None
+    provenance: dict[str, Any]
+    n_rows: int = 0
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+
+def _tensor_to_numpy(col: pa.ChunkedArray) -> np.ndarray:
+    """Fixed-shape tensor column -> writable float16 ndarray [N, *shape] with one copy.
+
+    Uses each chunk's storage (a FixedSizeList) flattened and reshaped, then one
+    concatenate; ``flatten`` honours slice offsets, unlike ``.values``.
+    """
+    typ = col.type
+    if isinstance(typ, pa.FixedShapeTensorType):
+        shape = tuple(typ.shape)
+        if list(typ.permutation or range(len(shape))) != list(range(len(shape))):
+            # Not produced by this module; let pyarrow apply the permutation.
+            return np.array(col.combine_chunks().to_numpy_ndarray())
+        chunks = [c.storage for c in col.chunks]
+    else:  # e.g. extension metadata lost and only the FixedSizeList storage survived
+        raise TypeError(f"expected arrow.fixed_shape_tensor column, got {typ}")
+    flat = [c.flatten().to_numpy(zero_copy_only=False) for c in chunks]
+    values = np.concatenate(flat) if flat else np.empty(0, np.float16)
+    return values.astype(np.float16, copy=False).reshape((len(col),) + shape)
+
+
+def _place_to_numpy(col: pa.ChunkedArray) -> np.ndarray:
+    """int64 array, or an int64 masked array where some places are null."""
+    if col.null_count == 0:
+        return col.to_numpy().astype(np.int64, copy=False)
+    mask = col.is_null().to_numpy(zero_copy_only=False)
+    data = col.fill_null(0).to_numpy().astype(np.int64, copy=False)
+    return np.ma.MaskedArray(data, mask=mask)
+
+
+def read_store(
+    store_dir: Path,
+    columns: list[str] | None = None,
+    require_complete: bool = True,
+) -> MapStore:
+    """Load a split's parts (in shard order, rows as written) into numpy.
+
+    With ``require_complete`` (default) only the parts listed in ``_SUCCESS.json`` are
+    read and the row count is checked against it; otherwise every part present is read
+    (useful for inspecting a run in progress). ``place`` is None when the dataset has
+    no place column.
+    """
+    store_dir = Path(store_dir)
+    if columns is not None:
+        unknown = sorted(set(columns) - set(_ALL_COLUMNS))
+        if unknown:
+            raise ValueError(f"read_store: unknown column(s) {unknown}; valid: {list(_ALL_COLUMNS)}")
+    wanted = list(_ALL_COLUMNS) if columns is None else [c for c in _ALL_COLUMNS if c in columns]
+
+    if not store_dir.is_dir():
+        raise FileNotFoundError(f"map store {store_dir} does not exist")
+    present = list_parts(store_dir)
+    manifest = _read_manifest(store_dir)
+    if manifest is not None:
+        paths = [store_dir / name for name in manifest["parts"]]
+        paths.sort(key=lambda p: int(_PART_RE.match(p.name).group(1)))  # type: ignore[union-attr]
+        extra = sorted(set(present.values()) - set(paths))
+        if extra:
+            warnings.warn(
+                f"map store {store_dir} has parts not listed in {SUCCESS_NAME} (ignored): "
+                f"{[p.name for p in extra]}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        provenance = manifest["provenance"]
+    elif require_complete:
+        raise IncompleteStoreError(
+            f"map store {store_dir} is not complete (no valid {SUCCESS_NAME}); "
+            f"{len(present)} part(s) present. Pass require_complete=False to read anyway."
+        )
+    else:
+        paths = list(present.values())
+        provenance = {}
+    if not paths:
+        raise FileNotFoundError(f"map store {store_dir} has no part files")
+
+    tables = []
+    for path in paths:
+        t = pq.read_table(path)
+        if manifest is None and not provenance:
+            raw = (t.schema.metadata or {}).get(METADATA_KEY)
+            provenance = json.loads(raw) if raw else {}
+        keep = [c for c in wanted if c in t.column_names]
+        tables.append(t.select(keep).replace_schema_metadata(None))
+    try:
+        table = pa.concat_tables(tables)
+    except pa.ArrowInvalid as exc:
+        raise ValueError(f"map store {store_dir}: parts have inconsistent schemas: {exc}") from exc
+    if manifest is not None and table.num_rows != manifest["n_rows"]:
+        raise ValueError(
+            f"map store {store_dir}: read {table.num_rows} rows, "
+            f"{SUCCESS_NAME} says {manifest['n_rows']}"
+        )
+
+    out: dict[str, Any] = {name: None for name in _ALL_COLUMNS}
+    for name in table.column_names:
+        col = table.column(name)
+        if name in ("image_id", "split"):
+            out[name] = col.to_pylist()
+        elif name in ("label", "group"):
+            out[name] = col.to_numpy().astype(np.int64, copy=False)
+        elif name == "place":
+            out[name] = _place_to_numpy(col)
+        else:
+            out[name] = _tensor_to_numpy(col)
+    return MapStore(**out, provenance=provenance, n_rows=table.num_rows)
+
+
+def read_provenance(store_dir: Path) -> dict[str, Any]:
+    """Provenance from ``_SUCCESS.json`` if complete, else from the first readable part."""
+    store_dir = Path(store_dir)
+    manifest = _read_manifest(store_dir)
+    if manifest is not None:
+        return manifest["provenance"]
+    for path in list_parts(store_dir).values():
+        prov = _part_provenance(path)
+        if prov is not None:
+            return prov
+    raise FileNotFoundError(f"map store {store_dir} has no readable parts or {SUCCESS_NAME}")

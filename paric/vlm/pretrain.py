@@ -1,0 +1,117 @@
+"""Contrastive pretraining of a custom open_clip model on the embedded caption corpus.
+
+Why: CLIP weights cannot be downloaded here, so the embedded default pretrains a tiny tower with
+open_clip's own ``ClipLoss`` on image–caption pairs in which object and place are independent;
+the checkpoint is keyed by a hash of its config and reused.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+from open_clip.loss import ClipLoss
+from tqdm.auto import tqdm
+
+from paric.config import PretrainConfig
+from paric.vlm.factory import VLM, build_model, normalise_images
+
+
+def _lr_at(step: int, total: int, cfg: PretrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * progress))
+
+
+def pretrain_clip(
+    name: str,
+    images: torch.Tensor,
+    captions: list[str],
+    cfg: PretrainConfig,
+    seed: int,
+    out_path: Path,
+    progress: bool = True,
+) -> dict:
+    """Train ``name`` from scratch on (images uint8 (N,H,W,3), captions); save to ``out_path``.
+
+    Returns training stats. The checkpoint is written to a temp name and renamed, so an
+    interrupted run never leaves a truncated checkpoint where a finished one is expected.
+    """
+    model = build_model(name, seed)
+    tokenizer = open_clip.get_tokenizer(name)
+    tokens = tokenizer(captions)
+    model.train()
+    opt = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
+    loss_fn = ClipLoss()
+    n = images.shape[0]
+    steps_per_epoch = n // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"vlm.pretrain.batch_size={cfg.batch_size} exceeds the caption corpus size {n}")
+    total = steps_per_epoch * cfg.epochs
+    gen = torch.Generator().manual_seed(seed)
+    step, t0, losses = 0, time.time(), []
+    bar = tqdm(total=total, desc=f"pretrain {name}", disable=not progress, unit="step")
+    for _epoch in range(cfg.epochs):
+        order = torch.randperm(n, generator=gen)
+        for i in range(steps_per_epoch):
+            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            x = normalise_images(images[idx])
+            flip = torch.rand(len(idx), generator=gen) < 0.5  # shapes and places are flip-invariant
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, total, cfg)
+            img_f = model.encode_image(x, normalize=True)
+            txt_f = model.encode_text(tokens[idx], normalize=True)
+            loss = loss_fn(img_f, txt_f, model.logit_scale.exp())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
+            losses.append(float(loss))
+            step += 1
+            bar.update(1)
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    bar.close()
+    model.eval()
+    stats = {
+        "steps": step,
+        "seconds": round(time.time() - t0, 1),
+        "final_loss": float(np.mean(losses[-20:])),
+        "pairs": n,
+        "epochs": cfg.epochs,
+    }
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
+    torch.save({"model": model.state_dict(), "name": name, "stats": stats}, tmp)
+    os.replace(tmp, out_path)
+    return stats
+
+
+@torch.no_grad()
+def zero_shot_accuracy(vlm: VLM, images: torch.Tensor, labels: np.ndarray, class_names: list[str],
+                       template: str, batch_size: int = 256) -> float:
+    """Top-1 accuracy of classifying ``images`` by the nearest ``template.format(class)`` prompt."""
+    text = vlm.encode_text([template.format(c) for c in class_names])
+    preds = []
+    for i in range(0, len(images), batch_size):
+        f = vlm.model.encode_image(vlm.normalise(images[i : i + batch_size]), normalize=True)
+        preds.append((f @ text.T).argmax(1).numpy())
+    return float((np.concatenate(preds) == np.asarray(labels)).mean())
+
+
+def write_json(path: Path, obj: dict) -> None:
+    """Atomic JSON write (temp name, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+    os.replace(tmp, path)

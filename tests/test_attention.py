@@ -1,0 +1,109 @@
+"""Grad-CAM reference maps: batched VJP = naive loop, GALS definition, sampling keyed by image id,
+image uncertainty reaching the map, and layer selection per tower type."""
+import numpy as np
+import pytest
+import torch
+
+from paric.attention.gradcam import minmax_normalise, resolve_layer
+from paric.attention.reference import ReferenceMapper, combine_prompts
+from paric.config import AdapterConfig
+from paric.vlm.adapters import build_adapters
+from paric.vlm.factory import load_vlm
+
+PROMPTS = ["a photo of a shape", "an image of a shape"]
+
+
+@pytest.fixture(scope="module", params=["paric-micro-vit", "paric-micro-vit-tok", "paric-micro-rn"])
+def setup(request):
+    torch.manual_seed(0)
+    vlm = load_vlm(request.param, seed=0)
+    dim = vlm.encode_text(["x"]).shape[1]
+    adapters = build_adapters(dim, AdapterConfig(hidden=32)).eval()
+    images = torch.randn(3, 3, vlm.image_size, vlm.image_size, generator=torch.Generator().manual_seed(1))
+    return vlm, adapters, images, ["a.jpg", "b.jpg", "c.jpg"]
+
+
+def test_batched_vjp_equals_one_backward_per_sample(setup):
+    vlm, adapters, x, ids = setup
+    fast = ReferenceMapper(vlm, PROMPTS, adapters, K=6, seed=3)(x, ids)
+    slow = ReferenceMapper(vlm, PROMPTS, adapters, K=6, seed=3, vjp="looped")(x, ids)
+    for name in ("det", "samples", "mean", "median", "std"):
+        np.testing.assert_allclose(getattr(fast, name), getattr(slow, name), atol=1e-5, err_msg=name)
+
+
+def test_maps_shapes_and_range(setup):
+    vlm, adapters, x, ids = setup
+    mapper = ReferenceMapper(vlm, PROMPTS, adapters, K=4, seed=0)
+    out = mapper(x, ids)
+    h, w = mapper.layer.grid
+    assert min(h, w) >= 8
+    assert out.det.shape == (3, h, w) and out.samples.shape == (3, 4, h, w) and out.std.shape == (3, h, w)
+    for m in (out.det, out.samples, out.mean, out.median):
+        assert m.min() >= 0 and m.max() <= 1 + 1e-6
+    assert (out.det.reshape(3, -1).max(1) == pytest.approx(1.0))
+
+
+def test_sample_depends_only_on_seed_image_id_and_k(setup):
+    vlm, adapters, x, ids = setup
+    full = ReferenceMapper(vlm, PROMPTS, adapters, K=5, seed=7)(x, ids)
+    # the same image alone, with fewer samples, in another batch position
+    part = ReferenceMapper(vlm, PROMPTS, adapters, K=2, seed=7)(x[[2, 1]], [ids[2], ids[1]])
+    np.testing.assert_allclose(part.samples[0], full.samples[2, :2], atol=1e-5)
+    np.testing.assert_allclose(part.samples[1], full.samples[1, :2], atol=1e-5)
+    other = ReferenceMapper(vlm, PROMPTS, adapters, K=5, seed=8)(x, ids)
+    assert np.abs(other.samples - full.samples).max() > 1e-3
+
+
+def test_image_uncertainty_reaches_the_map(setup):
+    """With one shared text sample for every k, the K maps must still differ (public-code pitfall)."""
+    vlm, adapters, x, ids = setup
+    mapper = ReferenceMapper(vlm, PROMPTS, adapters, K=4, seed=0)
+    mapper.text_samples = mapper.text_samples[:, :1].expand_as(mapper.text_samples).clone()
+    out = mapper(x, ids)
+    assert np.abs(out.samples[:, 0] - out.samples[:, 1]).max() > 1e-3
+
+
+def test_det_map_is_gals_gradcam(setup):
+    """Independent Grad-CAM via retain_grad on the hooked activations, one prompt."""
+    vlm, adapters, x, ids = setup
+    mapper = ReferenceMapper(vlm, PROMPTS[:1], layer="auto")
+    layer = mapper.layer
+    module = vlm.model.visual.get_submodule(layer.path)
+    saved = {}
+
+    def hook(_m, _i, out):
+        out.retain_grad()
+        saved["a"] = out
+
+    h = module.register_forward_hook(hook)
+    xx = x.clone().requires_grad_(True)  # so that the activations are part of a graph
+    with torch.enable_grad():
+        v = vlm.model.encode_image(xx)
+        (v @ mapper.text[0]).sum().backward()
+    h.remove()
+    a, g = saved["a"].detach(), saved["a"].grad
+    if layer.layout == "tokens":
+        a, g = a[:, layer.prefix:], g[:, layer.prefix:]
+        cam = torch.relu((a * g.mean(1, keepdim=True)).sum(-1)).reshape(len(x), *layer.grid)
+    else:
+        cam = torch.relu((a * g.mean((2, 3), keepdim=True)).sum(1))
+    np.testing.assert_allclose(mapper(x, ids).det, minmax_normalise(cam).numpy(), atol=1e-5)
+
+
+def test_layer_choice():
+    rn = load_vlm("paric-micro-rn")
+    layer = resolve_layer(rn.model.visual, rn.image_size)
+    assert layer.layout == "conv" and min(layer.grid) >= 8 and layer.path != "layer4"  # 2x2 at 64 px
+    tok = load_vlm("paric-micro-vit-tok")
+    assert resolve_layer(tok.model.visual, tok.image_size).path == "transformer.resblocks.0"
+    avg = load_vlm("paric-micro-vit")
+    assert resolve_layer(avg.model.visual, avg.image_size).path == "transformer.resblocks.0"
+    with pytest.raises(ValueError, match="saliency_layer"):
+        resolve_layer(avg.model.visual, avg.image_size, "transformer.nope")
+
+
+def test_combine_prompts_ignores_zero_maps_and_normalise_is_safe():
+    a = torch.rand(1, 2, 4, 4)
+    z = torch.zeros(1, 2, 4, 4)
+    np.testing.assert_allclose(combine_prompts(torch.cat([minmax_normalise(a), z])).numpy(), minmax_normalise(a)[0].numpy(), atol=1e-6)
+    assert torch.equal(minmax_normalise(torch.full((2, 3, 3), 0.5)), torch.zeros(2, 3, 3))

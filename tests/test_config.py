@@ -1,0 +1,63 @@
+"""Config loading: defaults validate, overrides apply, typos and wrong types name file and key."""
+from pathlib import Path
+
+import pytest
+
+from paric.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_default_yaml_matches_schema_defaults():
+    cfg = load_config(REPO / "conf" / "default.yaml")
+    assert cfg.maps.K == 32 and cfg.vlm.name == "paric-tiny-vit"
+    assert cfg.adapter.lr == pytest.approx(1e-3)
+
+
+def test_overrides_parse_yaml_scalars_and_scientific_floats():
+    cfg = load_config(None, ["maps.K=8", "adapter.lr=3e-4", "maps.splits=[test]", "vlm.pretrained=null"])
+    assert cfg.maps.K == 8 and cfg.adapter.lr == pytest.approx(3e-4) and cfg.maps.splits == ["test"]
+
+
+def test_unknown_key_in_file_names_file_key_and_suggestion(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("maps:\n  KK: 4\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert str(p) in msg and "maps.KK" in msg and "maps.K" in msg
+
+
+def test_wrong_type_names_key(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("maps:\n  K: many\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: key 'maps.K'"):
+        load_config(p)
+
+
+def test_override_typo_names_the_override():
+    with pytest.raises(ConfigError, match=r"override 'run.sed=3': unknown key 'run.sed'"):
+        load_config(None, ["run.sed=3"])
+
+
+def test_semantic_validation():
+    with pytest.raises(ConfigError, match="classes"):
+        load_config(None, ["data.synthetic.classes=[hexagon, circle]", "data.synthetic.shapes=[circle]"])
+    with pytest.raises(ConfigError, match="ratio"):
+        load_config(None, ["data.synthetic.ratio=1.5"])
+
+
+def test_missing_file_and_bad_top_level(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    p = tmp_path / "list.yaml"
+    p.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(p)
+
+
+def test_section_hash_changes_only_with_its_section():
+    a = load_config(None)
+    b = load_config(None, ["maps.K=4"])
+    assert a.section_hash("vlm") == b.section_hash("vlm")
+    assert a.section_hash("maps") != b.section_hash("maps")
