@@ -107,3 +107,17 @@ def test_combine_prompts_ignores_zero_maps_and_normalise_is_safe():
     z = torch.zeros(1, 2, 4, 4)
     np.testing.assert_allclose(combine_prompts(torch.cat([minmax_normalise(a), z])).numpy(), minmax_normalise(a)[0].numpy(), atol=1e-6)
     assert torch.equal(minmax_normalise(torch.full((2, 3, 3), 0.5)), torch.zeros(2, 3, 3))
+
+
+def test_cls_head_reproduces_the_towers_output():
+    from paric.attention.gradcam import capture_as_leaf, cls_head
+
+    vlm = load_vlm("paric-micro-vit-tok")
+    layer = resolve_layer(vlm.model.visual, vlm.image_size)
+    head = cls_head(vlm.model.visual, layer)
+    assert head is not None
+    x = torch.randn(2, 3, vlm.image_size, vlm.image_size)
+    with torch.no_grad(), capture_as_leaf(vlm.model.visual, layer) as cap:
+        full = vlm.model.encode_image(x)
+    np.testing.assert_allclose(head(cap["acts"]).detach().numpy(), full.numpy(), atol=1e-5)
+    assert cls_head(load_vlm("paric-micro-vit").model.visual, layer) is None  # avg pooling: generic path

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -73,6 +74,34 @@ def resolve_layer(visual: nn.Module, image_size: int, path: str = "auto") -> Sal
         gh, gw = (int(g) for g in visual.grid_size)
         return SaliencyLayer(path, "tokens", (gh, gw), prefix=int(shape[1]) - gh * gw)
     raise ValueError(f"vlm.saliency_layer: '{path}' outputs shape {tuple(shape)}, expected 3-D tokens or 4-D maps")
+
+
+def cls_head(visual: nn.Module, layer: SaliencyLayer) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """For a [CLS]-pooled ViT read at the input of its last block: the map from that input to the
+    embedding, evaluated for the [CLS] query only.
+
+    Why: autograd through the full last block costs a block's backward per target score (K+1 of
+    them); only the [CLS] row reaches the output, so the keys/values of all tokens and the query,
+    MLP and head of one token are enough. Exactly equal to the tower's own forward (tested).
+    Returns None when the tower does not have this form (the generic path is used then).
+    """
+    blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
+    if (blocks is None or getattr(visual, "pool_type", None) != "tok" or getattr(visual, "attn_pool", None) is not None
+            or len(blocks) < 2 or layer.path != f"transformer.resblocks.{len(blocks) - 2}"):
+        return None
+    last = blocks[-1]
+    attn = getattr(last, "attn", None)
+    if not isinstance(attn, nn.MultiheadAttention) or not attn.batch_first or not hasattr(last, "ls_1"):
+        return None
+
+    def head(x: torch.Tensor) -> torch.Tensor:
+        y = last.ln_1(x)
+        h = x[:, :1] + last.ls_1(attn(y[:, :1], y, y, need_weights=False)[0])
+        h = h + last.ls_2(last.mlp(last.ln_2(h)))
+        pooled = visual.ln_post(h[:, 0])
+        return pooled @ visual.proj if visual.proj is not None else pooled
+
+    return head
 
 
 @contextmanager

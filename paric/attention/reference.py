@@ -18,6 +18,7 @@ from paric.attention.gradcam import (
     SaliencyLayer,
     batched_vjp,
     capture_as_leaf,
+    cls_head,
     gradcam,
     looped_vjp,
     minmax_normalise,
@@ -100,8 +101,12 @@ class ReferenceMapper:
         of the image adapter's GGD at the tower's unit-norm output.
         """
         visual = self.vlm.model.visual
-        with torch.enable_grad(), capture_as_leaf(visual, self.layer) as cap:
+        head = cls_head(visual, self.layer)
+        with torch.set_grad_enabled(head is None), capture_as_leaf(visual, self.layer) as cap:
             v = self.vlm.model.encode_image(images)  # (B, d), graph starts at the leaf
+        with torch.enable_grad():
+            if head is not None:  # recompute only what reaches the output from the leaf
+                v = head(cap["acts"])
             det = v @ self.text.T  # (B, P)
             cols = [det[..., None]]
             if self.K > 0:

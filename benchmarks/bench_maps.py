@@ -1,0 +1,67 @@
+"""Cost of PARIC's K sampled Grad-CAM maps relative to one deterministic (GALS) map.
+
+Prints, per tower, time(K sampled maps) / time(1 deterministic map) with the gradients of all
+K scores from one batched vector–Jacobian product ("batched") and from one backward pass per
+sample ("naive"). Random weights (timing does not depend on them). Last line, for the
+ViT-B-32-shaped tower:  batched_over_det=<x> naive_over_det=<y>
+
+    python benchmarks/bench_maps.py [--K 32] [--batch 8] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from paric.attention.reference import ReferenceMapper
+from paric.config import AdapterConfig
+from paric.vlm.adapters import build_adapters
+from paric.vlm.factory import load_vlm
+
+PROMPTS = ["a photo of a bird"]
+
+
+def best_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def measure(name: str, K: int, batch: int, repeats: int) -> tuple[float, float, float]:
+    torch.manual_seed(0)
+    vlm = load_vlm(name)
+    adapters = build_adapters(vlm.encode_text(["x"]).shape[1], AdapterConfig()).eval()
+    x = torch.randn(batch, 3, vlm.image_size, vlm.image_size)
+    ids = [f"img{i}" for i in range(batch)]
+    det = ReferenceMapper(vlm, PROMPTS)
+    fast = ReferenceMapper(vlm, PROMPTS, adapters, K=K)
+    slow = ReferenceMapper(vlm, PROMPTS, adapters, K=K, vjp="looped")
+    t_det = best_time(lambda: det(x, ids), repeats)
+    t_fast = best_time(lambda: fast(x, ids), repeats)
+    t_slow = best_time(lambda: slow(x, ids), repeats)
+    return t_det, t_fast, t_slow
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--K", type=int, default=32)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    print(f"torch threads: {torch.get_num_threads()}, K={args.K}, batch={args.batch}")
+    result = None
+    for name in ("paric-tiny-vit", "ViT-B-32"):
+        t_det, t_fast, t_slow = measure(name, args.K, args.batch, args.repeats)
+        result = (t_fast / t_det, t_slow / t_det)
+        print(f"{name:16s} det {t_det * 1e3:8.1f} ms  batched {t_fast * 1e3:8.1f} ms ({result[0]:.2f}x)  "
+              f"naive {t_slow * 1e3:8.1f} ms ({result[1]:.2f}x)")
+    print(f"batched_over_det={result[0]:.2f} naive_over_det={result[1]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Shared fixtures: one real local Ray cluster per test session, and a tiny end-to-end config."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # fail fast on hub downloads: there is no network
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+TINY = [
+    "data.synthetic.image_size=32",
+    "data.synthetic.n_train=24",
+    "data.synthetic.n_val=8",
+    "data.synthetic.n_test=16",
+    "data.synthetic.n_captions=256",
+    "vlm.name=paric-micro-vit",
+    "vlm.pretrain.epochs=1",
+    "vlm.pretrain.batch_size=32",
+    "vlm.pretrain.warmup_steps=2",
+    "adapter.hidden=32",
+    "adapter.epochs=2",
+    "adapter.batch_size=64",
+    "maps.K=4",
+    "maps.shard_size=8",
+    "maps.batch_size=4",
+    "maps.num_actors=2",
+    "run.threads=1",
+]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, object_store_memory=512 * 1024 * 1024, include_dashboard=False,
+                 log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_overrides():
+    return list(TINY)

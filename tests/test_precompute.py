@@ -1,0 +1,141 @@
+"""End to end on a real local Ray cluster: data → tiny VLM → adapters → Ray Data map store.
+
+One precompute run is shared by the module; the other tests rerun, resume, change the actor
+count or break the input and check what is (and is not) left on disk.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from paric import store
+from paric.config import load_config
+from paric.stages.maps import run_precompute
+from paric.stages.precompute import precompute_split
+from paric.stages.prepare import VLMArtifact
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, ray_cluster, tiny_overrides):
+    out = tmp_path_factory.mktemp("run")
+    cfg = load_config(REPO / "conf" / "default.yaml", tiny_overrides + [f"run.output_dir={out}"])
+    summary = run_precompute(cfg, progress=False)
+    return cfg, summary
+
+
+def _parts(d: Path) -> dict[str, float]:
+    return {p.name: p.stat().st_mtime_ns for p in sorted(d.glob("part-*.parquet"))}
+
+
+def test_outputs_exist_and_are_readable_without_ray(run):
+    cfg, summary = run
+    for split, n in (("train", 24), ("val", 8), ("test", 16)):
+        d = cfg.output_path("maps", split)
+        ms = store.read_store(d)
+        assert len(ms.image_id) == n and ms.map_samples.shape[1] == cfg.maps.K
+        assert ms.map_det.dtype == np.float16
+        assert ms.provenance["K"] == cfg.maps.K and ms.provenance["vlm"] == "paric-micro-vit"
+        assert ms.provenance["vlm_weights"].startswith("sha256:")
+        table = pq.read_table(d)
+        assert table.schema.field("map_samples").type.extension_name == "arrow.fixed_shape_tensor"
+        assert len(pd.read_parquet(d)) == n
+    q = summary["quality"]["splits"]["test"]
+    assert set(q["energy_in_mask"]) >= {"det", "mean", "median", "uniform", "random_init_det"}
+    assert 0 < q["energy_in_mask"]["uniform"] < 0.3
+    zs = (cfg.output_path("vlm", "clip", "pretrain.json")).read_text()
+    assert "acc_all_shapes" in zs
+
+
+def test_rerun_skips_every_stage(run, caplog):
+    cfg, _ = run
+    before = {s: _parts(cfg.output_path("maps", s)) for s in cfg.maps.splits}
+    ckpt = cfg.output_path("vlm", "clip", "model.pt").stat().st_mtime_ns
+    caplog.set_level("INFO", logger="paric")
+    run_precompute(cfg, progress=False)
+    assert {s: _parts(cfg.output_path("maps", s)) for s in cfg.maps.splits} == before
+    assert cfg.output_path("vlm", "clip", "model.pt").stat().st_mtime_ns == ckpt
+    stage_lines = [r.getMessage() for r in caplog.records if "[stage]" in r.getMessage()]
+    assert stage_lines and all("skipped" in line for line in stage_lines), stage_lines
+
+
+def test_interrupted_run_resumes_only_missing_shards(run):
+    cfg, _ = run
+    d = cfg.output_path("maps", "train")
+    reference = store.read_store(d)
+    parts = _parts(d)
+    (d / store.SUCCESS_NAME).unlink()  # as if killed before the end ...
+    missing = sorted(parts)[1]
+    (d / missing).unlink()  # ... with one shard not yet written
+    run_precompute(cfg, progress=False)
+    after = _parts(d)
+    assert set(after) == set(parts)
+    assert all(after[p] == parts[p] for p in parts if p != missing)  # finished shards untouched
+    again = store.read_store(d)
+    np.testing.assert_array_equal(again.map_samples, reference.map_samples)
+
+
+def test_one_or_two_actors_give_bit_identical_maps(run, tmp_path):
+    cfg, summary = run
+    root = Path(summary["data"])
+    art = VLMArtifact(cfg.vlm.name, None, cfg.output_path("vlm", "clip", "model.pt"), "k")
+    layer = store.read_provenance(cfg.output_path("maps", "test"))["saliency_layer"]
+    outs = {}
+    for n in (1, 2):
+        c = load_config(None, [*_dump(cfg), f"run.output_dir={tmp_path / str(n)}", f"data.root={root}",
+                               f"maps.num_actors={n}"])
+        outs[n] = store.read_store(precompute_split(c, root, "test", art, Path(summary["adapters"]), layer))
+    for col in ("map_det", "map_samples", "map_mean", "map_median", "map_std"):
+        assert np.array_equal(getattr(outs[1], col), getattr(outs[2], col)), col
+    assert np.array_equal(outs[1].map_samples, store.read_store(cfg.output_path("maps", "test")).map_samples)
+
+
+def _dump(cfg) -> list[str]:
+    """The tiny config as overrides (so a copy can change a few keys)."""
+    import json
+
+    flat = []
+
+    def walk(prefix, obj):
+        for k, v in obj.items():
+            if isinstance(v, dict):
+                walk(f"{prefix}{k}.", v)
+            else:
+                flat.append(f"{prefix}{k}={json.dumps(v)}")
+
+    walk("", cfg.model_dump(mode="json"))
+    return flat
+
+
+def test_corrupt_image_fails_clearly_and_leaves_no_partial_part(run, tmp_path):
+    cfg, summary = run
+    root = tmp_path / "data"
+    shutil.copytree(summary["data"], root)
+    meta = pd.read_csv(root / "metadata.csv")
+    victim = meta[meta["split"] == 2]["img_filename"].iloc[12]  # in the second shard of test
+    (root / "images" / victim).write_bytes(b"not a jpeg")
+    c = load_config(None, [*_dump(cfg), f"run.output_dir={tmp_path / 'out'}", f"data.root={root}"])
+    art = VLMArtifact(cfg.vlm.name, None, cfg.output_path("vlm", "clip", "model.pt"), "k")
+    layer = store.read_provenance(cfg.output_path("maps", "test"))["saliency_layer"]
+    with pytest.raises(Exception, match=victim.split("/")[-1]):
+        precompute_split(c, root, "test", art, Path(summary["adapters"]), layer)
+    out = c.output_path("maps", "test")
+    leftovers = [p.name for p in out.glob(".*")] if out.exists() else []
+    assert leftovers == []
+    assert not (out / store.SUCCESS_NAME).exists()
+    assert not store.part_path(out, 1).exists()
+
+
+def test_cli_reports_config_typo(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "pipelines" / "precompute.py"), "--config",
+                           str(REPO / "conf" / "default.yaml"), "maps.KK=3"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "unknown key 'maps.KK'" in proc.stderr and "did you mean 'maps.K'" in proc.stderr
