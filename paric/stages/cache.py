@@ -7,22 +7,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from paric.io import write_json
+
 log = logging.getLogger("paric")
 MARKER = "_DONE.json"
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Atomic JSON write: temp name in the same directory, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
 
 
 def read_marker(stage_dir: Path) -> dict | None:

@@ -5,6 +5,7 @@ a uniform map and against the same architecture with random weights.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ def quality_stage(cfg: Config, root: Path, layer: str, control_split: str = "tes
     with timed_stage("quality", out_path) as info:
         if is_done(out_path.parent / "quality", key) and out_path.is_file():
             info["skipped"] = True
-            import json
+
 
             return json.loads(out_path.read_text())
         report: dict = {"splits": {}}

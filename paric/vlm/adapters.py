@@ -6,7 +6,6 @@ trained on the same (unit-norm) scale, unlike the public code which scales image
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from paric.config import AdapterConfig
+from paric.io import atomic_path
 from paric.vlm.ggd import ggd_nll
 
 
@@ -130,10 +130,8 @@ def train_adapters(img_emb: torch.Tensor, txt_emb: torch.Tensor, cfg: AdapterCon
         "mean_alpha": float(ai.mean()),
         "mean_beta": float(bi.mean()),
     }
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
-    torch.save({"adapters": pair.state_dict(), "dim": dim, "config": cfg.model_dump(), "stats": stats}, tmp)
-    os.replace(tmp, out_path)
+    with atomic_path(out_path) as tmp:
+        torch.save({"adapters": pair.state_dict(), "dim": dim, "config": cfg.model_dump(), "stats": stats}, tmp)
     return pair, stats
 
 

@@ -6,9 +6,7 @@ the checkpoint is keyed by a hash of its config and reused.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from open_clip.loss import ClipLoss
 from tqdm.auto import tqdm
 
 from paric.config import PretrainConfig
+from paric.io import atomic_path
 from paric.vlm.factory import VLM, build_model, normalise_images
 
 
@@ -90,10 +89,8 @@ def pretrain_clip(
         "pairs": n,
         "epochs": cfg.epochs,
     }
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
-    torch.save({"model": model.state_dict(), "name": name, "stats": stats}, tmp)
-    os.replace(tmp, out_path)
+    with atomic_path(out_path) as tmp:
+        torch.save({"model": model.state_dict(), "name": name, "stats": stats}, tmp)
     return stats
 
 
@@ -107,11 +104,3 @@ def zero_shot_accuracy(vlm: VLM, images: torch.Tensor, labels: np.ndarray, class
         f = vlm.model.encode_image(vlm.normalise(images[i : i + batch_size]), normalize=True)
         preds.append((f @ text.T).argmax(1).numpy())
     return float((np.concatenate(preds) == np.asarray(labels)).mean())
-
-
-def write_json(path: Path, obj: dict) -> None:
-    """Atomic JSON write (temp name, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    os.replace(tmp, path)
