@@ -34,7 +34,7 @@ def _probe_shape(visual: nn.Module, module: nn.Module, image_size: int) -> torch
     was_training = visual.training
     visual.eval()
     with torch.no_grad():
-        visual(torch.zeros(1, 3, image_size, image_size))
+        visual(torch.zeros(1, 3, image_size, image_size, device=next(visual.parameters()).device))
     visual.train(was_training)
     handle.remove()
     return seen["shape"]

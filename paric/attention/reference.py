@@ -84,7 +84,7 @@ class ReferenceMapper:
             d = mu.shape[-1]
             u = torch.stack(
                 [torch.from_numpy(sample_uniforms(self.seed, f"text\x1f{p}", self.K, d)) for p in self.prompts]
-            ).to(mu.dtype)
+            ).to(mu.device, mu.dtype)
             t = sample_ggd(mu[:, None], alpha[:, None], beta[:, None], u)
         return F.normalize(t, dim=-1)
 
@@ -111,7 +111,7 @@ class ReferenceMapper:
             cols = [det[..., None]]
             if self.K > 0:
                 mu, alpha, beta = self.adapters.image(F.normalize(v, dim=-1))
-                u = self.image_uniforms(image_ids, v.shape[-1]).to(v.dtype)
+                u = self.image_uniforms(image_ids, v.shape[-1]).to(v.device, v.dtype)
                 z = sample_ggd(mu[:, None], alpha[:, None], beta[:, None], u)  # (B, K, d)
                 cols.append(torch.einsum("bkd,pkd->bpk", z, self.text_samples))
             scores = torch.cat(cols, dim=-1)
@@ -127,9 +127,9 @@ class ReferenceMapper:
         cams = gradcam(acts.detach(), grads, self.layer)  # (P*V, B, h, w)
         cams = minmax_normalise(cams).reshape(P, V, B, *self.layer.grid)
         maps = combine_prompts(cams).transpose(0, 1)  # (B, V, h, w)
-        det = maps[:, 0]
+        det = maps[:, 0].cpu().numpy()
         if self.K == 0:
-            return MapBatch(det.numpy(), None, None, None, None)
+            return MapBatch(det, None, None, None, None)
         samples = maps[:, 1:]
-        mean, median, std = aggregate_samples(samples)
-        return MapBatch(det.numpy(), samples.numpy(), mean.numpy(), median.numpy(), std.numpy())
+        mean, median, std = (t.cpu().numpy() for t in aggregate_samples(samples))
+        return MapBatch(det, samples.cpu().numpy(), mean, median, std)

@@ -40,8 +40,10 @@ class ShardMapper:
         self.vlm = vlm_art.load()
         self.device = torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
         self.vlm.model.to(self.device)
-        self.mapper = ReferenceMapper(self.vlm, prompts, load_adapters(Path(adapter_ckpt)), K=K, seed=seed,
-                                      layer=layer)
+        adapters = load_adapters(Path(adapter_ckpt))
+        adapters.image.to(self.device)
+        adapters.text.to(self.device)
+        self.mapper = ReferenceMapper(self.vlm, prompts, adapters, K=K, seed=seed, layer=layer)
         self.ds = WaterbirdsDataset(root, split, image_size=self.vlm.image_size, with_masks=False)
         self.split, self.shard_size, self.batch_size = split, shard_size, batch_size
         self.out_dir, self.provenance = Path(out_dir), provenance

@@ -46,7 +46,7 @@ class VLM:
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """Unit-norm text embeddings (T, d)."""
-        tokens = self.tokenizer(texts)
+        tokens = self.tokenizer(texts).to(next(self.model.parameters()).device)
         return self.model.encode_text(tokens, normalize=True)
 
 
