@@ -10,7 +10,7 @@ from pathlib import Path
 
 from paric.attention.gradcam import resolve_layer
 from paric.config import Config, dump_config
-from paric.stages.cache import write_json
+from paric.io import write_json
 from paric.stages.precompute import precompute_split
 from paric.stages.prepare import adapter_stage, data_stage, set_threads, vlm_stage
 from paric.stages.quality import quality_stage

@@ -16,7 +16,8 @@ import torch
 from paric import __version__
 from paric.config import Config
 from paric.data import CaptionCorpus, WaterbirdsDataset, generate_benchmark
-from paric.stages.cache import is_done, mark_done, timed_stage, write_json
+from paric.io import write_json
+from paric.stages.cache import is_done, mark_done, timed_stage
 from paric.vlm.adapters import embed_pairs, train_adapters
 from paric.vlm.factory import CUSTOM_MODELS, VLM, VLMLoadError, file_hash, load_vlm
 from paric.vlm.pretrain import pretrain_clip, zero_shot_accuracy

@@ -16,13 +16,15 @@ from paric.attention.reference import ReferenceMapper
 from paric.config import Config
 from paric.data import WaterbirdsDataset
 from paric.eval.map_quality import summarise
-from paric.stages.cache import is_done, mark_done, timed_stage, write_json
+from paric.io import write_json
+from paric.stages.cache import is_done, mark_done, timed_stage
 from paric.vlm.factory import load_vlm
 
 
-def control_maps(cfg: Config, dataset: WaterbirdsDataset, layer: str, batch_size: int = 64) -> np.ndarray:
+def control_maps(cfg: Config, root: Path, split: str, layer: str, batch_size: int = 64) -> np.ndarray:
     """Deterministic maps of a randomly initialised tower of the same architecture (the control)."""
     vlm = load_vlm(cfg.vlm.name, pretrained=None, checkpoint=None, seed=cfg.run.seed + 1)
+    dataset = WaterbirdsDataset(root, split, image_size=vlm.image_size, with_masks=False)
     mapper = ReferenceMapper(vlm, cfg.vlm.prompts, layer=layer)
     out = []
     for b in range(0, len(dataset), batch_size):
@@ -52,9 +54,7 @@ def quality_stage(cfg: Config, root: Path, layer: str, control_split: str = "tes
             masks = np.stack([ds[by_id[i]]["mask"] for i in ms.image_id])
             kinds = {"det": ms.map_det, "mean": ms.map_mean, "median": ms.map_median}
             if split == control_split:
-                vlm_size = load_vlm(cfg.vlm.name).image_size
-                ctrl_ds = WaterbirdsDataset(root, split, image_size=vlm_size, with_masks=False)
-                kinds["random_init_det"] = control_maps(cfg, ctrl_ds, layer)
+                kinds["random_init_det"] = control_maps(cfg, root, split, layer)
             summary = summarise(kinds, masks)
             summary["n"] = int(len(masks))
             report["splits"][split] = summary
