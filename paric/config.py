@@ -119,12 +119,139 @@ class MapsConfig(_Section):
     splits: list[str] = ["train", "val", "test"]
 
 
+class BackbonePretrainConfig(_Section):
+    """Supervised pretraining of the classifier backbone on the balanced caption corpus.
+
+    Why: GALS fine-tunes an ImageNet-pretrained ResNet; the embedded benchmark has no ImageNet,
+    so its stand-in is a backbone trained here on images whose object and place are independent
+    (labels: shape incl. 'none', and place), never on the spuriously correlated train split.
+    """
+
+    epochs: int = Field(2, ge=1)
+    batch_size: int = Field(128, ge=2)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+
+
+class ClassifierConfig(_Section):
+    arch: Literal["small_resnet", "resnet18", "resnet50"] = "small_resnet"
+    weights: Literal["none", "imagenet", "corpus"] = Field(
+        "corpus", description="init: random, torchvision ImageNet weights, or pretrained here on the caption corpus"
+    )
+    width: int = Field(32, ge=4, description="small_resnet: channels of the first stage")
+    image_size: int = Field(64, ge=16, description="classifier input size; images and maps are resized to it")
+    pretrain: BackbonePretrainConfig = BackbonePretrainConfig()
+
+
+class MethodConfig(_Section):
+    """One training method: a loss weighting, an attention regulariser and its reference map."""
+
+    regularizer: Literal["none", "gradient_outside", "gradcam"] = "none"
+    weight: float = Field(0.0, ge=0, description="λ of the attention term")
+    reference: Literal["none", "det", "mean", "median", "oracle"] = "none"
+    k: int | None = Field(None, ge=1, description="use the first k of the K stored samples; None = all")
+    uncertainty: Literal["none", "inverse_std"] = Field(
+        "none", description="down-weight pixels whose reference is uncertain (sample std across the k maps)"
+    )
+    uncertainty_scale: float = Field(0.1, gt=0, description="w = 1 / (1 + std / scale)")
+    balance: Literal["none", "class", "group"] = Field("none", description="upweight: inverse-frequency CE weights")
+    grad_target: Literal["ce", "log_prob"] = Field(
+        "log_prob", description="gradient_outside: input gradient of the CE (GALS) or of Σ log p (RRR)"
+    )
+    grad_norm: Literal["l1", "l2"] = "l1"
+    cam_mode: Literal["match", "suppress_outside"] = "suppress_outside"
+    cam_norm: Literal["l1", "l2"] = "l1"
+    lr: float | None = Field(None, gt=0, description="overrides train.lr for this method")
+
+    def check(self, name: str) -> None:
+        if self.regularizer != "none" and self.reference == "none":
+            raise ValueError(f"train.methods.{name}: regularizer '{self.regularizer}' needs a reference "
+                             "(det, mean, median or oracle)")
+
+
+_GRAD = {"regularizer": "gradient_outside", "weight": 1.0}
+DEFAULT_METHODS: dict[str, dict] = {
+    "vanilla": {},
+    "upweight": {"balance": "class"},
+    "gals": {**_GRAD, "reference": "det"},
+    "paric_mean": {**_GRAD, "reference": "mean"},
+    "paric_median": {**_GRAD, "reference": "median"},
+    "paric_mean_unc": {**_GRAD, "reference": "mean", "uncertainty": "inverse_std"},
+    "oracle_mask": {**_GRAD, "reference": "oracle"},
+}
+
+
+class TrainConfig(_Section):
+    """Fine-tuning the classifier with a method (plain PyTorch loop, scaled by Ray Train)."""
+
+    method: str = "vanilla"
+    methods: dict[str, MethodConfig] = Field(default_factory=lambda: {
+        k: MethodConfig(**v) for k, v in DEFAULT_METHODS.items()})
+    compare: list[str] = ["vanilla", "upweight", "gals", "paric_mean", "paric_median", "oracle_mask"]
+    seeds: list[int] = [0, 1, 2]
+    epochs: int = Field(6, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.01, gt=0)
+    head_lr: float | None = Field(None, gt=0, description="learning rate of the final layer; None = lr")
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_epochs: float = Field(0.5, ge=0)
+    flip: bool = Field(True, description="random horizontal flip of image, map and mask together")
+    reader: Literal["ray_data", "memory"] = "ray_data"
+    num_workers: int = Field(1, ge=0, description="Ray Train workers; 0 = the plain loop in this process")
+    use_gpu: bool | None = Field(None, description="None: use GPUs when the cluster has them")
+    max_failures: int = Field(2, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_methods(cls, data: Any) -> Any:
+        """A config names only what it changes: ``methods.gals.weight=5`` keeps the other defaults."""
+        if isinstance(data, dict) and isinstance(data.get("methods"), dict):
+            merged = {k: dict(v) for k, v in DEFAULT_METHODS.items()}
+            for name, spec in data["methods"].items():
+                if isinstance(spec, MethodConfig):
+                    spec = spec.model_dump()
+                merged[name] = {**merged.get(name, {}), **(spec or {})} if isinstance(spec, dict) else spec
+            data = {**data, "methods": merged}
+        return data
+
+    @model_validator(mode="after")
+    def _known(self) -> "TrainConfig":
+        for m in [self.method, *self.compare]:
+            if m not in self.methods:
+                raise ValueError(f"method '{m}' is not defined in train.methods ({sorted(self.methods)})")
+            self.methods[m].check(m)
+        return self
+
+
+class EvalConfig(_Section):
+    ece_bins: int = Field(15, ge=1)
+    fgsm_eps: list[float] = Field([2 / 255, 8 / 255], description="L∞ budgets in [0,1] pixel units")
+    pgd_eps: list[float] = [2 / 255]
+    pgd_steps: int = Field(10, ge=1)
+    adv_max_images: int = Field(400, ge=0, description="robust accuracy on the first n test images (0 = skip)")
+
+
 class Config(_Section):
     run: RunConfig = RunConfig()
     data: DataConfig = DataConfig()
     vlm: VLMConfig = VLMConfig()
     adapter: AdapterConfig = AdapterConfig()
     maps: MapsConfig = MapsConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _k_within_K(self) -> "Config":
+        for name, m in self.train.methods.items():
+            if m.k is not None and m.k > self.maps.K:
+                raise ValueError(f"train.methods.{name}.k={m.k} exceeds maps.K={self.maps.K} (samples stored)")
+        return self
+
+    def method(self, name: str | None = None) -> MethodConfig:
+        return self.train.methods[name or self.train.method]
 
     def output_path(self, *parts: str) -> Path:
         """Absolute path under ``run.output_dir``."""
@@ -181,7 +308,8 @@ def _format_errors(err: ValidationError, source: str) -> str:
             lines.append(f"{source}: unknown key '{loc}'{extra}")
         else:
             got = e.get("input")
-            lines.append(f"{source}: key '{loc}': {e['msg']} (got {got!r})")
+            shown = f" (got {got!r})" if not isinstance(got, dict) else ""
+            lines.append(f"{source}: key '{loc or '<top level>'}': {e['msg']}{shown}")
     return "\n".join(lines)
 
 

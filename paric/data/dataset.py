@@ -212,6 +212,11 @@ class WaterbirdsDataset:
     def image_path(self, i: int) -> Path:
         return self._images[i]
 
+    def mask_path(self, i: int) -> Path:
+        if self._masks is None:
+            raise FileNotFoundError(f"{self.mask_dir}: this dataset has no object masks")
+        return self._masks[i]
+
     def __len__(self) -> int:
         return len(self._images)
 

@@ -1,0 +1,64 @@
+"""What a regulariser sees at each step, and the interface all of them share.
+
+Why one small interface: the training loop computes the forward pass once and hands each
+regulariser exactly what it needs (input gradients, the classifier's features); adding LICO or a
+new map source later means one module here, not another training loop.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from paric.models.classifier import Classifier
+from paric.regularizers.reference import Reference
+
+
+@dataclass
+class StepInputs:
+    """One training step's tensors. ``x`` requires grad when the regulariser asks for it."""
+
+    model: Classifier
+    x: torch.Tensor  # (B, 3, H, W) in [0, 1]
+    y: torch.Tensor  # (B,)
+    logits: torch.Tensor  # (B, C)
+    features: torch.Tensor | None  # (B, C', h, w) at the model's cam_layer
+    ce: torch.Tensor  # (B,) per-sample cross-entropy (already class/group weighted)
+    ref: Reference | None
+
+
+class Regularizer:
+    """An attention term λ·L_att added to the classification loss."""
+
+    needs_input_grad: bool = False
+    needs_features: bool = False
+
+    def __init__(self, weight: float) -> None:
+        self.weight = weight
+
+    def penalty(self, s: StepInputs) -> torch.Tensor:
+        """L_att for the batch (a scalar); images without a valid reference contribute zero."""
+        raise NotImplementedError
+
+    def __call__(self, s: StepInputs) -> torch.Tensor:
+        if self.weight == 0 or s.ref is None or not bool(s.ref.valid.any()):
+            return s.logits.new_zeros(())
+        return self.weight * self.penalty(s)
+
+
+class NoRegularizer(Regularizer):
+    """``none`` (and ``upweight``, whose change is in the CE weights): no attention term."""
+
+    def __init__(self) -> None:
+        super().__init__(0.0)
+
+
+def masked_mean(per_image: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean over the images that have a reference; zero (with grad) when none has."""
+    v = valid.to(per_image.dtype)
+    return (per_image * v).sum() / v.sum().clamp_min(1.0)
+
+
+def norm_of(t: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-image mean |t| (l1) or mean t² (l2) over all but the batch dim."""
+    return (t.abs() if kind == "l1" else t.square()).flatten(1).mean(1)

@@ -1,0 +1,30 @@
+"""Regularise the classifier's own Grad-CAM towards the reference (GALS' ``gradcam`` baseline).
+
+``match``: ‖P − A‖; ``suppress_outside``: ‖P − P ⊙ A‖ (only attention outside A costs), with A
+resized to the classifier's feature grid and optional per-pixel confidence weights.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from paric.models.cam import cam_from
+from paric.regularizers.base import Regularizer, StepInputs, masked_mean, norm_of
+
+
+class GradCAMRegularizer(Regularizer):
+    needs_features = True
+
+    def __init__(self, weight: float, mode: str = "suppress_outside", norm: str = "l1") -> None:
+        super().__init__(weight)
+        if mode not in ("match", "suppress_outside"):
+            raise ValueError(f"cam_mode must be 'match' or 'suppress_outside', got {mode!r}")
+        self.mode, self.norm = mode, norm
+
+    def penalty(self, s: StepInputs) -> torch.Tensor:
+        cam = cam_from(s.logits, s.features, s.y, create_graph=True)  # (B, h, w), graph to params
+        grid = cam.shape[-2:]
+        a = F.adaptive_avg_pool2d(s.ref.map.unsqueeze(1), grid).squeeze(1)
+        w = F.adaptive_avg_pool2d(s.ref.weight.unsqueeze(1), grid).squeeze(1)
+        diff = cam - a if self.mode == "match" else cam - cam * a
+        return masked_mean(norm_of(diff * w, self.norm), s.ref.valid)

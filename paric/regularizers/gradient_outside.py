@@ -1,0 +1,35 @@
+"""GALS' main regulariser: penalise the input gradient outside the reference map.
+
+L_att = mean | ∂T/∂x ⊙ (1 − A) ⊙ w |, with T the CE loss (GALS) or Σ_c log p_c (RRR, "right for the
+right reasons"), taken with ``create_graph=True`` so the penalty trains the model (double backprop).
+Why the RRR target: once the model is confident, ∂CE/∂x vanishes on most samples and the GALS form
+stops constraining the shortcut; the log-probability gradient does not vanish.
+"""
+from __future__ import annotations
+
+import torch
+
+from paric.regularizers.base import Regularizer, StepInputs, masked_mean, norm_of
+
+
+class GradientOutside(Regularizer):
+    needs_input_grad = True
+
+    def __init__(self, weight: float, target: str = "log_prob", norm: str = "l1") -> None:
+        super().__init__(weight)
+        if target not in ("ce", "log_prob"):
+            raise ValueError(f"grad_target must be 'ce' or 'log_prob', got {target!r}")
+        self.target, self.norm = target, norm
+
+    def input_gradient(self, s: StepInputs) -> torch.Tensor:
+        if self.target == "ce":
+            t = s.ce.sum()
+        else:
+            t = torch.log_softmax(s.logits, dim=1).sum()
+        (g,) = torch.autograd.grad(t, s.x, create_graph=True)
+        return g
+
+    def penalty(self, s: StepInputs) -> torch.Tensor:
+        g = self.input_gradient(s)  # (B, 3, H, W)
+        outside = ((1.0 - s.ref.map) * s.ref.weight).unsqueeze(1)  # broadcast over RGB
+        return masked_mean(norm_of(g * outside, self.norm), s.ref.valid)

@@ -1,0 +1,69 @@
+"""The reference map a regulariser pulls towards, chosen by the method's config.
+
+Why here and not at precompute time: GALS' map, PARIC's mean/median of the first k of K stored
+samples, the uncertainty weights and oracle masks are all cheap functions of what the map store
+holds, so a sweep over k or the aggregation never recomputes a map.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from paric.attention.reference import aggregate_samples
+from paric.config import MethodConfig
+
+
+@dataclass
+class Reference:
+    """Reference maps at the classifier's input size, all (B, H, W) in [0, 1].
+
+    ``valid`` marks images that get an attention loss (GALS: none for an all-zero reference);
+    ``weight`` is the per-pixel confidence (ones unless the method is uncertainty-weighted).
+    """
+
+    map: torch.Tensor
+    weight: torch.Tensor
+    valid: torch.Tensor
+
+
+def _upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
+
+
+def needed_columns(method: MethodConfig) -> list[str]:
+    """Batch columns this method's reference reads (so loaders carry nothing else)."""
+    return {"none": [], "det": ["map_det"], "mean": ["map_samples"], "median": ["map_samples"],
+            "oracle": ["mask"]}[method.reference]
+
+
+def build_reference(batch: dict[str, torch.Tensor], method: MethodConfig,
+                    size: tuple[int, int]) -> Reference | None:
+    """The method's reference for a batch (None for methods without one).
+
+    Batch keys used: ``map_det`` (B, h, w), ``map_samples`` (B, K, h, w), ``mask`` (B, H, W).
+    """
+    if method.reference == "none":
+        return None
+    std = None
+    if method.reference == "det":
+        ref = batch["map_det"].float()
+    elif method.reference == "oracle":
+        ref = batch["mask"].float()
+    else:
+        samples = batch["map_samples"].float()
+        if method.k is not None:
+            samples = samples[:, : method.k]
+        mean, median, std = aggregate_samples(samples)
+        ref = mean if method.reference == "mean" else median
+    ref = _upsample(ref, size).clamp(0, 1)
+    weight = torch.ones_like(ref)
+    if method.uncertainty == "inverse_std":
+        if std is None:
+            raise ValueError("uncertainty='inverse_std' needs a sampled reference (mean or median)")
+        weight = 1.0 / (1.0 + _upsample(std, size) / method.uncertainty_scale)
+    valid = ref.flatten(1).amax(1) > 0
+    return Reference(ref, weight, valid)

@@ -1,0 +1,52 @@
+"""Stage: the classifier backbone pretrained on the balanced caption corpus (``classifier.weights=corpus``)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from paric.config import Config
+from paric.stages.cache import is_done, mark_done, timed_stage
+from paric.stages.prepare import load_corpus
+from paric.train.backbone import pretrain_backbone
+
+
+def corpus_labels(root: Path) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """(shape index with len(shapes) for 'none', place index, shapes, places) from captions.csv."""
+    path = root / "captions.csv"
+    df = pd.read_csv(path, keep_default_na=False, dtype=str)
+    for col in ("shape", "place"):
+        if col not in df.columns:
+            raise ValueError(f"{path}: classifier.weights=corpus needs a '{col}' column (labels of the balanced corpus)")
+    info = json.loads((root / "dataset.json").read_text()) if (root / "dataset.json").is_file() else {}
+    shapes = info.get("shapes") or sorted(s for s in df["shape"].unique() if s)
+    places = info.get("places") or sorted(df["place"].unique())
+    try:
+        shape = np.array([shapes.index(s) if s else len(shapes) for s in df["shape"]])
+        place = np.array([places.index(p) for p in df["place"]])
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc} (known shapes {shapes}, places {places})") from None
+    return shape, place, shapes, places
+
+
+def backbone_stage(cfg: Config, root: Path, progress: bool = True) -> Path | None:
+    """Pretrain (or reuse) the corpus backbone; None when the classifier starts otherwise."""
+    if cfg.classifier.weights != "corpus":
+        return None
+    out = cfg.output_path("classifier", "backbone")
+    ckpt = out / "backbone.pt"
+    key = cfg.section_hash("classifier.arch", "classifier.width", "classifier.image_size", "classifier.pretrain",
+                           "run.seed") + ":" + (cfg.section_hash("data.synthetic") if cfg.data.format == "synthetic"
+                                                else str(root))
+    with timed_stage("backbone", out) as info:
+        if is_done(out, key) and ckpt.is_file():
+            info["skipped"] = True
+            return ckpt
+        shape, place, shapes, places = corpus_labels(root)
+        images, _ = load_corpus(root, cfg.classifier.image_size)
+        stats = pretrain_backbone(cfg.classifier, images, shape, place, len(shapes), len(places), cfg.run.seed,
+                                  ckpt, progress)
+        mark_done(out, key, checkpoint=str(ckpt), stats=stats)
+    return ckpt

@@ -1,0 +1,183 @@
+"""The framework-free training loop: one method (loss weighting + attention regulariser) on one
+classifier, checkpointable at every epoch, selecting the best epoch by class-balanced validation
+accuracy (no group labels, as GALS).
+
+Ray Train calls the same :class:`Trainer` from each worker (``paric/stages/train.py``); here it
+knows nothing about Ray, so it is tested and usable as plain PyTorch.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from paric.config import Config, MethodConfig
+from paric.eval.groups import group_metrics
+from paric.models.cam import forward_with_features
+from paric.models.classifier import Classifier, build_classifier
+from paric.regularizers import StepInputs, build_reference, build_regularizer
+from paric.schedule import warmup_cosine
+from paric.train.data import prepare
+
+Batch = dict[str, torch.Tensor]
+
+
+class Trainer:
+    """Model, optimiser, schedule and best-epoch bookkeeping of one run."""
+
+    def __init__(self, cfg: Config, method_name: str, n_classes: int, n_groups: int, steps_per_epoch: int,
+                 seed: int, class_weights: torch.Tensor | None = None, backbone: dict | None = None,
+                 device: torch.device | str = "cpu", wrap: Callable[[nn.Module], nn.Module] | None = None) -> None:
+        self.cfg, self.method_name = cfg, method_name
+        self.method: MethodConfig = cfg.method(method_name)
+        self.n_classes, self.n_groups, self.seed = n_classes, n_groups, seed
+        self.device = torch.device(device)
+        c = cfg.classifier
+        self.model: Classifier = build_classifier(c.arch, n_classes, c.weights if c.weights == "imagenet" else "none",
+                                                  c.width, seed)
+        if backbone is not None:
+            self.load_backbone(backbone)
+        self.model.to(self.device)
+        self.forward_model = wrap(self.model) if wrap else self.model  # e.g. DDP; hooks use self.model
+        self.regularizer = build_regularizer(self.method)
+        self.class_weights = class_weights.to(self.device) if class_weights is not None else None
+        t = cfg.train
+        lr = self.method.lr or t.lr
+        head = list(self.model.head.parameters())
+        head_ids = {id(p) for p in head}
+        body = [p for p in self.model.parameters() if id(p) not in head_ids]
+        groups = [{"params": body, "lr": lr, "base_lr": lr},
+                  {"params": head, "lr": t.head_lr or lr, "base_lr": t.head_lr or lr}]
+        if t.optimizer == "sgd":
+            self.opt = torch.optim.SGD(groups, lr=lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        else:
+            self.opt = torch.optim.AdamW(groups, lr=lr, weight_decay=t.weight_decay)
+        self.steps_per_epoch = max(1, steps_per_epoch)
+        self.total_steps = self.steps_per_epoch * t.epochs
+        self.warmup = int(round(t.warmup_epochs * self.steps_per_epoch))
+        self.step, self.epoch = 0, 0
+        self.history: list[dict] = []
+        self.best: dict = {"score": -math.inf, "epoch": -1, "metrics": {}, "state": None}
+        self.flip_gen = torch.Generator().manual_seed(seed)
+        self.resumed_at: list[int] = []  # epochs at which a checkpoint was restored (after failures)
+
+    # ---------------------------------------------------------------- state
+    def load_backbone(self, state: dict) -> None:
+        """Load pretrained weights except the final layer (its classes differ)."""
+        own = self.model.state_dict()
+        keep = {k: v for k, v in state.items() if k in own and not k.startswith("net.fc.") and v.shape == own[k].shape}
+        missing = [k for k in own if k not in keep and not k.startswith("net.fc.")]
+        if missing:
+            raise ValueError(f"backbone checkpoint does not fit classifier.arch={self.cfg.classifier.arch} "
+                             f"width={self.cfg.classifier.width}: missing {missing[:3]}")
+        self.model.load_state_dict(keep, strict=False)
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
+                "epoch": self.epoch, "history": self.history, "best": self.best,
+                "flip_gen": self.flip_gen.get_state(), "resumed_at": self.resumed_at}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.model.load_state_dict(s["model"])
+        self.opt.load_state_dict(s["opt"])
+        self.step, self.epoch, self.history, self.best = s["step"], s["epoch"], s["history"], s["best"]
+        self.flip_gen.set_state(s["flip_gen"])
+        self.resumed_at = [*s.get("resumed_at", []), self.epoch]
+
+    def best_model(self) -> Classifier:
+        """A copy of the classifier at its best validation epoch."""
+        m = copy.deepcopy(self.model)
+        if self.best["state"] is not None:
+            m.load_state_dict(self.best["state"])
+        return m.eval()
+
+    # ---------------------------------------------------------------- training
+    def _set_lr(self) -> None:
+        for g in self.opt.param_groups:
+            g["lr"] = warmup_cosine(self.step, self.total_steps, self.warmup, g["base_lr"])
+
+    def train_step(self, raw: Batch) -> dict[str, float]:
+        """One optimiser step on a raw batch (uint8 images, stored maps)."""
+        self.model.train()
+        size = self.cfg.classifier.image_size
+        flip = torch.rand(len(raw["label"]), generator=self.flip_gen) < 0.5 if self.cfg.train.flip else None
+        b = prepare(raw, size, self.device, flip)
+        reg = self.regularizer
+        x = b["image"].requires_grad_(reg.needs_input_grad)
+        if reg.needs_features:
+            logits, feats = forward_with_features(self.model, x, self.forward_model)
+        else:
+            logits, feats = self.forward_model(x), None
+        ce = F.cross_entropy(logits, b["label"], reduction="none")
+        if self.method.balance != "none":
+            key = b["label"] if self.method.balance == "class" else b["group"]
+            ce = ce * self.class_weights[key]
+        ref = build_reference(b, self.method, (size, size))
+        att = reg(StepInputs(self.model, x, b["label"], logits, feats, ce, ref))
+        loss = ce.mean() + att
+        self._set_lr()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.step += 1
+        acc = (logits.argmax(1) == b["label"]).float().mean()
+        return {"loss": float(loss.detach()), "ce": float(ce.mean().detach()), "att": float(att.detach()),
+                "acc": float(acc)}
+
+    def train_epoch(self, batches: Iterable[Batch]) -> dict[str, float]:
+        t0, rows, n = time.time(), [], 0
+        for raw in batches:
+            rows.append(self.train_step(raw))
+            n += len(raw["label"])
+        if not rows:
+            raise ValueError("train_epoch: the training data yielded no batches")
+        out = {f"train_{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        out.update(train_seconds=time.time() - t0, train_images=n)
+        return out
+
+    @torch.no_grad()
+    def predict(self, batches: Iterable[Batch], model: nn.Module | None = None) -> dict[str, np.ndarray]:
+        model = model or self.model
+        model.eval()
+        logits, ys, gs = [], [], []
+        for raw in batches:
+            b = prepare(raw, self.cfg.classifier.image_size, self.device)
+            logits.append(model(b["image"]).float().cpu())
+            ys.append(b["label"].cpu())
+            gs.append(b["group"].cpu())
+        return {"logits": torch.cat(logits).numpy(), "label": torch.cat(ys).numpy(), "group": torch.cat(gs).numpy()}
+
+    def validate(self, batches: Iterable[Batch]) -> dict[str, float]:
+        """Validation metrics; keeps the model state of the best class-balanced accuracy so far."""
+        p = self.predict(batches)
+        m = group_metrics(p["logits"].argmax(1), p["label"], p["group"], self.n_classes, self.n_groups)
+        out = {"val_acc": m["acc"], "val_balanced_acc": m["balanced_acc"]}
+        if out["val_balanced_acc"] > self.best["score"]:
+            self.best = {"score": out["val_balanced_acc"], "epoch": self.epoch, "metrics": out,
+                         "state": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}
+        return out
+
+
+def fit(trainer: Trainer, train_batches: Callable[[int], Iterable[Batch]], val_batches: Callable[[], Iterable[Batch]],
+        on_epoch: Callable[[Trainer, dict], None] | None = None) -> Trainer:
+    """Train from ``trainer.epoch`` (0, or where a checkpoint left off) to ``train.epochs``.
+
+    ``on_epoch`` gets the trainer and the epoch's metrics after validation: the place to
+    checkpoint (Ray Train's ``report``) or log.
+    """
+    for epoch in range(trainer.epoch, trainer.cfg.train.epochs):
+        metrics = trainer.train_epoch(train_batches(epoch))
+        metrics.update(trainer.validate(val_batches()))
+        trainer.epoch = epoch + 1
+        metrics["epoch"] = trainer.epoch
+        metrics["best_epoch"] = trainer.best["epoch"] + 1
+        trainer.history.append(metrics)
+        if on_epoch is not None:
+            on_epoch(trainer, metrics)
+    return trainer

@@ -1,0 +1,111 @@
+"""One training run (method × seed) end to end without Ray: data in memory, fit, test metrics.
+
+Why: the plain path is what a researcher debugs in a notebook and what ``train.num_workers=0``
+runs; the Ray Train path (``paric/stages/train.py``) builds the same :class:`RunSpec` and calls the
+same :func:`make_trainer` / :func:`test_metrics` inside each worker.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from paric.config import Config
+from paric.data import WaterbirdsDataset
+from paric.eval.classifier import evaluate_classifier
+from paric.regularizers import balance_weights, needed_columns
+from paric.train.data import iterate, load_split, prepare
+from paric.train.fit_log import epoch_line
+from paric.train.loop import Batch, Trainer, fit
+
+log = logging.getLogger("paric")
+
+
+@dataclass
+class RunSpec:
+    """Everything a run needs besides its data; plain values, so it travels to Ray workers."""
+
+    cfg: dict
+    method: str
+    seed: int
+    n_classes: int
+    n_groups: int
+    n_train: int
+    class_weights: list[float] | None
+    backbone: str | None
+    world_size: int = 1
+
+    def config(self) -> Config:
+        return Config.model_validate(self.cfg)
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return math.ceil(self.n_train / self.world_size / batch_size)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_spec(cfg: Config, method: str, seed: int, train_label: "object", train_group: "object", n_classes: int,
+              n_groups: int, backbone: Path | None, world_size: int = 1) -> RunSpec:
+    m = cfg.method(method)
+    weights = None
+    if m.balance != "none":
+        keys, n = (train_label, n_classes) if m.balance == "class" else (train_group, n_groups)
+        weights = balance_weights(keys, n).tolist()
+    return RunSpec(cfg.model_dump(mode="json"), method, seed, n_classes, n_groups, len(train_label), weights,
+                   str(backbone) if backbone else None, world_size)
+
+
+def make_trainer(spec: RunSpec, device: torch.device | str = "cpu", wrap=None) -> Trainer:
+    cfg = spec.config()
+    backbone = torch.load(spec.backbone, map_location="cpu")["model"] if spec.backbone else None
+    weights = torch.tensor(spec.class_weights) if spec.class_weights is not None else None
+    return Trainer(cfg, spec.method, spec.n_classes, spec.n_groups, spec.steps_per_epoch(cfg.train.batch_size),
+                   spec.seed, weights, backbone, device, wrap)
+
+
+def test_metrics(trainer: Trainer, batches: Iterable[Batch]) -> dict:
+    """The evaluation suite on the best-validation model."""
+    size = trainer.cfg.classifier.image_size
+    prepared = (prepare(b, size, trainer.device) for b in batches)
+    out = evaluate_classifier(trainer.best_model(), prepared, trainer.n_classes, trainer.n_groups, trainer.cfg.eval)
+    out["best_epoch"] = trainer.best["epoch"] + 1
+    out["val_balanced_acc"] = trainer.best["score"]
+    return out
+
+
+def dataset_info(root: Path) -> tuple[int, int, bool]:
+    """(number of classes, number of groups, whether object masks exist) of a dataset."""
+    ds = WaterbirdsDataset(root, "test", with_masks=True)
+    return ds.n_classes, ds.n_groups, ds.has_masks
+
+
+def split_columns(cfg: Config, method: str) -> tuple[list[str], bool]:
+    """Map-store columns a method's training batches need, and whether they need masks."""
+    cols = needed_columns(cfg.method(method))
+    return [c for c in cols if c != "mask"], "mask" in cols
+
+
+def run_in_memory(cfg: Config, root: Path, method: str, seed: int, backbone: Path | None) -> dict:
+    """Train and test one method/seed in this process (``train.num_workers=0``)."""
+    t0 = time.time()
+    cols, need_mask = split_columns(cfg, method)
+    maps = cfg.output_path("maps")
+    size = cfg.classifier.image_size
+    n_classes, n_groups, has_masks = dataset_info(root)
+    train = load_split(root, maps / "train", "train", size, cols, need_mask, cfg.method(method).k)
+    val = load_split(root, maps / "val", "val", size, [], False)
+    test = load_split(root, maps / "test", "test", size, [], has_masks)
+    spec = make_spec(cfg, method, seed, train["label"], train["group"], n_classes, n_groups, backbone)
+    trainer = make_trainer(spec)
+    bs = cfg.train.batch_size
+    fit(trainer, lambda e: iterate(train, bs, True, seed, e), lambda: iterate(val, 256, False),
+        lambda _t, m: log.info(epoch_line(method, seed, m)))
+    out = test_metrics(trainer, iterate(test, 128, False))
+    out.update(method=method, seed=seed, seconds=round(time.time() - t0, 1), history=trainer.history)
+    return out

@@ -1,0 +1,63 @@
+"""Train and evaluate methods on the map store (running the precompute first when needed).
+
+    python pipelines/train.py --config conf/default.yaml train.method=gals run.seed=1
+    python pipelines/train.py --config conf/default.yaml --methods compare --seeds all   # the README table
+
+``--methods``: comma-separated names, or ``compare`` (``train.compare``); ``--seeds``: comma-separated,
+or ``all`` (``train.seeds``). Each (method, seed) is cached under ``train/<method>/seed<s>/``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from paric.config import ConfigError, load_config
+from paric.report.table import methods_table
+from paric.stages.classifier import backbone_stage
+from paric.stages.maps import run_precompute
+from paric.stages.ray_env import ensure_ray
+from paric.stages.train import compare_stage
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="conf/default.yaml", help="YAML config file")
+    parser.add_argument("--methods", default=None, help="comma-separated methods, or 'compare' (train.compare)")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds, or 'all' (train.seeds)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=3")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("paric").setLevel(logging.INFO)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        methods = (cfg.train.compare if args.methods == "compare" else
+                   [cfg.train.method] if args.methods is None else args.methods.split(","))
+        seeds = (cfg.train.seeds if args.seeds == "all" else
+                 [cfg.run.seed] if args.seeds is None else [int(s) for s in args.seeds.split(",")])
+        for m in methods:
+            if m not in cfg.train.methods:
+                raise ConfigError(f"--methods: '{m}' is not defined in train.methods ({sorted(cfg.train.methods)})")
+            cfg.method(m).check(m)
+    except (ConfigError, ValueError) as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    t0 = time.time()
+    progress = not args.no_progress
+    run_precompute(cfg, progress=progress)
+    root = cfg.data_root()
+    backbone = backbone_stage(cfg, root, progress)
+    if cfg.train.num_workers > 0:
+        ensure_ray()
+    result = compare_stage(cfg, root, methods, seeds, backbone)
+    table = methods_table(result["methods"])
+    (cfg.output_path("train", "table.md")).write_text(table + "\n")
+    print(table)
+    print(f"train finished in {time.time() - t0:.1f}s; results under {cfg.output_path('train')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

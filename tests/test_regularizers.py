@@ -1,0 +1,140 @@
+"""Each regulariser, the reference choice and the loss weighting: tests that fail if miswired."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from paric.attention.reference import aggregate_samples
+from paric.config import MethodConfig
+from paric.models import build_classifier, classifier_gradcam
+from paric.models.cam import forward_with_features
+from paric.regularizers import StepInputs, balance_weights, build_reference, build_regularizer
+
+
+def _model(seed: int = 0):
+    return build_classifier("small_resnet", 2, width=4, seed=seed)
+
+
+def _inputs(method: MethodConfig, ref_map: torch.Tensor, seed: int = 0, features: bool = False):
+    torch.manual_seed(seed)
+    model = _model(seed)
+    x = torch.rand(4, 3, 32, 32, requires_grad=True)
+    y = torch.tensor([0, 1, 0, 1])
+    if features:
+        logits, feats = forward_with_features(model, x)
+    else:
+        logits, feats = model(x), None
+    ce = F.cross_entropy(logits, y, reduction="none")
+    ref = build_reference({"mask": ref_map}, method, (32, 32))
+    return model, StepInputs(model, x, y, logits, feats, ce, ref)
+
+
+GRAD = MethodConfig(regularizer="gradient_outside", weight=1.0, reference="oracle")
+CAM = MethodConfig(regularizer="gradcam", weight=1.0, reference="oracle")
+
+
+@pytest.mark.parametrize("target", ["ce", "log_prob"])
+def test_gradient_outside_zero_when_reference_covers_image(target):
+    method = GRAD.model_copy(update={"grad_target": target})
+    _, s = _inputs(method, torch.ones(4, 32, 32))
+    assert float(build_regularizer(method)(s)) == 0.0
+
+
+@pytest.mark.parametrize("target", ["ce", "log_prob"])
+def test_gradient_outside_trains_the_model(target):
+    method = GRAD.model_copy(update={"grad_target": target})
+    ref = torch.zeros(4, 32, 32)
+    ref[:, 8:24, 8:24] = 1.0
+    model, s = _inputs(method, ref)
+    penalty = build_regularizer(method)(s)
+    assert float(penalty) > 0
+    penalty.backward()  # double backprop: the penalty's gradient reaches the parameters
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_gradient_outside_matches_manual_formula():
+    ref = torch.zeros(4, 32, 32)
+    ref[:, :16] = 1.0
+    method = GRAD.model_copy(update={"grad_target": "ce", "weight": 3.0})
+    _, s = _inputs(method, ref)
+    (g,) = torch.autograd.grad(s.ce.sum(), s.x, retain_graph=True)
+    manual = 3.0 * (g * (1 - ref).unsqueeze(1)).abs().flatten(1).mean(1).mean()
+    assert float(build_regularizer(method)(s)) == pytest.approx(float(manual), rel=1e-5)
+
+
+def test_all_zero_reference_gets_no_attention_loss():
+    ref = torch.zeros(4, 32, 32)
+    ref[0, :8, :8] = 1.0  # only the first image has a reference
+    _, s = _inputs(GRAD, ref)
+    assert s.ref.valid.tolist() == [True, False, False, False]
+    full = build_regularizer(GRAD)(s)
+    _, s0 = _inputs(GRAD, torch.zeros(4, 32, 32))
+    assert float(build_regularizer(GRAD)(s0)) == 0.0
+    assert float(full) > 0
+
+
+@pytest.mark.parametrize("mode", ["suppress_outside", "match"])
+def test_gradcam_regularizer(mode):
+    method = CAM.model_copy(update={"cam_mode": mode})
+    ones = torch.ones(4, 32, 32)
+    model, s = _inputs(method, ones, features=True)
+    value = float(build_regularizer(method)(s))
+    if mode == "suppress_outside":
+        assert value == pytest.approx(0.0, abs=1e-7)  # nothing is outside an all-ones reference
+    ref = torch.zeros(4, 32, 32)
+    ref[:, :4, :4] = 1.0
+    model, s = _inputs(method, ref, features=True)
+    penalty = build_regularizer(method)(s)
+    assert float(penalty) > 0
+    penalty.backward()
+    assert sum(float(p.grad.abs().sum()) for p in model.parameters() if p.grad is not None) > 0
+
+
+def test_gradcam_match_is_zero_at_the_models_own_cam():
+    model = _model()
+    x = torch.rand(4, 3, 32, 32)
+    y = torch.tensor([0, 1, 0, 1])
+    _, cam = classifier_gradcam(model, x, y)
+    # a reference equal to the CAM (upsampled by nearest so average-pooling gives it back)
+    ref = cam.detach().repeat_interleave(32 // cam.shape[-1], -1).repeat_interleave(32 // cam.shape[-2], -2)
+    method = CAM.model_copy(update={"cam_mode": "match"})
+    logits, feats = forward_with_features(model, x)
+    s = StepInputs(model, x, y, logits, feats, F.cross_entropy(logits, y, reduction="none"),
+                   build_reference({"mask": ref}, method, (32, 32)))
+    assert float(build_regularizer(method)(s)) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_reference_sources():
+    g = torch.Generator().manual_seed(0)
+    samples = torch.rand(2, 8, 4, 4, generator=g)
+    det = torch.rand(2, 4, 4, generator=g)
+    batch = {"map_det": det.half(), "map_samples": samples.half()}
+    r = build_reference(batch, MethodConfig(reference="det"), (4, 4))
+    assert torch.allclose(r.map, det.half().float())
+    r = build_reference(batch, MethodConfig(reference="mean", k=3), (4, 4))
+    mean3, median3, _ = aggregate_samples(samples.half().float()[:, :3])
+    assert torch.allclose(r.map, mean3)
+    r = build_reference(batch, MethodConfig(reference="median", k=5), (4, 4))
+    assert torch.allclose(r.map, aggregate_samples(samples.half().float()[:, :5])[1])
+    up = build_reference(batch, MethodConfig(reference="det"), (16, 16))
+    assert up.map.shape == (2, 16, 16)
+    assert torch.all(up.weight == 1)
+
+
+def test_uncertainty_weight_downweights_uncertain_pixels():
+    samples = torch.zeros(1, 4, 2, 2)
+    samples[0, :, 0, 0] = torch.tensor([0.0, 1.0, 0.0, 1.0])  # uncertain pixel
+    samples[0, :, 1, 1] = 1.0  # certain pixel
+    r = build_reference({"map_samples": samples}, MethodConfig(reference="mean", uncertainty="inverse_std"), (2, 2))
+    assert float(r.weight[0, 0, 0]) < float(r.weight[0, 1, 1]) == 1.0
+
+
+def test_balance_weights_equalise_classes():
+    labels = np.array([0] * 90 + [1] * 10)
+    w = balance_weights(labels, 2)
+    assert float(w[0] * 90) == pytest.approx(float(w[1] * 10))
+    assert float((w[torch.as_tensor(labels)]).mean()) == pytest.approx(1.0)
+    assert balance_weights(np.array([0, 0, 2]), 3)[1] == 0
