@@ -72,11 +72,11 @@ class PretrainConfig(_Section):
     batch_size: int = Field(128, ge=2)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.1, ge=0)
-    warmup_steps: int = Field(100, ge=0)
+    warmup_steps: int = Field(50, ge=0)
 
 
 class VLMConfig(_Section):
-    name: str = "paric-tiny-vit"
+    name: str = "paric-tiny-rn"
     pretrained: str | None = Field(
         None, description="open_clip tag (e.g. 'openai') or checkpoint path; None pretrains a custom model here"
     )

@@ -33,6 +33,7 @@ from paric.train.run import RunSpec, dataset_info, make_spec, make_trainer, run_
 
 log = logging.getLogger("paric")
 STATE = "state.pt"
+RESULT = "result.json"
 
 
 def split_dataset(cfg: Config, root: Path, split: str, columns: list[str], with_mask: bool) -> ray.data.Dataset:
@@ -41,7 +42,7 @@ def split_dataset(cfg: Config, root: Path, split: str, columns: list[str], with_
     parts = [str(p) for _, p in sorted(list_parts(store).items())]
     if not parts:
         raise FileNotFoundError(f"{store}: no map-store parts; run the precompute stage first")
-    ds = ray.data.read_parquet(parts, columns=["image_id", "label", "group", *columns])
+    ds = ray.data.read_parquet(parts).select_columns(["image_id", "label", "group", *columns])
     ds = ds.map_batches(ImageJoiner, fn_constructor_args=(str(root), split, cfg.classifier.image_size, with_mask),
                         batch_format="numpy", batch_size=256, compute=ActorPoolStrategy(size=1))
     return ds.drop_columns(["image_id"]).materialize()
@@ -83,8 +84,14 @@ def _worker(config: dict) -> None:
         on_epoch)
     result = test_metrics(trainer, ray.train.get_dataset_shard("test").iter_torch_batches(batch_size=128)) \
         if rank == 0 else {}
-    ray.train.report({"done": 1, "test_json": json.dumps(result), "history_json": json.dumps(trainer.history),
-                      "resumed_json": json.dumps(trainer.resumed_at)})
+    with tempfile.TemporaryDirectory() as d:  # Train V2 keeps metrics only with a checkpoint
+        checkpoint = None
+        if rank == 0:
+            torch.save(trainer.state_dict(), Path(d) / STATE)
+            result.update(history=trainer.history, resumed_at_epochs=trainer.resumed_at)
+            write_json(Path(d) / RESULT, result)
+            checkpoint = Checkpoint.from_directory(d)
+        ray.train.report({"done": 1}, checkpoint=checkpoint)
 
 
 def run_on_ray(cfg: Config, root: Path, method: str, seed: int, backbone: Path | None, out: Path) -> dict:
@@ -112,10 +119,9 @@ def run_on_ray(cfg: Config, root: Path, method: str, seed: int, backbone: Path |
     result = trainer.fit()
     if result.error is not None:
         raise RuntimeError(f"training {method} seed {seed} failed: {result.error}")
-    metrics = json.loads(result.metrics["test_json"])
-    metrics.update(method=method, seed=seed, seconds=round(time.time() - t0, 1),
-                   history=json.loads(result.metrics["history_json"]),
-                   resumed_at_epochs=json.loads(result.metrics["resumed_json"]))
+    with result.checkpoint.as_directory() as d:
+        metrics = json.loads((Path(d) / RESULT).read_text())
+    metrics.update(method=method, seed=seed, seconds=round(time.time() - t0, 1))
     return metrics
 
 

@@ -1,0 +1,147 @@
+"""Training on the tiny map store: the plain loop, its determinism and resume, the Ray Train path
+(real TorchTrainer reading Ray Data), a killed worker resuming from its checkpoint, and the CLI."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from paric.config import load_config
+from paric.stages.classifier import backbone_stage
+from paric.stages.maps import run_precompute
+from paric.stages.train import run_on_ray, train_stage
+from paric.train.data import iterate, load_split, prepare
+from paric.train.run import make_spec, make_trainer, run_in_memory
+from paric.train.loop import fit
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = [
+    "classifier.width=4",
+    "classifier.image_size=32",
+    "classifier.pretrain.epochs=1",
+    "classifier.pretrain.batch_size=32",
+    "train.epochs=2",
+    "train.batch_size=8",
+    "train.num_workers=0",
+    "eval.adv_max_images=8",
+    "eval.pgd_steps=2",
+]
+METRICS = {"acc", "mean_group_acc", "worst_group_acc", "balanced_acc", "ece", "nll", "fgsm_acc", "pgd_acc",
+           "cam_energy_in_mask", "per_group_acc", "best_epoch"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, ray_cluster, tiny_overrides):
+    out = tmp_path_factory.mktemp("train")
+    cfg = load_config(REPO / "conf" / "default.yaml", tiny_overrides + TRAIN + [f"run.output_dir={out}"])
+    run_precompute(cfg, progress=False)
+    backbone = backbone_stage(cfg, cfg.data_root(), progress=False)
+    return cfg, backbone
+
+
+def test_plain_loop_is_deterministic_and_complete(tiny):
+    cfg, backbone = tiny
+    a = run_in_memory(cfg, cfg.data_root(), "paric_mean", 0, backbone)
+    b = run_in_memory(cfg, cfg.data_root(), "paric_mean", 0, backbone)
+    assert METRICS <= set(a)
+    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    assert a["worst_group_acc"] == b["worst_group_acc"] and a["nll"] == b["nll"]
+    assert len(a["history"]) == cfg.train.epochs and a["history"][0]["train_att"] > 0
+    c = run_in_memory(cfg, cfg.data_root(), "paric_mean", 1, backbone)
+    assert [h["train_loss"] for h in c["history"]] != [h["train_loss"] for h in a["history"]]
+
+
+def test_resume_from_state_equals_uninterrupted(tiny):
+    cfg, backbone = tiny
+    root, maps = cfg.data_root(), cfg.output_path("maps")
+    train = load_split(root, maps / "train", "train", 32, ["map_det"], False)
+    val = load_split(root, maps / "val", "val", 32, [], False)
+    spec = make_spec(cfg, "gals", 0, train["label"], train["group"], 2, 4, backbone)
+    batches = lambda e: iterate(train, 8, True, 0, e)  # noqa: E731
+    full = fit(make_trainer(spec), batches, lambda: iterate(val, 8, False))
+    cfg1 = spec.config()
+    fit_one = make_trainer(spec)
+    fit_one.cfg = cfg1.model_copy(update={"train": cfg1.train.model_copy(update={"epochs": 1})})
+    fit(fit_one, batches, lambda: iterate(val, 8, False))
+    resumed = make_trainer(spec)
+    resumed.load_state_dict(fit_one.state_dict())
+    fit(resumed, batches, lambda: iterate(val, 8, False))
+    assert resumed.resumed_at == [1]
+    for (k, v), w in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(v, w), k
+
+
+def test_flip_moves_image_map_and_mask_together():
+    img = torch.zeros(2, 4, 4, 3, dtype=torch.uint8)
+    img[:, :, 0] = 255
+    m = torch.zeros(2, 4, 4)
+    m[:, :, 0] = 1
+    b = {"image": img, "label": torch.tensor([0, 1]), "group": torch.tensor([0, 3]), "map_det": m.clone(),
+         "map_samples": m.clone().unsqueeze(1).repeat(1, 3, 1, 1), "mask": m.clone().to(torch.uint8)}
+    out = prepare(b, 4, torch.device("cpu"), flip=torch.tensor([True, False]))
+    assert float(out["image"][0, 0, :, -1].min()) == 1.0 and float(out["image"][1, 0, :, 0].min()) == 1.0
+    for k in ("map_det", "mask"):
+        assert float(out[k][0, :, -1].min()) == 1.0 and float(out[k][1, :, 0].min()) == 1.0
+    assert float(out["map_samples"][0, :, :, -1].min()) == 1.0
+
+
+def test_ray_train_stage_writes_results_and_caches(tiny, caplog):
+    cfg, backbone = tiny
+    cfg, backbone = tiny
+    ray_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"num_workers": 1})})
+    result = train_stage(ray_cfg, ray_cfg.data_root(), "oracle_mask", 0, backbone)
+    assert METRICS <= set(result)
+    assert 0.0 <= result["worst_group_acc"] <= result["mean_group_acc"] <= 1.0
+    saved = json.loads((cfg.output_path("train", "oracle_mask", "seed0", "result.json")).read_text())
+    assert saved["acc"] == result["acc"]
+    with caplog.at_level("INFO", logger="paric"):
+        train_stage(ray_cfg, ray_cfg.data_root(), "oracle_mask", 0, backbone)
+    assert "skipped (cached)" in caplog.text
+
+
+def _kill_a_train_worker(stop: threading.Event, ckpt_root: Path, killed: list) -> None:
+    """Once a few epochs have been checkpointed (so Ray Train has registered one), SIGKILL the
+    process running the Train worker."""
+    seen: set[str] = set()
+    while not stop.is_set() and not killed:
+        seen |= {p.name for p in ckpt_root.glob("**/checkpoint_*")}
+        if len(seen) >= 3:
+            for p in psutil.process_iter(["cmdline"]):
+                if any("RayTrainWorker" in part for part in (p.info["cmdline"] or [])):
+                    p.kill()
+                    killed.append(p.pid)
+                    return
+        time.sleep(0.02)
+
+
+def test_killed_worker_resumes_from_last_checkpoint(tiny, tmp_path):
+    cfg, backbone = tiny
+    ray_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"num_workers": 1, "epochs": 30})})
+    out = tmp_path / "killed" / "vanilla-s0"
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_a_train_worker, args=(stop, out.parent / "_ray", killed), daemon=True)
+    killer.start()
+    try:
+        result = run_on_ray(ray_cfg, ray_cfg.data_root(), "vanilla", 0, backbone, out)
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "no Train worker was found to kill"
+    # restarted from a checkpoint (not from scratch) and still ran every epoch exactly once
+    assert result["resumed_at_epochs"] and 1 <= result["resumed_at_epochs"][0] < 30
+    assert [h["epoch"] for h in result["history"]] == list(range(1, 31))
+
+
+def test_cli_rejects_unknown_method_and_typo():
+    for extra in (["--methods", "nope"], ["train.epoch=3"]):
+        proc = subprocess.run([sys.executable, str(REPO / "pipelines" / "train.py"), *extra], capture_output=True,
+                              text=True, cwd=REPO, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert "config error" in proc.stderr
