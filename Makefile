@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= conf/default.yaml
 
-.PHONY: run precompute test bench clean
+.PHONY: run precompute table test bench bench-train clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,11 +17,18 @@ run: $(BIN)/.installed
 
 precompute: run
 
+# The README's methods table: every method in train.compare over train.seeds.
+table: $(BIN)/.installed
+	$(BIN)/python pipelines/train.py --config $(CONFIG) --methods compare --seeds all
+
 test: $(BIN)/.installed
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_maps.py
+
+bench-train: $(BIN)/.installed
+	$(BIN)/python benchmarks/bench_train_io.py --config $(CONFIG)
 
 clean:
 	rm -rf outputs

@@ -138,3 +138,17 @@ def test_balance_weights_equalise_classes():
     assert float(w[0] * 90) == pytest.approx(float(w[1] * 10))
     assert float((w[torch.as_tensor(labels)]).mean()) == pytest.approx(1.0)
     assert balance_weights(np.array([0, 0, 2]), 3)[1] == 0
+
+
+def test_energy_outside_is_share_outside_and_empty_cam_costs_most():
+    method = CAM.model_copy(update={"cam_mode": "energy_outside"})
+    ref = torch.zeros(4, 32, 32)
+    ref[:, :16] = 1.0
+    model, s = _inputs(method, ref, features=True)
+    share = float(build_regularizer(method)(s))
+    assert 0.0 <= share <= 1.0
+    # a model whose class evidence is zero everywhere (dead CAM) pays the maximum, 1 per image
+    zero_feats = torch.zeros_like(s.features).requires_grad_(True)
+    logits = zero_feats.mean((2, 3)) @ torch.ones(zero_feats.shape[1], 2)  # depends on feats, CAM = 0
+    dead = StepInputs(s.model, s.x, s.y, logits, zero_feats, s.ce, s.ref)
+    assert float(build_regularizer(method)(dead)) == pytest.approx(1.0, abs=1e-4)

@@ -2,6 +2,9 @@
 
 ``match``: ‖P − A‖; ``suppress_outside``: ‖P − P ⊙ A‖ (only attention outside A costs), with A
 resized to the classifier's feature grid and optional per-pixel confidence weights.
+``energy_outside``: the share of the CAM's mass outside A, (Σ P(1−A) + ε)/(Σ P + ε). Why: both GALS
+forms are minimised by an all-zero CAM (ReLU of negative evidence), and on the embedded benchmark
+models collapse to it within an epoch (measured); here an empty CAM costs the most, 1.
 """
 from __future__ import annotations
 
@@ -17,8 +20,8 @@ class GradCAMRegularizer(Regularizer):
 
     def __init__(self, weight: float, mode: str = "suppress_outside", norm: str = "l1") -> None:
         super().__init__(weight)
-        if mode not in ("match", "suppress_outside"):
-            raise ValueError(f"cam_mode must be 'match' or 'suppress_outside', got {mode!r}")
+        if mode not in ("match", "suppress_outside", "energy_outside"):
+            raise ValueError(f"cam_mode must be 'match', 'suppress_outside' or 'energy_outside', got {mode!r}")
         self.mode, self.norm = mode, norm
 
     def penalty(self, s: StepInputs) -> torch.Tensor:
@@ -26,5 +29,9 @@ class GradCAMRegularizer(Regularizer):
         grid = cam.shape[-2:]
         a = F.adaptive_avg_pool2d(s.ref.map.unsqueeze(1), grid).squeeze(1)
         w = F.adaptive_avg_pool2d(s.ref.weight.unsqueeze(1), grid).squeeze(1)
+        if self.mode == "energy_outside":
+            eps = 1e-6
+            outside = ((cam * (1 - a) * w).flatten(1).sum(1) + eps) / ((cam * w).flatten(1).sum(1) + eps)
+            return masked_mean(outside, s.ref.valid)
         diff = cam - a if self.mode == "match" else cam - cam * a
         return masked_mean(norm_of(diff * w, self.norm), s.ref.valid)

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from paric.config import Config
+from paric.data import WaterbirdsDataset
 from paric.stages.cache import is_done, mark_done, timed_stage
 from paric.stages.prepare import load_corpus
 from paric.train.backbone import pretrain_backbone
@@ -46,6 +48,10 @@ def backbone_stage(cfg: Config, root: Path, progress: bool = True) -> Path | Non
             return ckpt
         shape, place, shapes, places = corpus_labels(root)
         images, _ = load_corpus(root, cfg.classifier.image_size)
+        if cfg.classifier.pretrain.exclude_classes:
+            classes = WaterbirdsDataset(root, "test", with_masks=False).classes
+            keep = np.array([s == len(shapes) or shapes[s] not in classes for s in shape])
+            images, shape, place = images[torch.from_numpy(keep)], shape[keep], place[keep]
         stats = pretrain_backbone(cfg.classifier, images, shape, place, len(shapes), len(places), cfg.run.seed,
                                   ckpt, progress)
         mark_done(out, key, checkpoint=str(ckpt), stats=stats)
