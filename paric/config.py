@@ -131,6 +131,9 @@ class BackbonePretrainConfig(_Section):
     batch_size: int = Field(128, ge=2)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
+    exclude_classes: bool = Field(
+        True, description="leave out corpus images of the benchmark's classes, so the backbone never saw them "
+        "(as ImageNet has no landbird/waterbird classes)")
 
 
 class ClassifierConfig(_Section):
@@ -138,7 +141,7 @@ class ClassifierConfig(_Section):
     weights: Literal["none", "imagenet", "corpus"] = Field(
         "corpus", description="init: random, torchvision ImageNet weights, or pretrained here on the caption corpus"
     )
-    width: int = Field(32, ge=4, description="small_resnet: channels of the first stage")
+    width: int = Field(16, ge=4, description="small_resnet: channels of the first stage")
     image_size: int = Field(64, ge=16, description="classifier input size; images and maps are resized to it")
     pretrain: BackbonePretrainConfig = BackbonePretrainConfig()
 
@@ -159,7 +162,7 @@ class MethodConfig(_Section):
         "log_prob", description="gradient_outside: input gradient of the CE (GALS) or of Σ log p (RRR)"
     )
     grad_norm: Literal["l1", "l2"] = "l1"
-    cam_mode: Literal["match", "suppress_outside"] = "suppress_outside"
+    cam_mode: Literal["match", "suppress_outside", "energy_outside"] = "energy_outside"
     cam_norm: Literal["l1", "l2"] = "l1"
     lr: float | None = Field(None, gt=0, description="overrides train.lr for this method")
 
@@ -189,7 +192,7 @@ class TrainConfig(_Section):
         k: MethodConfig(**v) for k, v in DEFAULT_METHODS.items()})
     compare: list[str] = ["vanilla", "upweight", "gals", "paric_mean", "paric_median", "oracle_mask"]
     seeds: list[int] = [0, 1, 2]
-    epochs: int = Field(6, ge=1)
+    epochs: int = Field(5, ge=1)
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = Field(0.01, gt=0)
