@@ -153,6 +153,8 @@ class MethodConfig(_Section):
     weight: float = Field(0.0, ge=0, description="λ of the attention term")
     reference: Literal["none", "det", "mean", "median", "oracle"] = "none"
     k: int | None = Field(None, ge=1, description="use the first k of the K stored samples; None = all")
+    dilate: int = Field(0, ge=0, description="grow the reference by this many input pixels (max-pool) so that "
+                        "an object's boundary, where its edges' gradients fall, counts as inside")
     uncertainty: Literal["none", "inverse_std"] = Field(
         "none", description="down-weight pixels whose reference is uncertain (sample std across the k maps)"
     )

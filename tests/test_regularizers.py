@@ -152,3 +152,10 @@ def test_energy_outside_is_share_outside_and_empty_cam_costs_most():
     logits = zero_feats.mean((2, 3)) @ torch.ones(zero_feats.shape[1], 2)  # depends on feats, CAM = 0
     dead = StepInputs(s.model, s.x, s.y, logits, zero_feats, s.ce, s.ref)
     assert float(build_regularizer(method)(dead)) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_dilate_grows_the_reference_by_whole_pixels():
+    mask = torch.zeros(1, 16, 16)
+    mask[0, 8, 8] = 1.0
+    r = build_reference({"mask": mask}, MethodConfig(reference="oracle", dilate=2), (16, 16))
+    assert int(r.map.sum()) == 25 and float(r.map[0, 6, 6]) == 1.0 and float(r.map[0, 5, 8]) == 0.0

@@ -60,6 +60,9 @@ def build_reference(batch: dict[str, torch.Tensor], method: MethodConfig,
         mean, median, std = aggregate_samples(samples)
         ref = mean if method.reference == "mean" else median
     ref = _upsample(ref, size).clamp(0, 1)
+    if method.dilate > 0:
+        k = 2 * method.dilate + 1
+        ref = F.max_pool2d(ref.unsqueeze(1), k, stride=1, padding=method.dilate).squeeze(1)
     weight = torch.ones_like(ref)
     if method.uncertainty == "inverse_std":
         if std is None:
