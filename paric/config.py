@@ -68,7 +68,7 @@ class DataConfig(_Section):
 class PretrainConfig(_Section):
     """Contrastive pretraining of a custom (tiny) open_clip model on the caption corpus."""
 
-    epochs: int = Field(2, ge=1)
+    epochs: int = Field(3, ge=1)
     batch_size: int = Field(128, ge=2)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.1, ge=0)

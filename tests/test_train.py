@@ -145,3 +145,23 @@ def test_cli_rejects_unknown_method_and_typo():
                               text=True, cwd=REPO, timeout=120)
         assert proc.returncode == 2, proc.stderr
         assert "config error" in proc.stderr
+
+
+def test_cli_trains_compares_and_tracks_in_mlflow(tiny, tiny_overrides):
+    from mlflow.tracking import MlflowClient
+
+    cfg, _ = tiny
+    args = [*tiny_overrides, *TRAIN, f"run.output_dir={cfg.run.output_dir}", "train.epochs=1"]
+    proc = subprocess.run([sys.executable, str(REPO / "pipelines" / "train.py"), "--no-progress", "--methods",
+                           "vanilla,gals", "--seeds", "0,1", *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=600, env={**__import__("os").environ, "MLFLOW_TRACKING_URI": ""})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| gals |" in proc.stdout and "skipped (cached)" in proc.stderr
+    summary = json.loads(cfg.output_path("train", "summary.json").read_text())
+    assert len(summary["methods"]["gals"]["worst_group_acc"]["runs"]) == 2
+    client = MlflowClient(f"sqlite:///{cfg.output_path('mlflow.db')}")
+    runs = client.search_runs([client.get_experiment_by_name(cfg.run.name).experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and len(children) == 4
+    assert all("test_worst_group_acc" in r.data.metrics for r in children)

@@ -44,10 +44,10 @@ def evaluate_classifier(model: Classifier, batches: Iterable[EvalBatch], n_class
             with torch.enable_grad():
                 for eps in cfg.fgsm_eps:
                     pred = model(fgsm(model, xa, ya, eps)).argmax(1)
-                    adv_correct[f"fgsm_acc@{eps:.4f}"] = adv_correct.get(f"fgsm_acc@{eps:.4f}", 0) + int((pred == ya).sum())
+                    adv_correct[f"fgsm_acc_eps{eps:.4f}"] = adv_correct.get(f"fgsm_acc_eps{eps:.4f}", 0) + int((pred == ya).sum())
                 for eps in cfg.pgd_eps:
                     pred = model(pgd(model, xa, ya, eps, cfg.pgd_steps, seed=adv_seen)).argmax(1)
-                    adv_correct[f"pgd_acc@{eps:.4f}"] = adv_correct.get(f"pgd_acc@{eps:.4f}", 0) + int((pred == ya).sum())
+                    adv_correct[f"pgd_acc_eps{eps:.4f}"] = adv_correct.get(f"pgd_acc_eps{eps:.4f}", 0) + int((pred == ya).sum())
             adv_seen += take
     lg = torch.cat(logits).double().numpy()
     y = torch.cat(ys).numpy()
@@ -58,9 +58,9 @@ def evaluate_classifier(model: Classifier, batches: Iterable[EvalBatch], n_class
     for key, c in adv_correct.items():
         out[key] = c / adv_seen
     if cfg.fgsm_eps and adv_seen:
-        out["fgsm_acc"] = out[f"fgsm_acc@{cfg.fgsm_eps[0]:.4f}"]
+        out["fgsm_acc"] = out[f"fgsm_acc_eps{cfg.fgsm_eps[0]:.4f}"]
     if cfg.pgd_eps and adv_seen:
-        out["pgd_acc"] = out[f"pgd_acc@{cfg.pgd_eps[0]:.4f}"]
+        out["pgd_acc"] = out[f"pgd_acc_eps{cfg.pgd_eps[0]:.4f}"]
     if energies:
         out["cam_energy_in_mask"] = float(np.nanmean(np.concatenate(energies)))
     return out

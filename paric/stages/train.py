@@ -12,6 +12,7 @@ import json
 import logging
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from paric.io import write_json
 from paric.stages.cache import is_done, mark_done, timed_stage
 from paric.stages.ray_env import cluster_gpus
 from paric.store import list_parts, read_provenance, read_store
+from paric.tracking import log_artifact, log_history, log_metrics, start_run
 from paric.train.data import ImageJoiner
 from paric.train.fit_log import epoch_line
 from paric.train.loop import fit
@@ -125,7 +127,25 @@ def run_on_ray(cfg: Config, root: Path, method: str, seed: int, backbone: Path |
     return metrics
 
 
-def train_stage(cfg: Config, root: Path, method: str, seed: int, backbone: Path | None) -> dict:
+@dataclass
+class Tracking:
+    """Where training runs are logged: an MLflow store, experiment and parent run."""
+
+    uri: str
+    experiment_id: str
+    parent_id: str | None = None
+
+
+def log_run(tracking: Tracking, name: str, params: dict, result: dict, result_file: Path) -> None:
+    """One MLflow child run: the method's params, per-epoch metrics, test metrics, result.json."""
+    with start_run(tracking.uri, tracking.experiment_id, name, tracking.parent_id, params) as rid:
+        log_history(tracking.uri, rid, result.get("history", []))
+        log_metrics(tracking.uri, rid, {f"test_{k}": v for k, v in result.items() if k != "history"})
+        log_artifact(tracking.uri, rid, result_file)
+
+
+def train_stage(cfg: Config, root: Path, method: str, seed: int, backbone: Path | None,
+                tracking: Tracking | None = None) -> dict:
     """Train/evaluate one method and seed unless its result for this config exists already."""
     out = cfg.output_path("train", method, f"seed{seed}")
     key = cfg.section_hash("classifier", "train.epochs", "train.batch_size", "train.optimizer", "train.lr",
@@ -142,6 +162,9 @@ def train_stage(cfg: Config, root: Path, method: str, seed: int, backbone: Path 
             result = run_on_ray(cfg, root, method, seed, backbone, out)
         write_json(out / "result.json", result)
         mark_done(out, key)
+        if tracking is not None:
+            log_run(tracking, f"{method} seed{seed}", {"method": method, "seed": seed, **cfg.method(method).model_dump()},
+                    result, out / "result.json")
     return result
 
 
@@ -161,9 +184,10 @@ TABLE_METRICS = ["worst_group_acc", "mean_group_acc", "acc", "balanced_acc", "ec
                  "cam_energy_in_mask", "seconds"]
 
 
-def compare_stage(cfg: Config, root: Path, methods: list[str], seeds: list[int], backbone: Path | None) -> dict:
+def compare_stage(cfg: Config, root: Path, methods: list[str], seeds: list[int], backbone: Path | None,
+                  tracking: Tracking | None = None) -> dict:
     """Every method × seed (each cached), summarised as mean ± std; written to ``train/summary.json``."""
-    results = {m: [train_stage(cfg, root, m, s, backbone) for s in seeds] for m in methods}
+    results = {m: [train_stage(cfg, root, m, s, backbone, tracking) for s in seeds] for m in methods}
     summary = {"methods": summarise(results, TABLE_METRICS), "seeds": seeds,
                "methods_config": {m: cfg.method(m).model_dump() for m in methods}}
     write_json(cfg.output_path("train", "summary.json"), summary)

@@ -18,8 +18,13 @@ LOG2 = math.log(2.0)
 
 def ggd_nll(x: torch.Tensor, mu: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     """Elementwise negative log density, power form (|x−μ|/α)^β (not the product form of the
-    public ProbVLM code)."""
-    resid = (x - mu).abs() / alpha
+    public ProbVLM code).
+
+    The residual is floored at 1e-12: at a residual of exactly 0 with β < 1, the gradient of
+    resid**β is infinite and the chain rule through ``/ alpha`` turns it into NaN (0·∞), which
+    poisoned whole adapter runs; the floor only changes residuals below 1e-12.
+    """
+    resid = ((x - mu).abs() / alpha).clamp_min(1e-12)
     return resid.pow(beta) - torch.log(beta) + torch.log(alpha) + torch.lgamma(1.0 / beta) + LOG2
 
 

@@ -18,14 +18,8 @@ from tqdm.auto import tqdm
 
 from paric.config import PretrainConfig
 from paric.io import atomic_path
+from paric.schedule import warmup_cosine
 from paric.vlm.factory import VLM, build_model, normalise_images
-
-
-def _lr_at(step: int, total: int, cfg: PretrainConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * progress))
 
 
 def pretrain_clip(
@@ -66,7 +60,7 @@ def pretrain_clip(
             flip = torch.rand(len(idx), generator=gen) < 0.5  # shapes and places are flip-invariant
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
             for g in opt.param_groups:
-                g["lr"] = _lr_at(step, total, cfg)
+                g["lr"] = warmup_cosine(step, total, cfg.warmup_steps, cfg.lr)
             img_f = model.encode_image(x, normalize=True)
             txt_f = model.encode_text(tokens[idx], normalize=True)
             loss = loss_fn(img_f, txt_f, model.logit_scale.exp())

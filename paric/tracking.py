@@ -1,0 +1,97 @@
+"""MLflow tracking: one parent run per pipeline invocation, child runs per stage / training run / trial.
+
+Why these rules: MLflow 3 refuses the plain file store, so the default store is a SQLite file
+beside the outputs (``sqlite:////abs/path/mlflow.db``; ``MLFLOW_TRACKING_URI`` overrides it, e.g. a
+``mlflow server``); the database and experiment are created on the driver before any worker logs,
+and children are linked with the ``mlflow.parentRunId`` tag, which works from any process.
+"""
+from __future__ import annotations
+
+import math
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def tracking_uri(output_dir: Path) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else a SQLite store in the run's output directory."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    path = Path(output_dir).expanduser().resolve() / "mlflow.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def ensure_experiment(uri: str, name: str) -> str:
+    """Create (or find) the experiment; returns its id. Call on the driver before trials start."""
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    return exp.experiment_id if exp is not None else client.create_experiment(name)
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def numeric(metrics: dict[str, Any]) -> dict[str, float]:
+    """The finite numbers of a (nested) metrics dict, flattened with dotted keys."""
+    return {k: float(v) for k, v in _flat(metrics).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+
+
+@contextmanager
+def start_run(uri: str, experiment_id: str, name: str, parent_id: str | None = None,
+              params: dict[str, Any] | None = None) -> Iterator[str]:
+    """A run (a child when ``parent_id`` is given) as a context; yields the run id.
+
+    Uses the client API, not the fluent global state, so it is safe in Ray workers and threads.
+    """
+    client = MlflowClient(uri)
+    tags = {"mlflow.runName": name}
+    if parent_id:
+        tags[PARENT_TAG] = parent_id
+    run = client.create_run(experiment_id, tags=tags)
+    rid = run.info.run_id
+    status = "FAILED"
+    try:
+        if params:
+            flat = {k: str(v)[:6000] for k, v in _flat(params).items()}
+            items = list(flat.items())
+            for i in range(0, len(items), 100):
+                client.log_batch(rid, params=[mlflow.entities.Param(k, v) for k, v in items[i:i + 100]])
+        yield rid
+        status = "FINISHED"
+    finally:
+        client.set_terminated(rid, status)
+
+
+def log_metrics(uri: str, run_id: str, metrics: dict[str, Any], step: int | None = None) -> None:
+    client = MlflowClient(uri)
+    vals = numeric(metrics)
+    entities = [mlflow.entities.Metric(k, v, 0, step or 0) for k, v in vals.items()]
+    for i in range(0, len(entities), 500):
+        client.log_batch(run_id, metrics=entities[i:i + 500])
+
+
+def log_history(uri: str, run_id: str, history: list[dict[str, Any]]) -> None:
+    """Per-epoch metrics (``epoch`` is the step)."""
+    for row in history:
+        log_metrics(uri, run_id, {k: v for k, v in row.items() if k != "epoch"}, step=int(row.get("epoch", 0)))
+
+
+def log_artifact(uri: str, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+    MlflowClient(uri).log_artifact(run_id, str(path), artifact_path)

@@ -1,0 +1,43 @@
+"""MLflow helpers against a real SQLite tracking store: nested runs, params, per-epoch metrics."""
+from __future__ import annotations
+
+from mlflow.tracking import MlflowClient
+
+from paric.tracking import PARENT_TAG, ensure_experiment, log_artifact, log_history, start_run, tracking_uri
+
+
+def test_nested_runs_with_history_and_artifacts(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = tracking_uri(tmp_path / "out")
+    assert uri == f"sqlite:///{(tmp_path / 'out' / 'mlflow.db').resolve()}"
+    exp = ensure_experiment(uri, "paric-test")
+    assert ensure_experiment(uri, "paric-test") == exp
+    with start_run(uri, exp, "pipeline", params={"train": {"lr": 0.01}}) as parent:
+        with start_run(uri, exp, "gals-s0", parent_id=parent, params={"method": "gals"}) as child:
+            log_history(uri, child, [{"epoch": 1, "val_acc": 0.5, "note": "x"}, {"epoch": 2, "val_acc": 0.75}])
+            f = tmp_path / "result.json"
+            f.write_text("{}")
+            log_artifact(uri, child, f)
+    client = MlflowClient(uri)
+    c = client.get_run(child)
+    assert c.data.tags[PARENT_TAG] == parent and c.info.status == "FINISHED"
+    assert [m.value for m in client.get_metric_history(child, "val_acc")] == [0.5, 0.75]
+    assert client.get_run(parent).data.params["train.lr"] == "0.01"
+    assert [a.path for a in client.list_artifacts(child)] == ["result.json"]
+
+
+def test_failed_run_is_marked_failed(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    exp = ensure_experiment(uri, "e")
+    rid = None
+    try:
+        with start_run(uri, exp, "boom") as rid:
+            raise RuntimeError("trial crashed")
+    except RuntimeError:
+        pass
+    assert MlflowClient(uri).get_run(rid).info.status == "FAILED"
+
+
+def test_env_overrides_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking_uri(tmp_path) == "http://127.0.0.1:5000"
