@@ -59,7 +59,7 @@ def pretrain_backbone(cfg: ClassifierConfig, images: torch.Tensor, shape: np.nda
             opt.zero_grad(set_to_none=True)
             (ls + lp).backward()
             opt.step()
-            hist.append((float(ls), float((out[:, : n_shapes + 1].argmax(1) == y_shape[idx]).float().mean()),
+            hist.append((float(ls.detach()), float((out[:, : n_shapes + 1].argmax(1) == y_shape[idx]).float().mean()),
                          float((out[:, n_shapes + 1 :].argmax(1) == y_place[idx]).float().mean())))
             step += 1
             bar.update(1)
