@@ -238,6 +238,31 @@ class EvalConfig(_Section):
     adv_max_images: int = Field(400, ge=0, description="robust accuracy on the first n test images (0 = skip)")
 
 
+class SearchSpace(_Section):
+    """One method's sweep dimensions; an empty list keeps the method's configured value."""
+
+    weight: list[float] = Field([0.1, 10.0], description="λ: log-uniform [low, high]")
+    k: list[int] = Field([4, 32], description="samples used, read from the store: uniform int [low, min(high, maps.K)]")
+    reference: list[str] = Field(["mean", "median"], description="aggregation: categorical")
+    uncertainty: list[str] = Field(["none", "inverse_std"], description="categorical")
+    lr: list[float] = Field([0.003, 0.03], description="log-uniform [low, high]")
+
+
+class SweepConfig(_Section):
+    """Ray Tune + OptunaSearch over each method's space; objective: class-balanced val accuracy."""
+
+    methods: list[str] = ["gals", "paric_mean"]
+    num_samples: int = Field(8, ge=1)
+    max_concurrent: int = Field(1, ge=1, description="trials at once (each holds train.num_workers CPUs/GPUs)")
+    asha: bool = Field(False, description="stop weak trials early (ASHA on val_balanced_acc per epoch)")
+    grace_period: int = Field(2, ge=1)
+    max_failures: int = Field(0, ge=0, description="retries of a crashed trial; it is then recorded as failed")
+    spaces: dict[str, SearchSpace] = Field(default_factory=lambda: {
+        "gals": SearchSpace(k=[], reference=[], uncertainty=[]),
+        "paric_mean": SearchSpace(),
+    })
+
+
 class Config(_Section):
     run: RunConfig = RunConfig()
     data: DataConfig = DataConfig()
@@ -247,12 +272,17 @@ class Config(_Section):
     classifier: ClassifierConfig = ClassifierConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    sweep: SweepConfig = SweepConfig()
 
     @model_validator(mode="after")
     def _k_within_K(self) -> "Config":
         for name, m in self.train.methods.items():
             if m.k is not None and m.k > self.maps.K:
                 raise ValueError(f"train.methods.{name}.k={m.k} exceeds maps.K={self.maps.K} (samples stored)")
+        for name, space in self.sweep.spaces.items():
+            if space.k and min(space.k) > self.maps.K:
+                raise ValueError(f"sweep.spaces.{name}.k={space.k} starts above maps.K={self.maps.K}: a sweep "
+                                 "reads stored samples only")
         return self
 
     def method(self, name: str | None = None) -> MethodConfig:

@@ -14,11 +14,13 @@ import sys
 import time
 
 from paric.config import ConfigError, load_config
+from paric.report.results import build_results, load_quality, write_report
 from paric.report.table import methods_table
 from paric.stages.classifier import backbone_stage
 from paric.stages.maps import run_precompute
 from paric.stages.ray_env import ensure_ray
-from paric.stages.train import compare_stage
+from paric.stages.train import Tracking, compare_stage
+from paric.tracking import ensure_experiment, log_artifact, start_run, tracking_uri
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,9 +53,18 @@ def main(argv: list[str] | None = None) -> int:
     backbone = backbone_stage(cfg, root, progress)
     if cfg.train.num_workers > 0:
         ensure_ray()
-    result = compare_stage(cfg, root, methods, seeds, backbone)
-    table = methods_table(result["methods"])
-    (cfg.output_path("train", "table.md")).write_text(table + "\n")
+    uri = tracking_uri(cfg.output_path())
+    tracking = Tracking(uri, ensure_experiment(uri, cfg.run.name))
+    with start_run(uri, tracking.experiment_id, f"train {','.join(methods)}", params=cfg.model_dump(mode="json")) as rid:
+        tracking.parent_id = rid
+        result = compare_stage(cfg, root, methods, seeds, backbone, tracking)
+        table = methods_table(result["methods"])
+        (cfg.output_path("train", "table.md")).write_text(table + "\n")
+        log_artifact(uri, rid, cfg.output_path("train", "table.md"))
+        log_artifact(uri, rid, cfg.output_path("train", "summary.json"))
+        report = write_report(cfg, build_results(cfg, load_quality(cfg), result))
+        for name in ("results.json", "report.md"):
+            log_artifact(uri, rid, report / name, "report")
     print(table)
     print(f"train finished in {time.time() - t0:.1f}s; results under {cfg.output_path('train')}")
     return 0

@@ -159,9 +159,14 @@ def test_cli_trains_compares_and_tracks_in_mlflow(tiny, tiny_overrides):
     assert "| gals |" in proc.stdout and "skipped (cached)" in proc.stderr
     summary = json.loads(cfg.output_path("train", "summary.json").read_text())
     assert len(summary["methods"]["gals"]["worst_group_acc"]["runs"]) == 2
+    results = json.loads(cfg.output_path("report", "results.json").read_text())
+    assert {"config", "maps", "methods"} <= set(results) and "energy_in_mask" in results["maps"]
+    assert set(results["methods"]["vanilla"]) >= {"acc", "mean_group_acc", "worst_group_acc", "balanced_acc", "ece"}
+    assert "| vanilla |" in cfg.output_path("report", "report.md").read_text()
     client = MlflowClient(f"sqlite:///{cfg.output_path('mlflow.db')}")
     runs = client.search_runs([client.get_experiment_by_name(cfg.run.name).experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(parents) == 1 and len(children) == 4
     assert all("test_worst_group_acc" in r.data.metrics for r in children)
+

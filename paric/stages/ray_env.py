@@ -20,7 +20,7 @@ def ensure_ray(num_cpus: int | None = None, object_store_mb: int = 512) -> None:
         ray.init(
             num_cpus=num_cpus,
             object_store_memory=object_store_mb * 1024 * 1024,
-            include_dashboard=False,
+            include_dashboard=True,  # Train V2 + Tune leak placement groups without it
             log_to_driver=True,
         )
 

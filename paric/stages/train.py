@@ -84,8 +84,9 @@ def _worker(config: dict) -> None:
                                                  local_shuffle_seed=spec.seed * 10_000 + e),
         lambda: val.iter_torch_batches(batch_size=256),
         on_epoch)
-    result = test_metrics(trainer, ray.train.get_dataset_shard("test").iter_torch_batches(batch_size=128)) \
-        if rank == 0 else {}
+    test = ray.train.get_dataset_shard("test") if config.get("test", True) else None
+    result = test_metrics(trainer, test.iter_torch_batches(batch_size=128)) if rank == 0 and test is not None \
+        else {"best_epoch": trainer.best["epoch"] + 1, "val_balanced_acc": trainer.best["score"]}
     with tempfile.TemporaryDirectory() as d:  # Train V2 keeps metrics only with a checkpoint
         checkpoint = None
         if rank == 0:
@@ -93,28 +94,35 @@ def _worker(config: dict) -> None:
             result.update(history=trainer.history, resumed_at_epochs=trainer.resumed_at)
             write_json(Path(d) / RESULT, result)
             checkpoint = Checkpoint.from_directory(d)
-        ray.train.report({"done": 1}, checkpoint=checkpoint)
+        ray.train.report({"done": 1, "val_balanced_acc": trainer.best["score"], "epoch": trainer.epoch},
+                         checkpoint=checkpoint)
 
 
-def run_on_ray(cfg: Config, root: Path, method: str, seed: int, backbone: Path | None, out: Path) -> dict:
-    """Fit one method/seed with a ``TorchTrainer``; returns the test metrics of its best epoch."""
+def run_on_ray(cfg: Config, root: Path, method: str, seed: int, backbone: Path | None, out: Path,
+               datasets: dict[str, ray.data.Dataset] | None = None, callbacks: list | None = None) -> dict:
+    """Fit one method/seed with a ``TorchTrainer``; returns the test metrics of its best epoch.
+
+    ``datasets`` (train/val[/test]) can be built once and shared (sweeps); without a ``test``
+    dataset the run reports only validation metrics. ``callbacks``: Train callbacks, e.g. Tune's.
+    """
     t0 = time.time()
-    cols, need_mask = split_columns(cfg, method)
     n_classes, n_groups, has_masks = dataset_info(root)
     labels = read_store(cfg.output_path("maps", "train"), columns=["label", "group"])
     workers = cfg.train.num_workers
     spec = make_spec(cfg, method, seed, labels.label, labels.group, n_classes, n_groups, backbone, workers)
-    datasets = {"train": split_dataset(cfg, root, "train", cols, need_mask),
-                "val": split_dataset(cfg, root, "val", [], False),
-                "test": split_dataset(cfg, root, "test", [], has_masks)}
+    if datasets is None:
+        cols, need_mask = split_columns(cfg, method)
+        datasets = {"train": split_dataset(cfg, root, "train", cols, need_mask),
+                    "val": split_dataset(cfg, root, "val", [], False),
+                    "test": split_dataset(cfg, root, "test", [], has_masks)}
     use_gpu = cfg.train.use_gpu if cfg.train.use_gpu is not None else cluster_gpus() > 0
     trainer = TorchTrainer(
         _worker,
-        train_loop_config={"spec": spec.to_dict()},
+        train_loop_config={"spec": spec.to_dict(), "test": "test" in datasets},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
         run_config=RunConfig(name=out.name, storage_path=str(out.parent / "_ray"),
                              failure_config=FailureConfig(max_failures=cfg.train.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=1)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=1), callbacks=callbacks or None),
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
