@@ -113,11 +113,14 @@ def _kill_a_train_worker(stop: threading.Event, ckpt_root: Path, killed: list) -
     while not stop.is_set() and not killed:
         seen |= {p.name for p in ckpt_root.glob("**/checkpoint_*")}
         if len(seen) >= 3:
-            for p in psutil.process_iter(["cmdline"]):
-                if any("RayTrainWorker" in part for part in (p.info["cmdline"] or [])):
-                    p.kill()
-                    killed.append(p.pid)
-                    return
+            workers = [p for p in psutil.process_iter(["cmdline", "create_time", "status"])
+                       if any("RayTrainWorker" in part for part in (p.info["cmdline"] or []))
+                       and p.info["status"] != psutil.STATUS_ZOMBIE]
+            if workers:  # the newest one: earlier runs' worker processes may still be exiting
+                victim = max(workers, key=lambda p: p.info["create_time"])
+                victim.kill()
+                killed.append(victim.pid)
+                return
         time.sleep(0.02)
 
 
