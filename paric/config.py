@@ -371,31 +371,59 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config (or the defaults), apply ``key=value`` overrides, validate.
+def _read_yaml(p: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A config file as a tree; a top-level ``base: <path>`` (relative to the file) is read first
+    and this file deep-merged over it, so dataset configs state only what differs from the default."""
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    if p.resolve() in seen:
+        raise ConfigError(f"{p}: 'base' chain loops back to itself ({' -> '.join(map(str, seen))})")
+    try:
+        loaded = yaml.load(p.read_text(), Loader=_Loader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{p}: top level must be a mapping of sections, got {type(loaded).__name__}")
+    base = loaded.pop("base", None)
+    if base is None:
+        return loaded
+    if not isinstance(base, str):
+        raise ConfigError(f"{p}: key 'base' must be a path to another config file, got {base!r}")
+    return _merge(_read_yaml((p.parent / base), (*seen, p.resolve())), loaded)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """Deep merge: mappings merge key by key, anything else in ``over`` replaces."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                overlays: list[str | Path] | None = None) -> Config:
+    """Load a YAML config (or the defaults), deep-merge ``overlays`` (profile files such as
+    ``conf/profiles/quick.yaml``) over it, apply ``key=value`` overrides, validate.
 
     Errors name the file (or the override) and the dotted key.
     """
     tree: dict = {}
     source = "<defaults>"
     if path is not None:
-        p = Path(path)
-        source = str(p)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found")
-        try:
-            loaded = yaml.load(p.read_text(), Loader=_Loader)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: top level must be a mapping of sections, got {type(loaded).__name__}")
-        tree = loaded
+        source = str(path)
+        tree = _read_yaml(Path(path))
     try:
         Config.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, source)) from None
+    for overlay in overlays or []:
+        tree = _merge(tree, _read_yaml(Path(overlay)))
+        try:
+            Config.model_validate(tree)
+        except ValidationError as exc:
+            raise ConfigError(_format_errors(exc, str(overlay))) from None
     for item in overrides or []:
         key, value = parse_override(item)
         _set_dotted(tree, key, value, f"override '{item}'")

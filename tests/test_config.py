@@ -61,3 +61,18 @@ def test_section_hash_changes_only_with_its_section():
     b = load_config(None, ["maps.K=4"])
     assert a.section_hash("vlm") == b.section_hash("vlm")
     assert a.section_hash("maps") != b.section_hash("maps")
+
+
+def test_base_inheritance_overlays_and_loops(tmp_path):
+    (tmp_path / "a.yaml").write_text("maps:\n  K: 8\n  seed: 3\ntrain:\n  epochs: 7\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\nmaps:\n  K: 4\n")
+    (tmp_path / "quick.yaml").write_text("train:\n  epochs: 1\n")
+    cfg = load_config(tmp_path / "b.yaml", ["maps.seed=5"], overlays=[tmp_path / "quick.yaml"])
+    assert (cfg.maps.K, cfg.maps.seed, cfg.train.epochs) == (4, 5, 1)  # child wins, merged deeply, overlay, override
+    assert load_config(tmp_path / "b.yaml").maps.seed == 3
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="loops"):
+        load_config(tmp_path / "loop.yaml")
+    (tmp_path / "bad.yaml").write_text("train:\n  epochz: 1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown key 'train.epochz'"):
+        load_config(tmp_path / "b.yaml", overlays=[tmp_path / "bad.yaml"])
