@@ -59,10 +59,38 @@ class SyntheticConfig(_Section):
         return self
 
 
+class CocoGenderConfig(_Section):
+    """COCO apparent gender (paric.data.formats.coco_gender): GALS' caption rule and evaluation split."""
+
+    min_captions: int = Field(3, ge=1, description="captions that must name a gender (or a person) for that label")
+    eval_per_class: int = Field(500, ge=1, description="man and woman images each in val and in test (balanced); "
+                                "fewer when val2014 has fewer")
+    split_dir: str | None = Field(None, description="GALS' COCO_gender folder (biased_split/, balanced_split/): "
+                                  "use its image-id lists instead of building the splits here")
+
+
 class DataConfig(_Section):
-    format: Literal["synthetic", "waterbirds"] = "synthetic"
-    root: str | None = Field(None, description="dataset directory; synthetic default: <output_dir>/data")
+    """Which dataset: the embedded benchmark, or a native dataset directory that the data stage checks
+    and indexes into ``<output_dir>/data`` (a Waterbirds-format index pointing at the original images)."""
+
+    format: Literal["synthetic", "waterbirds", "food101", "coco_gender"] = "synthetic"
+    root: str | None = Field(None, description="synthetic: where to generate (default <output_dir>/data); "
+                             "other formats: the native dataset directory (required)")
+    captions: str | None = Field(None, description="image-caption source for the adapters: .csv (image,caption), "
+                                 ".jsonl ({image, caption}) or COCO captions .json; coco_gender defaults to COCO's")
+    masks: str | None = Field(None, description="waterbirds: CUB segmentations dir (same relative path, .png)")
+    classes: list[str] | None = Field(None, description="food101: class subset (default: GALS' 5 red-meat classes)")
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="food101: share of each class's train images "
+                                "held out as val")
+    seed: int = Field(0, description="seed of the splits built here (food101 val, coco_gender val/test)")
+    check_images: Literal["decode", "open", "exists"] = Field(
+        "decode", description="how the data stage checks images before indexing: decode fully, read headers, "
+        "or only test that the files exist")
+    coco: CocoGenderConfig = CocoGenderConfig()
     synthetic: SyntheticConfig = SyntheticConfig()
+    # No cross-key validation here (root required, masks only for waterbirds): overrides are validated
+    # one at a time, so 'data.format=food101 data.root=...' must pass after its first item. The data
+    # stage (paric.data.formats.options_for) checks them, before any work.
 
 
 class PretrainConfig(_Section):
@@ -293,7 +321,8 @@ class Config(_Section):
         return Path(self.run.output_dir).expanduser().resolve().joinpath(*parts)
 
     def data_root(self) -> Path:
-        if self.data.root:
+        """The canonical dataset every stage reads: the synthetic benchmark, or the data stage's index."""
+        if self.data.format == "synthetic" and self.data.root:
             return Path(self.data.root).expanduser().resolve()
         return self.output_path("data")
 

@@ -16,6 +16,7 @@ import torch
 from paric import __version__
 from paric.config import Config
 from paric.data import CaptionCorpus, WaterbirdsDataset, generate_benchmark
+from paric.data.formats import prepare_index
 from paric.io import write_json
 from paric.stages.cache import is_done, mark_done, timed_stage
 from paric.vlm.adapters import embed_pairs, train_adapters
@@ -29,14 +30,16 @@ def set_threads(cfg: Config) -> None:
 
 
 def data_stage(cfg: Config, progress: bool = True) -> Path:
-    """Generate the embedded benchmark when configured; return the dataset root."""
+    """Generate the embedded benchmark, or check a native dataset (``data.root``) and index it into
+    ``<output_dir>/data`` (reused while source and options are unchanged; a failed check raises
+    DatasetCheckError listing every problem). Returns the canonical root every later stage reads."""
     root = cfg.data_root()
     with timed_stage("data", root) as info:
         if cfg.data.format == "synthetic":
             info["skipped"] = (root / "dataset.json").is_file()
             generate_benchmark(cfg.data.synthetic, root, progress=progress)
-        elif not (root / "metadata.csv").is_file():
-            raise FileNotFoundError(f"data.root: {root} has no metadata.csv")
+        else:
+            info["skipped"] = prepare_index(cfg.data, root, force=bool(info.get("forced", False)))
     return root
 
 
