@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -121,8 +120,7 @@ def test_food_split_independent_of_class_selection(natives, tmp_path):
     pick = lambda ds: set(ds.rows.loc[(ds.rows["split_name"] == "val") & ds.rows["food_id"].str.startswith("steak/"),
                                       "food_id"])
     assert pick(full) == pick(two)
-    corpus = CaptionCorpus(tmp_path / "a") if (tmp_path / "a" / "captions.csv").exists() else None
-    assert corpus is None  # no caption source given: no corpus
+    assert not (tmp_path / "a" / "captions.csv").exists()  # no caption source given: no corpus
 
 
 def test_food_accepts_parent_of_archive_folder(natives, tmp_path):
@@ -265,7 +263,7 @@ def test_check_reports_every_problem_with_file_and_row(natives, tmp_path):
     ]
     for line in expected:
         assert line in text, line
-    assert len(report.problems) == len(expected) + 0  # nothing else: the missing 'place' is reported once
+    assert len(report.problems) == len(expected)  # nothing else: the missing 'place' is reported once
     # with the column back, the groups are counted and printed
     m = pd.read_csv(natives["waterbirds"].root / "metadata.csv")
     m.to_csv(meta, index=False)
