@@ -1,4 +1,5 @@
-"""Datasets: the embedded synthetic benchmark generator and the Waterbirds-format reader."""
+"""Datasets: the synthetic benchmark generator, the Waterbirds-format reader every stage uses, and
+the native formats (paric.data.formats: Waterbirds, Food-101, COCO gender) indexed into that layout."""
 from paric.data.dataset import CaptionCorpus, DatasetError, WaterbirdsDataset, load_image
 from paric.data.synthetic import build_caption_table, build_metadata, generate_benchmark
 
