@@ -232,9 +232,12 @@ class TrainConfig(_Section):
     warmup_epochs: float = Field(0.5, ge=0)
     flip: bool = Field(True, description="random horizontal flip of image, map and mask together")
     reader: Literal["ray_data", "memory"] = "ray_data"
-    num_workers: int = Field(1, ge=0, description="Ray Train workers; 0 = the plain loop in this process")
+    num_workers: int = Field(1, ge=0, description="Ray Train workers; 0 = the plain loop in this process (sweep "
+                             "trials still use one Ray Train worker)")
     use_gpu: bool | None = Field(None, description="None: use GPUs when the cluster has them")
     max_failures: int = Field(2, ge=0)
+    max_concurrent: int = Field(2, ge=1, description="(method, seed) runs at once on Ray Train; each worker "
+                                "holds one CPU (or GPU), so 2 fills a 2-core laptop")
 
     @model_validator(mode="before")
     @classmethod
@@ -281,7 +284,7 @@ class SweepConfig(_Section):
 
     methods: list[str] = ["gals", "paric_mean"]
     num_samples: int = Field(8, ge=1)
-    max_concurrent: int = Field(1, ge=1, description="trials at once (each holds train.num_workers CPUs/GPUs)")
+    max_concurrent: int = Field(2, ge=1, description="trials at once (each holds train.num_workers CPUs/GPUs)")
     asha: bool = Field(False, description="stop weak trials early (ASHA on val_balanced_acc per epoch)")
     grace_period: int = Field(2, ge=1)
     max_failures: int = Field(0, ge=0, description="retries of a crashed trial; it is then recorded as failed")
@@ -289,6 +292,14 @@ class SweepConfig(_Section):
         "gals": SearchSpace(k=[], reference=[], uncertainty=[]),
         "paric_mean": SearchSpace(),
     })
+
+
+class ReportConfig(_Section):
+    """What the report's map figure compares: the classifier's Grad-CAM of ``before`` vs ``after``."""
+
+    before: str = "vanilla"
+    after: str = "paric_mean"
+    examples_per_group: int = Field(1, ge=1, description="test images per group in the map figure")
 
 
 class Config(_Section):
@@ -301,6 +312,7 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     sweep: SweepConfig = SweepConfig()
+    report: ReportConfig = ReportConfig()
 
     @model_validator(mode="after")
     def _k_within_K(self) -> "Config":

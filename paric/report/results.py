@@ -9,18 +9,23 @@ from paric.io import atomic_path, write_json
 from paric.report.table import methods_table
 
 
-def build_results(cfg: Config, quality: dict | None, summary: dict) -> dict:
-    """{"config", "maps": {"energy_in_mask": {...}, "pointing_game": {...}}, "methods": {...}}."""
+def build_results(cfg: Config, quality: dict | None, summary: dict, sweeps: dict[str, dict] | None = None) -> dict:
+    """{"config", "maps": {"energy_in_mask": {...}, "pointing_game": {...}}, "methods": {...},
+    "per_group_acc", "sweep": {method: {best, best_score, trials, failed}}}."""
     maps = {}
     if quality:
         test = quality.get("splits", {}).get("test") or {}
         maps = {k: test[k] for k in ("energy_in_mask", "pointing_game") if k in test}
-    return {"config": cfg.model_dump(mode="json"), "maps": maps, "methods": summary["methods"],
-            "seeds": summary.get("seeds", [])}
+    out = {"config": cfg.model_dump(mode="json"), "maps": maps, "methods": summary["methods"],
+           "seeds": summary.get("seeds", []), "per_group_acc": summary.get("per_group_acc", {})}
+    if sweeps:
+        out["sweep"] = {m: {"best": s["best"], "best_score": s["best_score"], "failed": s.get("failed", 0),
+                            "n_trials": len(s.get("trials", []))} for m, s in sweeps.items()}
+    return out
 
 
-def write_report(cfg: Config, results: dict, out_dir: Path | None = None) -> Path:
-    """Write results.json and report.md (methods × metrics, map quality) under ``report/``."""
+def write_report(cfg: Config, results: dict, out_dir: Path | None = None, figures: list[Path] | None = None) -> Path:
+    """Write results.json and report.md (methods × metrics, map quality, sweeps, figures) under ``report/``."""
     out = out_dir or cfg.output_path("report")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "results.json", results)
@@ -32,6 +37,12 @@ def write_report(cfg: Config, results: dict, out_dir: Path | None = None) -> Pat
         lines += ["## Reference maps (test split)", "", "| map | energy-in-mask |", "|---|---|"]
         lines += [f"| {k} | {v:.3f} |" for k, v in eim.items()]
         lines.append("")
+    for method, sw in (results.get("sweep") or {}).items():
+        best = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sw["best"].items())
+        lines += [f"## Sweep: {method}", "", f"{sw['n_trials']} trials ({sw['failed']} failed); best validation "
+                  f"balanced accuracy {100 * sw['best_score']:.1f}% at {best}. The final runs use these values.", ""]
+    for fig in figures or []:
+        lines += [f"![{fig.stem}]({fig.name})", ""]
     with atomic_path(out / "report.md") as tmp:
         Path(tmp).write_text("\n".join(lines))
     return out

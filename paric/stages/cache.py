@@ -16,6 +16,23 @@ from paric.io import write_json
 
 log = logging.getLogger("paric")
 MARKER = "_DONE.json"
+STAGES = ("data", "vlm", "adapters", "maps", "quality", "backbone", "sweep", "train", "report")
+_forced: set[str] = set()
+EVENTS: list[dict[str, Any]] = []  # one row per finished stage in this process: the run's summary table
+
+
+def set_forced(names: list[str] | tuple[str, ...]) -> None:
+    """Stages to redo even when their cached output matches (``--force STAGE``)."""
+    unknown = [n for n in names if n not in STAGES]
+    if unknown:
+        raise ValueError(f"--force: unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+    _forced.clear()
+    _forced.update(names)
+
+
+def forced(stage_name: str) -> bool:
+    """Whether a stage ('maps:train', 'sweep gals', 'train vanilla s0' …) is forced, by its first word."""
+    return stage_name.replace(":", " ").split(" ")[0] in _forced
 
 
 def read_marker(stage_dir: Path) -> dict | None:
@@ -36,10 +53,19 @@ def mark_done(stage_dir: Path, key: str, **info: Any) -> None:
 
 @contextmanager
 def timed_stage(name: str, output: Path) -> Iterator[dict]:
-    """Log one line per stage: its wall time and where its output went (``info['skipped']`` to say it was cached)."""
-    info: dict[str, Any] = {"skipped": False}
+    """Log one line per stage: its wall time and where its output went.
+
+    The stage sets ``info['skipped']`` when it reused its cached output; ``info['forced']`` says it
+    must not (``--force``). Every finished stage is appended to :data:`EVENTS`.
+    """
+    info: dict[str, Any] = {"skipped": False, "forced": forced(name)}
     t0 = time.time()
     yield info
-    state = "skipped (cached)" if info["skipped"] else "done"
     info["seconds"] = round(time.time() - t0, 1)
-    log.info("[stage] %-10s %-16s %7.1fs  -> %s", name, state, info["seconds"], output)
+    record_stage(name, "skipped (cached)" if info["skipped"] else "done", info["seconds"], output)
+
+
+def record_stage(name: str, state: str, seconds: float, output: Path) -> None:
+    """Log a stage's line and add it to :data:`EVENTS` (for stages timed elsewhere, e.g. in a Ray task)."""
+    EVENTS.append({"stage": name, "state": state, "seconds": round(seconds, 1), "output": str(output)})
+    log.info("[stage] %-18s %-16s %7.1fs  -> %s", name, state, seconds, output)

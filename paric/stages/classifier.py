@@ -43,7 +43,7 @@ def backbone_stage(cfg: Config, root: Path, progress: bool = True) -> Path | Non
                            "run.seed") + ":" + (cfg.section_hash("data.synthetic") if cfg.data.format == "synthetic"
                                                 else str(root))
     with timed_stage("backbone", out) as info:
-        if is_done(out, key) and ckpt.is_file():
+        if not info["forced"] and is_done(out, key) and ckpt.is_file():
             info["skipped"] = True
             return ckpt
         shape, place, shapes, places = corpus_labels(root)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -88,6 +89,8 @@ def precompute_split(cfg: Config, root: Path, split: str, vlm_art: VLMArtifact, 
     prov["split"] = split
     prov["hash"] = store.provenance_hash(prov)
     with timed_stage(f"maps:{split}", out_dir) as info:
+        if info["forced"] and out_dir.exists():
+            shutil.rmtree(out_dir)  # --force maps: recompute every shard
         if store.is_complete(out_dir, prov["hash"]):
             info["skipped"] = True
             return out_dir

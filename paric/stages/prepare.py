@@ -87,7 +87,7 @@ def vlm_stage(cfg: Config, root: Path, progress: bool = True) -> VLMArtifact:
     ckpt = out / "model.pt"
     art = VLMArtifact(cfg.vlm.name, None, ckpt, key)
     with timed_stage("vlm", out) as info:
-        if is_done(out, key) and ckpt.is_file():
+        if not info["forced"] and is_done(out, key) and ckpt.is_file():
             info["skipped"] = True
             return art
         size = open_clip.get_model_config(cfg.vlm.name)["vision_cfg"]["image_size"]
@@ -122,7 +122,7 @@ def adapter_stage(cfg: Config, root: Path, vlm_art: VLMArtifact, progress: bool 
     ckpt = out / "adapters.pt"
     key = cfg.section_hash("adapter", "run.seed") + ":" + vlm_art.key
     with timed_stage("adapters", out) as info:
-        if is_done(out, key) and ckpt.is_file():
+        if not info["forced"] and is_done(out, key) and ckpt.is_file():
             info["skipped"] = True
             return ckpt
         if not (root / "captions.csv").is_file():

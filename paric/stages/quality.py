@@ -39,7 +39,7 @@ def quality_stage(cfg: Config, root: Path, layer: str, control_split: str = "tes
     out_path = cfg.output_path("maps", "quality.json")
     key = "|".join(store.read_provenance(cfg.output_path("maps", s)).get("hash", "") for s in cfg.maps.splits)
     with timed_stage("quality", out_path) as info:
-        if is_done(out_path.parent / "quality", key) and out_path.is_file():
+        if not info["forced"] and is_done(out_path.parent / "quality", key) and out_path.is_file():
             info["skipped"] = True
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 
 import ray
+import ray.data
 
 
 def ensure_ray(num_cpus: int | None = None, object_store_mb: int = 512) -> None:
@@ -23,6 +24,14 @@ def ensure_ray(num_cpus: int | None = None, object_store_mb: int = 512) -> None:
             include_dashboard=True,  # Train V2 + Tune leak placement groups without it
             log_to_driver=True,
         )
+
+
+def quiet_data(progress: bool) -> None:
+    """Ray Data's progress bars follow ``--no-progress`` (without a terminal they become log lines
+    every few seconds, which drown the stage lines)."""
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = progress
+    ctx.enable_operator_progress_bars = progress
 
 
 def cluster_gpus() -> int:

@@ -12,42 +12,66 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from paric.config import Config, SearchSpace
 from paric.io import write_json
 from paric.stages.cache import is_done, mark_done, timed_stage
-from paric.stages.train import Tracking, run_on_ray, split_dataset
+from paric.stages.train import Tracking, run_datasets, run_on_ray
+from paric.store import read_provenance
 from paric.tracking import log_history, log_metrics, start_run
 
 log = logging.getLogger("paric")
 OBJECTIVE = "val_balanced_acc"
 
 
-def _define(trial, space: SearchSpace, sampled: bool, K: int) -> None:
+def distributions(space: SearchSpace, sampled: bool, K: int) -> dict[str, BaseDistribution]:
+    """A method's sweep dimensions as Optuna distributions (the one definition used for sampling
+    and, after the sweep, for Optuna's importance / history plots). ``sampled``: the method's
+    reference uses the K stored samples, so k, aggregation and uncertainty weighting apply."""
+    d: dict[str, BaseDistribution] = {}
     if len(space.weight) == 2:
-        trial.suggest_float("weight", space.weight[0], space.weight[1], log=True)
+        d["weight"] = FloatDistribution(space.weight[0], space.weight[1], log=True)
     if len(space.lr) == 2:
-        trial.suggest_float("lr", space.lr[0], space.lr[1], log=True)
+        d["lr"] = FloatDistribution(space.lr[0], space.lr[1], log=True)
     if sampled and len(space.k) == 2:
-        trial.suggest_int("k", space.k[0], min(space.k[1], K))
+        d["k"] = IntDistribution(space.k[0], min(space.k[1], K))
     if sampled and space.reference:
-        trial.suggest_categorical("reference", list(space.reference))
+        d["reference"] = CategoricalDistribution(list(space.reference))
     if sampled and space.uncertainty:
-        trial.suggest_categorical("uncertainty", list(space.uncertainty))
+        d["uncertainty"] = CategoricalDistribution(list(space.uncertainty))
+    return d
+
+
+def _define(trial, dists: dict[str, BaseDistribution]) -> None:
+    for name, dist in dists.items():
+        if isinstance(dist, FloatDistribution):
+            trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+        elif isinstance(dist, IntDistribution):
+            trial.suggest_int(name, dist.low, dist.high)
+        else:
+            trial.suggest_categorical(name, list(dist.choices))
 
 
 def define_by_run(space: SearchSpace, sampled: bool, K: int):
-    """Optuna define-by-run space of a method (``sampled``: its reference uses the K stored samples);
-    a partial of a module-level function, so Tune can checkpoint the searcher."""
-    return functools.partial(_define, space=space, sampled=sampled, K=K)
+    """Optuna define-by-run space of a method; a partial of a module-level function, so Tune can
+    checkpoint the searcher (and restore it after the driver is killed)."""
+    return functools.partial(_define, dists=distributions(space, sampled, K))
+
+
+def is_sampled(cfg: Config, method: str) -> bool:
+    """Whether a method's reference reads the stored samples (so k / aggregation are swept)."""
+    return cfg.method(method).reference in ("mean", "median")
 
 
 def trial_config(base: Config, method: str, params: dict) -> Config:
@@ -82,49 +106,80 @@ class _null:
         return False
 
 
-def sweep_stage(cfg: Config, root: Path, method: str, backbone: Path | None, tracking: Tracking | None = None) -> dict:
-    """Sweep one method; returns {"best": params, "best_score", "trials": [...]} (cached by config)."""
+def _tuner(cfg: Config, method: str, trainable, exp_dir: Path, key: str, fresh: bool) -> tune.Tuner:
+    """A new Tuner, or the interrupted one restored from ``exp_dir`` (finished trials are kept,
+    unfinished ones rerun, the Optuna searcher continues from its saved state)."""
+    key_file = exp_dir.parent / "_tune_key.json"
+    same = key_file.is_file() and json.loads(key_file.read_text()).get("key") == key
+    if not fresh and same and tune.Tuner.can_restore(str(exp_dir)):
+        log.info("sweep %s: resuming the interrupted sweep in %s", method, exp_dir)
+        return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=False,
+                                  restart_errored=False)
+    if exp_dir.exists():
+        shutil.rmtree(exp_dir)
+    write_json(key_file, {"key": key})
+    space = cfg.sweep.spaces[method]
+    searcher = OptunaSearch(space=define_by_run(space, is_sampled(cfg, method), cfg.maps.K), metric=OBJECTIVE,
+                            mode="max", seed=cfg.run.seed)
+    scheduler = ASHAScheduler(metric=OBJECTIVE, mode="max", grace_period=cfg.sweep.grace_period,
+                              max_t=cfg.train.epochs + 1) if cfg.sweep.asha else None
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, cfg.sweep.max_concurrent),
+                                    scheduler=scheduler, num_samples=cfg.sweep.num_samples),
+        run_config=tune.RunConfig(name=exp_dir.name, storage_path=str(exp_dir.parent),
+                                  failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
+                                  verbose=0),
+    )
+
+
+def sweep_stage(cfg: Config, root: Path, method: str, backbone: Path | None, tracking: Tracking | None = None,
+                datasets: Callable[[], dict[str, ray.data.Dataset]] | None = None) -> dict:
+    """Sweep one method; returns {"best": params, "best_score", "trials": [...]} (cached by config).
+
+    Trials read the map store only (``k`` slices the stored samples); a crashed trial is recorded
+    with its error and the sweep goes on; an interrupted sweep resumes where it stopped.
+    """
     if method not in cfg.sweep.spaces:
         raise ValueError(f"sweep.spaces has no search space for '{method}' ({sorted(cfg.sweep.spaces)})")
     out = cfg.output_path("sweep", method)
-    key = cfg.section_hash("sweep", "train", "classifier", "run.seed")
+    key = cfg.section_hash("sweep", "train", "classifier", "run.seed") + ":" + \
+        str(read_provenance(cfg.output_path("maps", "train")).get("hash", ""))
     with timed_stage(f"sweep {method}", out) as info:
-        if is_done(out, key) and (out / "best.json").is_file():
+        if not info["forced"] and is_done(out, key) and (out / "best.json").is_file():
             info["skipped"] = True
             return json.loads((out / "best.json").read_text())
-        m = cfg.method(method)
-        sampled = m.reference in ("mean", "median")
-        cols = ["map_samples"] if sampled else ["map_det"] if m.reference == "det" else []
-        need_mask = m.reference == "oracle"
-        datasets = {"train": split_dataset(cfg, root, "train", cols, need_mask),
-                    "val": split_dataset(cfg, root, "val", [], False)}
-        searcher = OptunaSearch(space=define_by_run(cfg.sweep.spaces[method], sampled, cfg.maps.K), metric=OBJECTIVE,
-                                mode="max", seed=cfg.run.seed)
-        scheduler = ASHAScheduler(metric=OBJECTIVE, mode="max", grace_period=cfg.sweep.grace_period,
-                                  max_t=cfg.train.epochs + 1) if cfg.sweep.asha else None
-        trainable = tune.with_parameters(
+        data = datasets() if datasets else run_datasets(cfg, root, [method], test=False)
+        data = {k: v for k, v in data.items() if k in ("train", "val")}  # trials select on validation only
+        trainable = tune.with_resources(tune.with_parameters(
             _trial, base=cfg.model_dump(mode="json"), root=str(root), method=method,
-            backbone=str(backbone) if backbone else None, datasets=datasets,
-            tracking=tracking.__dict__ if tracking else None)
-        tuner = tune.Tuner(
-            tune.with_resources(trainable, {"cpu": 0.1}),  # the trial only drives its TorchTrainer
-            tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, cfg.sweep.max_concurrent),
-                                        scheduler=scheduler, num_samples=cfg.sweep.num_samples),
-            run_config=tune.RunConfig(name=method, storage_path=str(out / "_tune"),
-                                      failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures)),
-        )
+            backbone=str(backbone) if backbone else None, datasets=data,
+            tracking=tracking.__dict__ if tracking else None),
+            {"cpu": 0, "memory": 1})  # a trial only drives its TorchTrainer, whose workers hold the CPUs
         t0 = time.time()
-        grid = tuner.fit()
+        grid = _tuner(cfg, method, trainable, out / "_tune" / method, key, fresh=info["forced"]).fit()
         trials = []
         for r in grid:
-            trials.append({"params": {k: v for k, v in (r.config or {}).items()},
-                           "score": (r.metrics or {}).get(OBJECTIVE), "error": str(r.error) if r.error else None})
+            trials.append({"params": dict(r.config or {}), "score": (r.metrics or {}).get(OBJECTIVE),
+                           "error": str(r.error).strip().splitlines()[-1][:500] if r.error else None})
         ok = [t for t in trials if t["error"] is None and t["score"] is not None]
         if not ok:
             raise RuntimeError(f"sweep {method}: every trial failed; first error: {trials[0]['error'] if trials else '-'}")
         best = max(ok, key=lambda t: t["score"])
         summary = {"method": method, "best": best["params"], "best_score": best["score"], "trials": trials,
-                   "failed": sum(t["error"] is not None for t in trials), "seconds": round(time.time() - t0, 1)}
+                   "failed": sum(t["error"] is not None for t in trials), "seconds": round(time.time() - t0, 1),
+                   "space": {k: repr(v) for k, v in distributions(cfg.sweep.spaces[method], is_sampled(cfg, method),
+                                                                  cfg.maps.K).items()}}
+        for t in trials:
+            if t["error"]:
+                log.warning("sweep %s: trial %s failed: %s", method, t["params"], t["error"])
         write_json(out / "best.json", summary)
         mark_done(out, key)
     return summary
+
+
+def apply_best(cfg: Config, best: dict[str, dict]) -> Config:
+    """The config with each swept method's best trial values set (the final runs' config)."""
+    for method, summary in best.items():
+        cfg = trial_config(cfg, method, summary["best"])
+    return cfg

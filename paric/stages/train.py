@@ -8,12 +8,14 @@ with ``get_dataset_shard`` and ``iter_torch_batches``, checkpoints every epoch w
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import ray
@@ -24,17 +26,19 @@ from ray.train.torch import TorchTrainer
 
 from paric.config import Config
 from paric.io import write_json
-from paric.stages.cache import is_done, mark_done, timed_stage
+from paric.stages.cache import forced, is_done, mark_done, record_stage, timed_stage
 from paric.stages.ray_env import cluster_gpus
 from paric.store import list_parts, read_provenance, read_store
 from paric.tracking import log_artifact, log_history, log_metrics, start_run
 from paric.train.data import ImageJoiner
 from paric.train.fit_log import epoch_line
 from paric.train.loop import fit
-from paric.train.run import RunSpec, dataset_info, make_spec, make_trainer, run_in_memory, split_columns, test_metrics
+from paric.train.run import (RunSpec, dataset_info, make_spec, make_trainer, run_in_memory, save_best,
+                             split_columns, test_metrics)
 
 log = logging.getLogger("paric")
 STATE = "state.pt"
+MODEL = "model.pt"  # best-validation weights of a finished run (figures, MLflow artifact)
 RESULT = "result.json"
 
 
@@ -48,6 +52,19 @@ def split_dataset(cfg: Config, root: Path, split: str, columns: list[str], with_
     ds = ds.map_batches(ImageJoiner, fn_constructor_args=(str(root), split, cfg.classifier.image_size, with_mask),
                         batch_format="numpy", batch_size=256, compute=ActorPoolStrategy(size=1))
     return ds.drop_columns(["image_id"]).materialize()
+
+
+def run_datasets(cfg: Config, root: Path, methods: list[str], test: bool = True) -> dict[str, ray.data.Dataset]:
+    """train (with every column the ``methods`` need), val and test as materialised Ray Datasets,
+    built once and shared by all the runs (and sweep trials) that read them."""
+    needs = [split_columns(cfg, m) for m in methods]
+    cols = sorted({col for columns, _ in needs for col in columns})
+    need_mask = any(m for _, m in needs)
+    out = {"train": split_dataset(cfg, root, "train", cols, need_mask),
+           "val": split_dataset(cfg, root, "val", [], False)}
+    if test:
+        out["test"] = split_dataset(cfg, root, "test", [], dataset_info(root)[2])
+    return out
 
 
 def _worker(config: dict) -> None:
@@ -79,11 +96,17 @@ def _worker(config: dict) -> None:
                 checkpoint = Checkpoint.from_directory(d)
             ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, checkpoint=checkpoint)
 
+    val_batches: list = []  # read once, kept: every new pass over a shard costs seconds of executor start-up
+
+    def val_epoch():
+        if not val_batches:
+            val_batches.extend(val.iter_torch_batches(batch_size=256))
+        return val_batches
+
     fit(trainer,
         lambda e: train_shard.iter_torch_batches(batch_size=bs, local_shuffle_buffer_size=4 * bs,
                                                  local_shuffle_seed=spec.seed * 10_000 + e),
-        lambda: val.iter_torch_batches(batch_size=256),
-        on_epoch)
+        val_epoch, on_epoch)
     test = ray.train.get_dataset_shard("test") if config.get("test", True) else None
     result = test_metrics(trainer, test.iter_torch_batches(batch_size=128)) if rank == 0 and test is not None \
         else {"best_epoch": trainer.best["epoch"] + 1, "val_balanced_acc": trainer.best["score"]}
@@ -99,22 +122,25 @@ def _worker(config: dict) -> None:
 
 
 def run_on_ray(cfg: Config, root: Path, method: str, seed: int, backbone: Path | None, out: Path,
-               datasets: dict[str, ray.data.Dataset] | None = None, callbacks: list | None = None) -> dict:
+               datasets: dict[str, ray.data.Dataset] | None = None, callbacks: list | None = None,
+               model_path: Path | None = None) -> dict:
     """Fit one method/seed with a ``TorchTrainer``; returns the test metrics of its best epoch.
 
     ``datasets`` (train/val[/test]) can be built once and shared (sweeps); without a ``test``
     dataset the run reports only validation metrics. ``callbacks``: Train callbacks, e.g. Tune's.
     """
     t0 = time.time()
-    n_classes, n_groups, has_masks = dataset_info(root)
+    n_classes, n_groups, _ = dataset_info(root)
     labels = read_store(cfg.output_path("maps", "train"), columns=["label", "group"])
-    workers = cfg.train.num_workers
+    workers = max(1, cfg.train.num_workers)  # a sweep trial runs on Ray Train even where final runs use the plain loop
     spec = make_spec(cfg, method, seed, labels.label, labels.group, n_classes, n_groups, backbone, workers)
+    cols, need_mask = split_columns(cfg, method)
     if datasets is None:
-        cols, need_mask = split_columns(cfg, method)
-        datasets = {"train": split_dataset(cfg, root, "train", cols, need_mask),
-                    "val": split_dataset(cfg, root, "val", [], False),
-                    "test": split_dataset(cfg, root, "test", [], has_masks)}
+        datasets = run_datasets(cfg, root, [method])
+    # A shared train dataset may carry other methods' columns: keep this method's only, and
+    # materialise now, so the workers' shards need no CPU tasks (none may be free during training).
+    datasets = {**datasets, "train": datasets["train"].select_columns(
+        ["image", "label", "group", *cols, *(["mask"] if need_mask else [])]).materialize()}
     use_gpu = cfg.train.use_gpu if cfg.train.use_gpu is not None else cluster_gpus() > 0
     trainer = TorchTrainer(
         _worker,
@@ -131,6 +157,9 @@ def run_on_ray(cfg: Config, root: Path, method: str, seed: int, backbone: Path |
         raise RuntimeError(f"training {method} seed {seed} failed: {result.error}")
     with result.checkpoint.as_directory() as d:
         metrics = json.loads((Path(d) / RESULT).read_text())
+        if model_path is not None:
+            state = torch.load(Path(d) / STATE, map_location="cpu", weights_only=False)
+            save_best(state["best"]["state"], state["model"], model_path)
     metrics.update(method=method, seed=seed, seconds=round(time.time() - t0, 1))
     return metrics
 
@@ -145,35 +174,97 @@ class Tracking:
 
 
 def log_run(tracking: Tracking, name: str, params: dict, result: dict, result_file: Path) -> None:
-    """One MLflow child run: the method's params, per-epoch metrics, test metrics, result.json."""
+    """One MLflow child run: the method's params, per-epoch metrics, test metrics, result.json and
+    the best checkpoint (``model.pt`` beside it)."""
     with start_run(tracking.uri, tracking.experiment_id, name, tracking.parent_id, params) as rid:
         log_history(tracking.uri, rid, result.get("history", []))
         log_metrics(tracking.uri, rid, {f"test_{k}": v for k, v in result.items() if k != "history"})
         log_artifact(tracking.uri, rid, result_file)
+        if (result_file.parent / MODEL).is_file():
+            log_artifact(tracking.uri, rid, result_file.parent / MODEL)
+
+
+def run_key(cfg: Config, method: str) -> str:
+    """Cache key of a (method, seed) run: what its result depends on."""
+    return cfg.section_hash("classifier", "train.epochs", "train.batch_size", "train.optimizer", "train.lr",
+                            "train.head_lr", "train.momentum", "train.weight_decay", "train.warmup_epochs",
+                            "train.flip", "eval") + ":" + json.dumps(cfg.method(method).model_dump(), sort_keys=True) \
+        + ":" + str(read_provenance(cfg.output_path("maps", "train")).get("hash", ""))
+
+
+def cached_result(cfg: Config, method: str, seed: int) -> dict | None:
+    """The stored result of a run for this config, or None (also when ``--force train``)."""
+    out = cfg.output_path("train", method, f"seed{seed}")
+    if forced("train") or not (is_done(out, run_key(cfg, method)) and (out / RESULT).is_file()
+                               and (out / MODEL).is_file()):
+        return None
+    return json.loads((out / RESULT).read_text())
+
+
+def fit_run(cfg: Config, root: Path, method: str, seed: int, backbone: Path | None,
+            datasets: dict[str, ray.data.Dataset] | None = None) -> dict:
+    """Train and test one run (plain loop or Ray Train), writing ``model.pt`` beside its result."""
+    out = cfg.output_path("train", method, f"seed{seed}")
+    if cfg.train.num_workers == 0:
+        return run_in_memory(cfg, root, method, seed, backbone, out / MODEL)
+    return run_on_ray(cfg, root, method, seed, backbone, out, datasets=datasets, model_path=out / MODEL)
+
+
+def store_result(cfg: Config, method: str, seed: int, result: dict, tracking: Tracking | None) -> None:
+    out = cfg.output_path("train", method, f"seed{seed}")
+    write_json(out / RESULT, result)
+    mark_done(out, run_key(cfg, method))
+    if tracking is not None:
+        log_run(tracking, f"{method} seed{seed}", {"method": method, "seed": seed, **cfg.method(method).model_dump()},
+                result, out / RESULT)
 
 
 def train_stage(cfg: Config, root: Path, method: str, seed: int, backbone: Path | None,
-                tracking: Tracking | None = None) -> dict:
-    """Train/evaluate one method and seed unless its result for this config exists already."""
+                tracking: Tracking | None = None,
+                datasets: Callable[[], dict[str, ray.data.Dataset]] | None = None) -> dict:
+    """Train/evaluate one method and seed unless its result for this config exists already.
+
+    ``datasets``: a (memoised) provider of shared Ray Datasets, called only when a run is needed.
+    """
     out = cfg.output_path("train", method, f"seed{seed}")
-    key = cfg.section_hash("classifier", "train.epochs", "train.batch_size", "train.optimizer", "train.lr",
-                           "train.head_lr", "train.momentum", "train.weight_decay", "train.warmup_epochs",
-                           "train.flip", "eval") + ":" + json.dumps(cfg.method(method).model_dump(), sort_keys=True) \
-        + ":" + str(read_provenance(cfg.output_path("maps", "train")).get("hash", ""))
     with timed_stage(f"train {method} s{seed}", out) as info:
-        if is_done(out, key) and (out / "result.json").is_file():
+        result = cached_result(cfg, method, seed)
+        if result is not None:
             info["skipped"] = True
-            return json.loads((out / "result.json").read_text())
-        if cfg.train.num_workers == 0:
-            result = run_in_memory(cfg, root, method, seed, backbone)
-        else:
-            result = run_on_ray(cfg, root, method, seed, backbone, out)
-        write_json(out / "result.json", result)
-        mark_done(out, key)
-        if tracking is not None:
-            log_run(tracking, f"{method} seed{seed}", {"method": method, "seed": seed, **cfg.method(method).model_dump()},
-                    result, out / "result.json")
+            return result
+        result = fit_run(cfg, root, method, seed, backbone,
+                         datasets() if datasets and cfg.train.num_workers > 0 else None)
+        store_result(cfg, method, seed, result, tracking)
     return result
+
+
+@ray.remote(num_cpus=0)
+def _remote_fit(cfg: dict, root: str, method: str, seed: int, backbone: str | None, datasets: dict) -> dict:
+    """One run driven from a zero-CPU task, so several TorchTrainers run at once."""
+    return fit_run(Config.model_validate(cfg), Path(root), method, seed, Path(backbone) if backbone else None,
+                   datasets)
+
+
+def _run_concurrently(cfg: Config, root: Path, todo: list[tuple[str, int]], backbone: Path | None,
+                      tracking: Tracking | None, datasets: dict) -> dict[tuple[str, int], dict]:
+    """Up to ``train.max_concurrent`` runs at once (each holds ``train.num_workers`` workers)."""
+    done: dict[tuple[str, int], dict] = {}
+    pending: dict = {}
+    queue = list(todo)
+    started: dict = {}
+    while queue or pending:
+        while queue and len(pending) < cfg.train.max_concurrent:
+            m, s = queue.pop(0)
+            ref = _remote_fit.remote(cfg.model_dump(mode="json"), str(root), m, s,
+                                     str(backbone) if backbone else None, datasets)
+            pending[ref], started[(m, s)] = (m, s), time.time()
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        m, s = pending.pop(ready[0])
+        result = ray.get(ready[0])  # a failed run raises here, naming its method and seed
+        store_result(cfg, m, s, result, tracking)
+        record_stage(f"train {m} s{s}", "done", time.time() - started[(m, s)], cfg.output_path("train", m, f"seed{s}"))
+        done[(m, s)] = result
+    return done
 
 
 def summarise(results: dict[str, list[dict]], metrics: list[str]) -> dict:
@@ -188,15 +279,45 @@ def summarise(results: dict[str, list[dict]], metrics: list[str]) -> dict:
     return out
 
 
+def mean_per_group(runs: list[dict]) -> list[float | None]:
+    """Per-group test accuracy averaged over seeds (None where a group had no test images)."""
+    rows = [r["per_group_acc"] for r in runs if r.get("per_group_acc")]
+    if not rows:
+        return []
+    return [None if any(v is None for v in col) else float(np.mean(col)) for col in zip(*rows)]
+
+
 TABLE_METRICS = ["worst_group_acc", "mean_group_acc", "acc", "balanced_acc", "ece", "nll", "fgsm_acc", "pgd_acc",
                  "cam_energy_in_mask", "seconds"]
 
 
 def compare_stage(cfg: Config, root: Path, methods: list[str], seeds: list[int], backbone: Path | None,
-                  tracking: Tracking | None = None) -> dict:
-    """Every method × seed (each cached), summarised as mean ± std; written to ``train/summary.json``."""
-    results = {m: [train_stage(cfg, root, m, s, backbone, tracking) for s in seeds] for m in methods}
+                  tracking: Tracking | None = None,
+                  datasets: Callable[[], dict[str, ray.data.Dataset]] | None = None) -> dict:
+    """Every method × seed (each cached), summarised as mean ± std; written to ``train/summary.json``.
+
+    With ``train.max_concurrent > 1`` (and Ray Train) the uncached runs run side by side.
+    ``datasets``: a memoised provider of shared datasets (default: built here on the first uncached run).
+    """
+    shared = datasets or functools.cache(lambda: run_datasets(cfg, root, methods))
+    runs: dict[tuple[str, int], dict] = {}
+    todo = []
+    for m in methods:
+        for s in seeds:
+            hit = cached_result(cfg, m, s)
+            if hit is None:
+                todo.append((m, s))
+            else:
+                record_stage(f"train {m} s{s}", "skipped (cached)", 0.0, cfg.output_path("train", m, f"seed{s}"))
+                runs[(m, s)] = hit
+    if todo and cfg.train.num_workers > 0 and cfg.train.max_concurrent > 1:
+        runs.update(_run_concurrently(cfg, root, todo, backbone, tracking, shared()))
+    else:
+        for m, s in todo:
+            runs[(m, s)] = train_stage(cfg, root, m, s, backbone, tracking, shared)
+    results = {m: [runs[(m, s)] for s in seeds] for m in methods}
     summary = {"methods": summarise(results, TABLE_METRICS), "seeds": seeds,
+               "per_group_acc": {m: mean_per_group(runs) for m, runs in results.items()},
                "methods_config": {m: cfg.method(m).model_dump() for m in methods}}
     write_json(cfg.output_path("train", "summary.json"), summary)
     return summary

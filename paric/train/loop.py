@@ -28,6 +28,10 @@ from paric.train.data import prepare
 Batch = dict[str, torch.Tensor]
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/inf: a run (or sweep trial) with too high a learning rate or weight."""
+
+
 class Trainer:
     """Model, optimiser, schedule and best-epoch bookkeeping of one run."""
 
@@ -121,6 +125,11 @@ class Trainer:
         ref = build_reference(b, self.method, (size, size))
         att = reg(StepInputs(self.model, x, b["label"], logits, feats, ce, ref))
         loss = ce.mean() + att
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"{self.method_name} seed {self.seed}: loss is {float(loss)} at epoch {self.epoch + 1}, step "
+                f"{self.step} (lr {self.method.lr or self.cfg.train.lr}, weight {self.method.weight}); "
+                "lower the learning rate or the regularisation weight")
         self._set_lr()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -142,8 +151,8 @@ class Trainer:
         return out
 
     @torch.no_grad()
-    def predict(self, batches: Iterable[Batch], model: nn.Module | None = None) -> dict[str, np.ndarray]:
-        model = model or self.model
+    def predict(self, batches: Iterable[Batch]) -> dict[str, np.ndarray]:
+        model = self.model
         model.eval()
         logits, ys, gs = [], [], []
         for raw in batches:

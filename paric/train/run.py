@@ -18,6 +18,7 @@ import torch
 from paric.config import Config
 from paric.data import WaterbirdsDataset
 from paric.eval.classifier import evaluate_classifier
+from paric.io import atomic_path
 from paric.regularizers import balance_weights, needed_columns
 from paric.train.data import iterate, load_split, prepare
 from paric.train.fit_log import epoch_line
@@ -91,8 +92,16 @@ def split_columns(cfg: Config, method: str) -> tuple[list[str], bool]:
     return [c for c in cols if c != "mask"], "mask" in cols
 
 
-def run_in_memory(cfg: Config, root: Path, method: str, seed: int, backbone: Path | None) -> dict:
-    """Train and test one method/seed in this process (``train.num_workers=0``)."""
+def save_best(state: dict | None, fallback: dict, path: Path) -> None:
+    """The best-validation weights (``fallback``: the last ones) as ``{"model": state_dict}``, atomically."""
+    with atomic_path(path) as tmp:
+        torch.save({"model": state if state is not None else fallback}, tmp)
+
+
+def run_in_memory(cfg: Config, root: Path, method: str, seed: int, backbone: Path | None,
+                  model_path: Path | None = None) -> dict:
+    """Train and test one method/seed in this process (``train.num_workers=0``); ``model_path``
+    receives the best-validation weights."""
     t0 = time.time()
     cols, need_mask = split_columns(cfg, method)
     maps = cfg.output_path("maps")
@@ -107,5 +116,7 @@ def run_in_memory(cfg: Config, root: Path, method: str, seed: int, backbone: Pat
     fit(trainer, lambda e: iterate(train, bs, True, seed, e), lambda: iterate(val, 256, False),
         lambda _t, m: log.info(epoch_line(method, seed, m)))
     out = test_metrics(trainer, iterate(test, 128, False))
+    if model_path is not None:
+        save_best(trainer.best["state"], trainer.model.state_dict(), model_path)
     out.update(method=method, seed=seed, seconds=round(time.time() - t0, 1), history=trainer.history)
     return out

@@ -1,0 +1,148 @@
+"""Report figures: reference maps beside the classifier's attention, per-group accuracy, and the
+sweep's Optuna plots.
+
+Why these three: the map figure shows *what* each method was pushed towards and whether the
+classifier followed (image | GALS map | PARIC mean | PARIC std | Grad-CAM before | after); the bars
+show where the worst group sits; Optuna's own importance / history plots show what the sweep
+learned. Everything is drawn with the Agg backend, so it runs on a headless cluster node.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import optuna  # noqa: E402
+import torch  # noqa: E402
+from optuna.distributions import BaseDistribution  # noqa: E402
+
+from paric.config import Config  # noqa: E402
+from paric.data import WaterbirdsDataset  # noqa: E402
+from paric.io import atomic_path  # noqa: E402
+from paric.models.cam import classifier_gradcam  # noqa: E402
+from paric.models.classifier import build_classifier  # noqa: E402
+from paric.store import read_store  # noqa: E402
+
+log = logging.getLogger("paric")
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def group_names(root: Path) -> list[str]:
+    """'class/place' per group index (group = y * n_places + place)."""
+    ds = WaterbirdsDataset(root, "test", with_masks=False)
+    return [f"{c}/{p}" for c in ds.classes for p in ds.places]
+
+
+def load_classifier(cfg: Config, n_classes: int, path: Path) -> torch.nn.Module:
+    """A trained run's best-validation classifier (``model.pt`` of a training run)."""
+    c = cfg.classifier
+    model = build_classifier(c.arch, n_classes, "none", c.width)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["model"])
+    return model.eval()
+
+
+def pick_examples(group: np.ndarray, per_group: int) -> list[int]:
+    """The first ``per_group`` rows of every group present, in group order (deterministic)."""
+    rows: list[int] = []
+    for g in sorted(set(group.tolist())):
+        rows.extend(np.flatnonzero(group == g)[:per_group].tolist())
+    return rows
+
+
+def maps_figure(cfg: Config, root: Path, before: tuple[str, Path], after: tuple[str, Path], out: Path,
+                per_group: int = 1) -> Path:
+    """Rows: test images (``per_group`` per group); columns: image, deterministic map, mean map, std
+    map, the classifier's Grad-CAM (true class) of the ``before`` run and of the ``after`` run."""
+    store = read_store(cfg.output_path("maps", "test"), columns=["image_id", "label", "group", "map_det", "map_mean",
+                                                                  "map_std"])
+    ds = WaterbirdsDataset(root, "test", image_size=cfg.classifier.image_size, with_masks=False)
+    index = {f: i for i, f in enumerate(ds.rows["img_filename"])}
+    rows = pick_examples(store.group, per_group)
+    names = group_names(root)
+    images = np.stack([ds[index[store.image_id[r]]]["image"] for r in rows])
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    labels = torch.from_numpy(store.label[rows])
+    cams = {}
+    for title, path in (before, after):
+        model = load_classifier(cfg, ds.n_classes, path)
+        _, cam = classifier_gradcam(model, x, labels)
+        cams[title] = cam.detach().numpy()
+    cols = ["image", "GALS map (det)", "PARIC mean", "PARIC std", f"Grad-CAM {before[0]}", f"Grad-CAM {after[0]}"]
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(2.0 * len(cols), 2.0 * len(rows)), squeeze=False)
+    extent = (-0.5, images.shape[2] - 0.5, images.shape[1] - 0.5, -0.5)  # imshow pixel-centre convention
+    for i, r in enumerate(rows):
+        panels = [None, store.map_det[r], store.map_mean[r], store.map_std[r], cams[before[0]][i], cams[after[0]][i]]
+        for j, panel in enumerate(panels):
+            ax = axes[i, j]
+            ax.imshow(images[i])
+            if panel is not None:
+                ax.imshow(np.asarray(panel, dtype=np.float32), cmap="jet", alpha=0.5, extent=extent,
+                          interpolation="bilinear")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(cols[j], fontsize=8)
+            if j == 0:
+                ax.set_ylabel(names[int(store.group[r])], fontsize=8)
+    return _save(fig, out)
+
+
+def group_bars(per_group: dict[str, list[float | None]], names: list[str], out: Path) -> Path:
+    """Grouped bars: test accuracy of every group for each method (mean over seeds)."""
+    methods = list(per_group)
+    width = 0.8 / max(1, len(methods))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(names)), 3.5))
+    xs = np.arange(len(names))
+    for i, m in enumerate(methods):
+        vals = [np.nan if v is None else 100 * v for v in per_group[m]]
+        ax.bar(xs + i * width - 0.4 + width / 2, vals, width, label=m)
+    ax.set_xticks(xs)
+    ax.set_xticklabels(names, fontsize=8)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7, ncol=min(len(methods), 3))
+    ax.set_title("per-group accuracy (mean over seeds)")
+    return _save(fig, out)
+
+
+def sweep_study(trials: list[dict], dists: dict[str, BaseDistribution], name: str) -> optuna.Study:
+    """The sweep's trials as an in-memory Optuna study (failed trials as FAIL), for Optuna's plots."""
+    study = optuna.create_study(study_name=name, direction="maximize")
+    for t in trials:
+        params = {k: v for k, v in t["params"].items() if k in dists}
+        failed = t.get("error") is not None or t.get("score") is None
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions={k: dists[k] for k in params},
+            value=None if failed else float(t["score"]),
+            state=optuna.trial.TrialState.FAIL if failed else optuna.trial.TrialState.COMPLETE))
+    return study
+
+
+def sweep_figures(trials: list[dict], dists: dict[str, BaseDistribution], method: str, out_dir: Path) -> list[Path]:
+    """Optuna's optimisation history and parameter importances of one method's sweep."""
+    from optuna.visualization import matplotlib as ovm
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = sweep_study(trials, dists, method)
+    paths = []
+    ax = ovm.plot_optimization_history(study, target_name="val balanced acc")
+    paths.append(_save(ax.figure, out_dir / f"sweep_{method}_history.png"))
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(complete) >= 2 and len(dists) >= 1:
+        try:
+            ax = ovm.plot_param_importances(study, target_name="val balanced acc")
+            paths.append(_save(ax.figure, out_dir / f"sweep_{method}_importances.png"))
+        except (RuntimeError, ValueError) as exc:  # e.g. every trial drew the same values
+            log.warning("sweep %s: no parameter-importance plot (%s)", method, exc)
+            plt.close("all")
+    return paths

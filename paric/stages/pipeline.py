@@ -1,0 +1,125 @@
+"""The whole pipeline in order: data → VLM → adapters → maps → quality → backbone → sweeps →
+final runs of each method's best configuration over seeds → report, under one MLflow parent run.
+
+Why one function: ``pipelines/full.py`` (plain or under ``ray job submit``) and the tests run the
+same sequence. Every stage is cached by a hash of its config and inputs, so a rerun only logs
+"skipped (cached)" lines, and ``force`` redoes chosen stages.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from paric.config import Config, dump_config
+from paric.io import write_json
+from paric.report.figures import group_bars, group_names, maps_figure, sweep_figures
+from paric.report.results import build_results, load_quality, write_report
+from paric.stages.cache import EVENTS, is_done, mark_done, set_forced, timed_stage
+from paric.stages.classifier import backbone_stage
+from paric.stages.maps import run_precompute
+from paric.stages.ray_env import ensure_ray, quiet_data
+from paric.stages.sweep import apply_best, distributions, is_sampled, sweep_stage
+from paric.stages.train import MODEL, Tracking, compare_stage, run_datasets
+from paric.tracking import ensure_experiment, log_artifact, log_metrics, start_run, tracking_uri
+
+log = logging.getLogger("paric")
+
+
+def check_pipeline_config(cfg: Config) -> None:
+    """Config problems that would otherwise surface an hour in (raises ValueError naming the key)."""
+    for m in cfg.train.compare:
+        if m not in cfg.train.methods:
+            raise ValueError(f"train.compare: '{m}' is not defined in train.methods ({sorted(cfg.train.methods)})")
+        cfg.method(m).check(m)
+    for m in cfg.sweep.methods:
+        if m not in cfg.train.methods:
+            raise ValueError(f"sweep.methods: '{m}' is not defined in train.methods")
+        if m not in cfg.sweep.spaces:
+            raise ValueError(f"sweep.methods: '{m}' has no search space in sweep.spaces ({sorted(cfg.sweep.spaces)})")
+
+
+def report_stage(cfg: Config, root: Path, summary: dict, sweeps: dict[str, dict], tracking: Tracking) -> Path:
+    """results.json, report.md and figures (cached by the results they show); logged to MLflow."""
+    out = cfg.output_path("report")
+    results = build_results(cfg, load_quality(cfg), summary, sweeps)
+    key = hashlib.sha256(json.dumps(results, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    with timed_stage("report", out) as info:
+        if not info["forced"] and is_done(out, key) and (out / "results.json").is_file():
+            info["skipped"] = True
+            return out
+        figures = [group_bars(summary["per_group_acc"], group_names(root), out / "group_accuracy.png")]
+        before, after = figure_runs(cfg, summary)
+        if before and after:
+            figures.append(maps_figure(cfg, root, before, after, out / "maps.png", cfg.report.examples_per_group))
+        for method, sw in sweeps.items():
+            dists = distributions(cfg.sweep.spaces[method], is_sampled(cfg, method), cfg.maps.K)
+            figures.extend(sweep_figures(sw["trials"], dists, method, out))
+        write_report(cfg, results, out, figures)
+        for path in [out / "results.json", out / "report.md", *figures]:
+            log_artifact(tracking.uri, tracking.parent_id, path, "report")
+        mark_done(out, key, figures=[f.name for f in figures])
+    return out
+
+
+def figure_runs(cfg: Config, summary: dict) -> tuple[tuple[str, Path] | None, tuple[str, Path] | None]:
+    """(before, after) runs for the map figure: vanilla vs the configured regularised method, first seed."""
+    seed = summary["seeds"][0]
+
+    def run(method: str) -> tuple[str, Path] | None:
+        path = cfg.output_path("train", method, f"seed{seed}", MODEL)
+        return (method, path) if path.is_file() else None
+
+    return run(cfg.report.before), run(cfg.report.after)
+
+
+def stage_table(events: list[dict]) -> str:
+    """The terminal summary: one row per stage with its state, wall time and output."""
+    w = max([len(e["stage"]) for e in events] + [5])
+    lines = [f"{'stage':<{w}}  {'state':<16} {'seconds':>8}  output", "-" * (w + 40)]
+    lines += [f"{e['stage']:<{w}}  {e['state']:<16} {e['seconds']:>8.1f}  {e['output']}" for e in events]
+    return "\n".join(lines)
+
+
+def run_full(cfg: Config, force: list[str] | tuple[str, ...] = (), progress: bool = True) -> dict:
+    """Run (or resume) every stage; returns {"results", "report", "stages", "seconds"}."""
+    check_pipeline_config(cfg)
+    set_forced(list(force))
+    EVENTS.clear()
+    quiet_data(progress)
+    t0 = time.time()
+    out = cfg.output_path()
+    out.mkdir(parents=True, exist_ok=True)
+    if "data" in force and cfg.data.format == "synthetic" and cfg.data_root().exists():
+        shutil.rmtree(cfg.data_root())  # the generator skips an existing benchmark otherwise
+    uri = tracking_uri(out)
+    tracking = Tracking(uri, ensure_experiment(uri, cfg.run.name))
+    with start_run(uri, tracking.experiment_id, f"full {cfg.run.name}", params=cfg.model_dump(mode="json")) as parent:
+        tracking.parent_id = parent
+        (out / "config.resolved.yaml").write_text(dump_config(cfg))
+        log_artifact(uri, parent, out / "config.resolved.yaml")
+        run_precompute(cfg, progress=progress)
+        root = cfg.data_root()
+        backbone = backbone_stage(cfg, root, progress)
+        if cfg.sweep.methods or cfg.train.num_workers > 0:
+            ensure_ray()
+        # one set of Ray Datasets (images joined to every column any method reads) for trials and final runs
+        shared = functools.cache(lambda: run_datasets(cfg, root, sorted({*cfg.train.compare, *cfg.sweep.methods})))
+        sweeps = {m: sweep_stage(cfg, root, m, backbone, tracking, shared) for m in cfg.sweep.methods}
+        final = apply_best(cfg, sweeps)
+        summary = compare_stage(final, root, final.train.compare, final.train.seeds, backbone, tracking, shared)
+        report = report_stage(final, root, summary, sweeps, tracking)
+        seconds = round(time.time() - t0, 1)
+        for e in EVENTS:  # one child run per stage: its wall time and whether it was cached
+            with start_run(uri, tracking.experiment_id, f"stage {e['stage']}", parent,
+                           {"output": e["output"], "state": e["state"]}) as rid:
+                log_metrics(uri, rid, {"seconds": e["seconds"], "skipped": float(e["state"] != "done")})
+        log_metrics(uri, parent, {"pipeline_seconds": seconds})
+    stages = list(EVENTS)
+    write_json(out / "pipeline_summary.json", {"stages": stages, "seconds": seconds, "force": list(force)})
+    return {"results": json.loads((report / "results.json").read_text()), "report": report, "stages": stages,
+            "seconds": seconds}
