@@ -475,6 +475,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return Config.model_validate(tree)
 
 
+def profile_overlays(config_path: str | Path, profiles: list[str]) -> list[Path]:
+    """``--profile NAME`` files: ``profiles/NAME.yaml`` beside the config file (e.g. conf/profiles/quick.yaml)."""
+    base = Path(config_path).parent / "profiles"
+    paths = []
+    for name in profiles:
+        path = base / f"{name}.yaml"
+        if not path.is_file():
+            have = ", ".join(sorted(p.stem for p in base.glob("*.yaml"))) or "none"
+            raise ConfigError(f"--profile {name}: {path} not found (profiles there: {have})")
+        paths.append(path)
+    return paths
+
+
 def dump_config(cfg: Config) -> str:
     """The resolved config as YAML (saved beside every output for provenance)."""
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -15,22 +15,18 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
-from paric.config import ConfigError, load_config
+from paric.config import ConfigError, load_config, profile_overlays
 from paric.report.table import methods_table
 from paric.stages.cache import STAGES, set_forced
 from paric.stages.pipeline import check_pipeline_config, run_full, stage_table
-
-PROFILES = Path(__file__).resolve().parents[1] / "conf" / "profiles"
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="conf/default.yaml", help="YAML config file")
     p.add_argument("--profile", action="append", default=[],
-                   help=f"overlay conf/profiles/<name>.yaml (available: "
-                        f"{', '.join(sorted(x.stem for x in PROFILES.glob('*.yaml')))})")
+                   help="overlay profiles/<name>.yaml beside the config file (e.g. conf/profiles/quick.yaml)")
     p.add_argument("--quick", action="store_true", help="same as --profile quick")
     p.add_argument("--force", action="append", default=[], metavar="STAGE",
                    help=f"redo a stage even if cached (repeatable or comma-separated): {', '.join(STAGES)}")
@@ -46,12 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     profiles = (["quick"] if args.quick else []) + args.profile
     force = [s.strip() for f in args.force for s in f.split(",") if s.strip()]
     try:
-        overlays = []
-        for name in profiles:
-            path = PROFILES / f"{name}.yaml"
-            if not path.is_file():
-                raise ConfigError(f"--profile {name}: {path} not found")
-            overlays.append(path)
+        overlays = profile_overlays(args.config, profiles)
         cfg = load_config(args.config, args.overrides, overlays=overlays)
         check_pipeline_config(cfg)
         set_forced(force)

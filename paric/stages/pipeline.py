@@ -22,7 +22,7 @@ from paric.report.results import build_results, load_quality, write_report
 from paric.stages.cache import EVENTS, is_done, mark_done, set_forced, timed_stage
 from paric.stages.classifier import backbone_stage
 from paric.stages.maps import run_precompute
-from paric.stages.ray_env import ensure_ray, quiet_data
+from paric.stages.ray_env import quiet_data
 from paric.stages.sweep import apply_best, distributions, is_sampled, sweep_stage
 from paric.stages.train import MODEL, Tracking, compare_stage, run_datasets
 from paric.tracking import ensure_experiment, log_artifact, log_metrics, start_run, tracking_uri
@@ -85,6 +85,22 @@ def stage_table(events: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def run_sweeps(cfg: Config, methods: list[str], force: list[str] | tuple[str, ...] = (), progress: bool = True) -> dict:
+    """Precompute (cached), backbone (cached), then sweep ``methods`` under one MLflow parent run."""
+    set_forced(list(force))
+    EVENTS.clear()
+    quiet_data(progress)
+    uri = tracking_uri(cfg.output_path())
+    tracking = Tracking(uri, ensure_experiment(uri, cfg.run.name))
+    with start_run(uri, tracking.experiment_id, f"sweep {','.join(methods)}", params=cfg.model_dump(mode="json")) as rid:
+        tracking.parent_id = rid
+        run_precompute(cfg, progress=progress)
+        root = cfg.data_root()
+        backbone = backbone_stage(cfg, root, progress)
+        shared = functools.cache(lambda: run_datasets(cfg, root, methods, test=False))
+        return {m: sweep_stage(cfg, root, m, backbone, tracking, shared) for m in methods}
+
+
 def run_full(cfg: Config, force: list[str] | tuple[str, ...] = (), progress: bool = True) -> dict:
     """Run (or resume) every stage; returns {"results", "report", "stages", "seconds"}."""
     check_pipeline_config(cfg)
@@ -105,8 +121,6 @@ def run_full(cfg: Config, force: list[str] | tuple[str, ...] = (), progress: boo
         run_precompute(cfg, progress=progress)
         root = cfg.data_root()
         backbone = backbone_stage(cfg, root, progress)
-        if cfg.sweep.methods or cfg.train.num_workers > 0:
-            ensure_ray()
         # one set of Ray Datasets (images joined to every column any method reads) for trials and final runs
         shared = functools.cache(lambda: run_datasets(cfg, root, sorted({*cfg.train.compare, *cfg.sweep.methods})))
         sweeps = {m: sweep_stage(cfg, root, m, backbone, tracking, shared) for m in cfg.sweep.methods}

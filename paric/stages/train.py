@@ -27,7 +27,7 @@ from ray.train.torch import TorchTrainer
 from paric.config import Config
 from paric.io import write_json
 from paric.stages.cache import forced, is_done, mark_done, record_stage, timed_stage
-from paric.stages.ray_env import cluster_gpus
+from paric.stages.ray_env import cluster_gpus, ensure_ray
 from paric.store import list_parts, read_provenance, read_store
 from paric.tracking import log_artifact, log_history, log_metrics, start_run
 from paric.train.data import ImageJoiner
@@ -44,6 +44,7 @@ RESULT = "result.json"
 
 def split_dataset(cfg: Config, root: Path, split: str, columns: list[str], with_mask: bool) -> ray.data.Dataset:
     """A split as a materialised Ray Dataset: map-store columns joined to decoded images (and masks)."""
+    ensure_ray()  # connect (or start a local cluster) only when Ray is needed: cached reruns never start it
     store = cfg.output_path("maps", split)
     parts = [str(p) for _, p in sorted(list_parts(store).items())]
     if not parts:

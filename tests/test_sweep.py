@@ -1,0 +1,97 @@
+"""Sweeps: Tune + Optuna trials on Ray Train read stored samples only, survive crashing trials, and
+resume after the driver is killed."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from paric.config import load_config, profile_overlays
+from paric.stages.classifier import backbone_stage
+from paric.stages.maps import run_precompute
+from paric.stages.sweep import apply_best, sweep_stage
+from paric.store import list_parts
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf" / "default.yaml"
+
+
+def quick(out: Path, *extra: str):
+    return load_config(CONF, [f"run.output_dir={out}", *extra], overlays=profile_overlays(CONF, ["quick"]))
+
+
+@pytest.fixture(scope="module")
+def precomputed(tmp_path_factory, ray_cluster):
+    out = tmp_path_factory.mktemp("sweep")
+    cfg = quick(out)
+    run_precompute(cfg, progress=False)
+    return out, backbone_stage(cfg, cfg.data_root(), progress=False)
+
+
+def test_sweep_reads_stored_samples_only_and_survives_crashing_trials(precomputed):
+    out, backbone = precomputed
+    # λ up to 1e30 makes some trials diverge (TrainingDiverged); k ranges over the stored K=4
+    cfg = quick(out, "sweep.num_samples=4", "sweep.spaces.paric_mean.weight=[0.01,1.0e30]",
+                "sweep.spaces.paric_mean.k=[1,4]", "train.max_failures=0")
+    parts = {s: {p: p.stat().st_mtime_ns for p in list_parts(cfg.output_path("maps", s)).values()}
+             for s in ("train", "val")}
+    # without the VLM and adapter checkpoints no map could be computed: trials must read the store
+    for d in ("vlm",):
+        os.rename(cfg.output_path(d), cfg.output_path(f"{d}.hidden"))
+    try:
+        summary = sweep_stage(cfg, cfg.data_root(), "paric_mean", backbone)
+    finally:
+        os.rename(cfg.output_path("vlm.hidden"), cfg.output_path("vlm"))
+    trials = summary["trials"]
+    assert len(trials) == 4
+    failed = [t for t in trials if t["error"]]
+    ok = [t for t in trials if not t["error"]]
+    assert failed and ok, trials  # the sweep went on past a crashed trial
+    assert all("TrainingDiverged" in t["error"] or "loss is" in t["error"] for t in failed), failed
+    assert summary["best"] in [t["params"] for t in ok]
+    assert all(1 <= t["params"]["k"] <= 4 for t in trials)
+    assert {s: {p: p.stat().st_mtime_ns for p in list_parts(cfg.output_path("maps", s)).values()}
+            for s in ("train", "val")} == parts
+    final = apply_best(cfg, {"paric_mean": summary})
+    assert final.method("paric_mean").weight == summary["best"]["weight"]
+    assert final.method("paric_mean").k == summary["best"]["k"]
+    # cached: a second call returns the stored summary without running trials
+    t0 = time.time()
+    assert sweep_stage(cfg, cfg.data_root(), "paric_mean", backbone) == summary
+    assert time.time() - t0 < 5
+
+
+def test_killed_sweep_resumes_the_remaining_trials(precomputed):
+    out, _ = precomputed
+    args = [sys.executable, str(REPO / "pipelines" / "sweep.py"), "--quick", "--no-progress", "--methods", "gals",
+            f"run.output_dir={out}", "sweep.num_samples=4", "sweep.max_concurrent=1"]
+    tune_dir = out / "sweep" / "gals" / "_tune" / "gals"
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # its own local Ray, killed with it
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:  # kill when the third trial starts: two finished, one running
+            started = sorted(tune_dir.glob("_trial_*")) if tune_dir.is_dir() else []
+            if len(started) >= 3:
+                break
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+            time.sleep(0.5)
+        assert len(started) >= 3, "the sweep did not reach its third trial in time"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = {json.dumps(json.loads((d / "params.json").read_text()), sort_keys=True) for d in started[:3]}
+    assert not (out / "sweep" / "gals" / "best.json").exists()
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming the interrupted sweep" in done.stderr
+    summary = json.loads((out / "sweep" / "gals" / "best.json").read_text())
+    assert len(summary["trials"]) == 4 and summary["failed"] == 0
+    after = {json.dumps(t["params"], sort_keys=True) for t in summary["trials"]}
+    assert before <= after  # the trials begun before the kill are kept (finished) or rerun, not redrawn
