@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= conf/default.yaml
 
-.PHONY: run precompute table test bench bench-train clean
+.PHONY: run precompute sweep table test bench bench-train clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -12,10 +12,15 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
+# The main job: every stage (cached) on the embedded default; QUICK=1 for the smoke profile.
 run: $(BIN)/.installed
+	$(BIN)/python pipelines/full.py --config $(CONFIG) $(if $(QUICK),--quick)
+
+precompute: $(BIN)/.installed
 	$(BIN)/python pipelines/precompute.py --config $(CONFIG)
 
-precompute: run
+sweep: $(BIN)/.installed
+	$(BIN)/python pipelines/sweep.py --config $(CONFIG)
 
 # The README's methods table: every method in train.compare over train.seeds.
 table: $(BIN)/.installed

@@ -283,9 +283,9 @@ class SweepConfig(_Section):
     """Ray Tune + OptunaSearch over each method's space; objective: class-balanced val accuracy."""
 
     methods: list[str] = ["gals", "paric_mean"]
-    num_samples: int = Field(8, ge=1)
+    num_samples: int = Field(6, ge=1)
     max_concurrent: int = Field(2, ge=1, description="trials at once (each holds train.num_workers CPUs/GPUs)")
-    asha: bool = Field(False, description="stop weak trials early (ASHA on val_balanced_acc per epoch)")
+    asha: bool = Field(True, description="stop weak trials early (ASHA on val_balanced_acc per epoch)")
     grace_period: int = Field(2, ge=1)
     max_failures: int = Field(0, ge=0, description="retries of a crashed trial; it is then recorded as failed")
     spaces: dict[str, SearchSpace] = Field(default_factory=lambda: {

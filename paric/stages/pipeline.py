@@ -17,7 +17,6 @@ from pathlib import Path
 
 from paric.config import Config, dump_config
 from paric.io import write_json
-from paric.report.figures import group_bars, group_names, maps_figure, sweep_figures
 from paric.report.results import build_results, load_quality, write_report
 from paric.stages.cache import EVENTS, is_done, mark_done, set_forced, timed_stage
 from paric.stages.classifier import backbone_stage
@@ -52,6 +51,8 @@ def report_stage(cfg: Config, root: Path, summary: dict, sweeps: dict[str, dict]
         if not info["forced"] and is_done(out, key) and (out / "results.json").is_file():
             info["skipped"] = True
             return out
+        from paric.report.figures import group_bars, group_names, maps_figure, sweep_figures  # matplotlib: slow import
+
         figures = [group_bars(summary["per_group_acc"], group_names(root), out / "group_accuracy.png")]
         before, after = figure_runs(cfg, summary)
         if before and after:

@@ -19,6 +19,7 @@ def ensure_ray(num_cpus: int | None = None, object_store_mb: int = 512) -> None:
         ray.init(log_to_driver=True)
     else:
         ray.init(
+            address="local",  # a fresh local cluster even when a `ray start` head runs on this machine
             num_cpus=num_cpus,
             object_store_memory=object_store_mb * 1024 * 1024,
             include_dashboard=True,  # Train V2 + Tune leak placement groups without it

@@ -1,0 +1,118 @@
+"""The owner's command end to end: ``ray job submit -- python pipelines/full.py --quick`` against a
+real local Ray head started with ``ray start --head``; outputs, MLflow nesting, the cached rerun, and
+``--force`` on a plain run."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict:
+    # the head's workers (and so the job's `python`) must be this virtualenv's; Ray >= 2.59 turns on
+    # token auth for local clusters, and the job CLI sends the token only in token mode
+    return {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    """A separate Ray head (``ray start --head --block``), stopped by killing its process group, so
+    the test session's own cluster is left alone."""
+    port, dash = _free_port(), _free_port()
+    log = tmp_path_factory.mktemp("head") / "head.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", f"--port={port}",
+                                 f"--dashboard-port={dash}", "--include-dashboard=true", "--num-cpus=2",
+                                 "--object-store-memory=536870912", "--disable-usage-stats"],
+                                env=_env(), stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"http://127.0.0.1:{dash}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        ok = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address], env=_env(),
+                            capture_output=True, text=True)
+        if ok.returncode == 0:
+            break
+        assert proc.poll() is None, log.read_text()[-2000:]
+        time.sleep(2)
+    else:
+        pytest.fail(f"Ray head did not come up: {log.read_text()[-2000:]}")
+    yield address
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _submit(address: str, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".", "--",
+         "python", "pipelines/full.py", "--quick", "--no-progress", f"run.output_dir={out}"],
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+
+
+def test_job_submit_quick_pipeline_then_cached_rerun(ray_head, tmp_path):
+    out = tmp_path / "out"
+    first = _submit(ray_head, out)
+    assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
+    assert "succeeded" in first.stdout + first.stderr
+    report = out / "report"
+    results = json.loads((report / "results.json").read_text())
+    for m in ("vanilla", "upweight", "gals", "paric_mean", "paric_median", "oracle_mask"):
+        for metric in ("acc", "mean_group_acc", "worst_group_acc", "balanced_acc", "ece", "fgsm_acc", "pgd_acc"):
+            assert 0.0 <= results["methods"][m][metric]["mean"] <= 1.0, (m, metric)
+    assert set(results["maps"]["energy_in_mask"]) >= {"det", "mean", "median"}
+    assert results["sweep"]["paric_mean"]["n_trials"] == 2
+    text = (report / "report.md").read_text()
+    for fig in ("group_accuracy.png", "maps.png", "sweep_paric_mean_history.png"):
+        assert (report / fig).stat().st_size > 1000 and f"]({fig})" in text
+    first_stages = json.loads((out / "pipeline_summary.json").read_text())["stages"]
+    assert all(s["state"] == "done" for s in first_stages)
+
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("default")
+    runs = client.search_runs([exp.experiment_id], max_results=500)
+    parents = [r for r in runs if r.info.run_name == "full default"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    names = {r.info.run_name for r in children}
+    assert {"stage sweep paric_mean", "stage report", "vanilla seed0", "paric_mean seed0"} <= names
+    assert sum(n.startswith("trial paric_mean") for n in names) == 2
+    trained = next(r for r in children if r.info.run_name == "paric_mean seed0")
+    assert "test_worst_group_acc" in trained.data.metrics and "train_loss" in trained.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
+    assert {"report/results.json", "report/report.md", "report/maps.png"} <= artifacts
+
+    second = _submit(ray_head, out)
+    assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
+    stages = json.loads((out / "pipeline_summary.json").read_text())["stages"]
+    assert [s["stage"] for s in stages] == [s["stage"] for s in first_stages]
+    assert all(s["state"] == "skipped (cached)" for s in stages), stages
+    assert "skipped (cached)" in second.stdout + second.stderr
+
+    # the same output, started plainly: --force report redoes the report and nothing else
+    plain = [sys.executable, "pipelines/full.py", "--quick", "--no-progress", f"run.output_dir={out}"]
+    again = subprocess.run([*plain, "--force", "report"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    states = {s["stage"]: s["state"] for s in json.loads((out / "pipeline_summary.json").read_text())["stages"]}
+    assert states.pop("report") == "done"
+    assert set(states.values()) == {"skipped (cached)"}, states
+    bad = subprocess.run([*plain, "--force", "everything"], cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown stage" in bad.stderr
