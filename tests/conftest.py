@@ -35,7 +35,7 @@ def ray_cluster():
 
     if not ray.is_initialized():
         # the dashboard is on: without it Train V2 leaks the placement groups of finished Tune trials
-        ray.init(num_cpus=2, object_store_memory=512 * 1024 * 1024, include_dashboard=True,
+        ray.init(address="local", num_cpus=2, object_store_memory=512 * 1024 * 1024, include_dashboard=True,
                  log_to_driver=False)
     yield ray
     ray.shutdown()

@@ -5,13 +5,14 @@ Takes prepared batches (images in [0, 1]) so it is the same with or without Ray.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 
 from paric.config import EvalConfig
 from paric.eval.calibration import expected_calibration_error, negative_log_likelihood
+from paric.eval.fairness import dataset_metrics
 from paric.eval.groups import group_metrics
 from paric.eval.map_quality import energy_in_mask
 from paric.eval.robustness import fgsm, pgd
@@ -22,8 +23,10 @@ EvalBatch = dict[str, torch.Tensor]  # image (B,3,H,W) float, label, group, opti
 
 
 def evaluate_classifier(model: Classifier, batches: Iterable[EvalBatch], n_classes: int, n_groups: int,
-                        cfg: EvalConfig, robustness: bool = True) -> dict:
-    """All metrics for one split. Robust accuracy uses the first ``cfg.adv_max_images`` images."""
+                        cfg: EvalConfig, robustness: bool = True, dataset_format: str = "synthetic",
+                        classes: Sequence[str] = ()) -> dict:
+    """All metrics for one split. Robust accuracy uses the first ``cfg.adv_max_images`` images;
+    ``dataset_format`` + ``classes`` add the dataset's own metrics (:func:`dataset_metrics`)."""
     model.eval()
     logits, ys, groups, energies = [], [], [], []
     adv_seen, adv_correct = 0, {}
@@ -63,4 +66,6 @@ def evaluate_classifier(model: Classifier, batches: Iterable[EvalBatch], n_class
         out["pgd_acc"] = out[f"pgd_acc_eps{cfg.pgd_eps[0]:.4f}"]
     if energies:
         out["cam_energy_in_mask"] = float(np.nanmean(np.concatenate(energies)))
+    if classes:
+        out.update(dataset_metrics(dataset_format, y, lg.argmax(1), list(classes)))
     return out

@@ -33,7 +33,7 @@ from paric.tracking import log_artifact, log_history, log_metrics, start_run
 from paric.train.data import ImageJoiner
 from paric.train.fit_log import epoch_line
 from paric.train.loop import fit
-from paric.train.run import (RunSpec, dataset_info, make_spec, make_trainer, run_in_memory, save_best,
+from paric.train.run import (RunSpec, class_names, dataset_info, make_spec, make_trainer, run_in_memory, save_best,
                              split_columns, test_metrics)
 
 log = logging.getLogger("paric")
@@ -109,7 +109,8 @@ def _worker(config: dict) -> None:
                                                  local_shuffle_seed=spec.seed * 10_000 + e),
         val_epoch, on_epoch)
     test = ray.train.get_dataset_shard("test") if config.get("test", True) else None
-    result = test_metrics(trainer, test.iter_torch_batches(batch_size=128)) if rank == 0 and test is not None \
+    result = test_metrics(trainer, test.iter_torch_batches(batch_size=128), spec.classes) \
+        if rank == 0 and test is not None \
         else {"best_epoch": trainer.best["epoch"] + 1, "val_balanced_acc": trainer.best["score"]}
     with tempfile.TemporaryDirectory() as d:  # Train V2 keeps metrics only with a checkpoint
         checkpoint = None
@@ -134,7 +135,8 @@ def run_on_ray(cfg: Config, root: Path, method: str, seed: int, backbone: Path |
     n_classes, n_groups, _ = dataset_info(root)
     labels = read_store(cfg.output_path("maps", "train"), columns=["label", "group"])
     workers = max(1, cfg.train.num_workers)  # a sweep trial runs on Ray Train even where final runs use the plain loop
-    spec = make_spec(cfg, method, seed, labels.label, labels.group, n_classes, n_groups, backbone, workers)
+    spec = make_spec(cfg, method, seed, labels.label, labels.group, n_classes, n_groups, backbone, workers,
+                     class_names(root))
     cols, need_mask = split_columns(cfg, method)
     if datasets is None:
         datasets = run_datasets(cfg, root, [method])
@@ -289,7 +291,7 @@ def mean_per_group(runs: list[dict]) -> list[float | None]:
 
 
 TABLE_METRICS = ["worst_group_acc", "mean_group_acc", "acc", "balanced_acc", "ece", "nll", "fgsm_acc", "pgd_acc",
-                 "cam_energy_in_mask", "seconds"]
+                 "cam_energy_in_mask", "worst_class_acc", "ratio_delta", "outcome_divergence", "seconds"]
 
 
 def compare_stage(cfg: Config, root: Path, methods: list[str], seeds: list[int], backbone: Path | None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -40,6 +40,7 @@ class RunSpec:
     class_weights: list[float] | None
     backbone: str | None
     world_size: int = 1
+    classes: list[str] = field(default_factory=list)  # class names, for per-dataset metrics (food, coco)
 
     def config(self) -> Config:
         return Config.model_validate(self.cfg)
@@ -52,14 +53,15 @@ class RunSpec:
 
 
 def make_spec(cfg: Config, method: str, seed: int, train_label: "object", train_group: "object", n_classes: int,
-              n_groups: int, backbone: Path | None, world_size: int = 1) -> RunSpec:
+              n_groups: int, backbone: Path | None, world_size: int = 1,
+              classes: list[str] | None = None) -> RunSpec:
     m = cfg.method(method)
     weights = None
     if m.balance != "none":
         keys, n = (train_label, n_classes) if m.balance == "class" else (train_group, n_groups)
         weights = balance_weights(keys, n).tolist()
     return RunSpec(cfg.model_dump(mode="json"), method, seed, n_classes, n_groups, len(train_label), weights,
-                   str(backbone) if backbone else None, world_size)
+                   str(backbone) if backbone else None, world_size, list(classes or []))
 
 
 def make_trainer(spec: RunSpec, device: torch.device | str = "cpu", wrap=None) -> Trainer:
@@ -70,14 +72,20 @@ def make_trainer(spec: RunSpec, device: torch.device | str = "cpu", wrap=None) -
                    spec.seed, weights, backbone, device, wrap)
 
 
-def test_metrics(trainer: Trainer, batches: Iterable[Batch]) -> dict:
-    """The evaluation suite on the best-validation model."""
+def test_metrics(trainer: Trainer, batches: Iterable[Batch], classes: list[str] | None = None) -> dict:
+    """The evaluation suite on the best-validation model (plus the dataset's own metrics when
+    ``classes`` are given: Food worst-class accuracy, COCO gender ratio / outcome divergence)."""
     size = trainer.cfg.classifier.image_size
     prepared = (prepare(b, size, trainer.device) for b in batches)
-    out = evaluate_classifier(trainer.best_model(), prepared, trainer.n_classes, trainer.n_groups, trainer.cfg.eval)
+    out = evaluate_classifier(trainer.best_model(), prepared, trainer.n_classes, trainer.n_groups, trainer.cfg.eval,
+                              dataset_format=trainer.cfg.data.format, classes=classes or [])
     out["best_epoch"] = trainer.best["epoch"] + 1
     out["val_balanced_acc"] = trainer.best["score"]
     return out
+
+
+def class_names(root: Path) -> list[str]:
+    return WaterbirdsDataset(root, "test", with_masks=False).classes
 
 
 def dataset_info(root: Path) -> tuple[int, int, bool]:
@@ -110,12 +118,13 @@ def run_in_memory(cfg: Config, root: Path, method: str, seed: int, backbone: Pat
     train = load_split(root, maps / "train", "train", size, cols, need_mask, cfg.method(method).k)
     val = load_split(root, maps / "val", "val", size, [], False)
     test = load_split(root, maps / "test", "test", size, [], has_masks)
-    spec = make_spec(cfg, method, seed, train["label"], train["group"], n_classes, n_groups, backbone)
+    spec = make_spec(cfg, method, seed, train["label"], train["group"], n_classes, n_groups, backbone,
+                     classes=class_names(root))
     trainer = make_trainer(spec)
     bs = cfg.train.batch_size
     fit(trainer, lambda e: iterate(train, bs, True, seed, e), lambda: iterate(val, 256, False),
         lambda _t, m: log.info(epoch_line(method, seed, m)))
-    out = test_metrics(trainer, iterate(test, 128, False))
+    out = test_metrics(trainer, iterate(test, 128, False), spec.classes)
     if model_path is not None:
         save_best(trainer.best["state"], trainer.model.state_dict(), model_path)
     out.update(method=method, seed=seed, seconds=round(time.time() - t0, 1), history=trainer.history)
