@@ -4,25 +4,19 @@
 """
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 import time
 
-from paric.config import ConfigError, load_config
+from paric import cli
+from paric.config import ConfigError
 from paric.stages.maps import run_precompute
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="conf/default.yaml", help="YAML config file")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. maps.K=16")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("paric").setLevel(logging.INFO)  # our stage lines; open_clip's chatter stays quiet
+    args = cli.parser(__doc__).parse_args(argv)
+    cli.setup_logging()
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = cli.config_from(args)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

@@ -8,12 +8,11 @@ or ``all`` (``train.seeds``). Each (method, seed) is cached under ``train/<metho
 """
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 import time
 
-from paric.config import ConfigError, load_config
+from paric import cli
+from paric.config import ConfigError
 from paric.report.results import build_results, load_quality, write_report
 from paric.report.table import methods_table
 from paric.stages.classifier import backbone_stage
@@ -24,17 +23,13 @@ from paric.tracking import ensure_experiment, log_artifact, start_run, tracking_
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="conf/default.yaml", help="YAML config file")
+    parser = cli.parser(__doc__)
     parser.add_argument("--methods", default=None, help="comma-separated methods, or 'compare' (train.compare)")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds, or 'all' (train.seeds)")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=3")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("paric").setLevel(logging.INFO)
+    cli.setup_logging()
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = cli.config_from(args)
         methods = (cfg.train.compare if args.methods == "compare" else
                    [cfg.train.method] if args.methods is None else args.methods.split(","))
         seeds = (cfg.train.seeds if args.seeds == "all" else

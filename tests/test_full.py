@@ -36,11 +36,16 @@ def ray_head(tmp_path_factory):
     """A separate Ray head (``ray start --head --block``), stopped by killing its process group, so
     the test session's own cluster is left alone."""
     port, dash = _free_port(), _free_port()
+    # every agent port explicit: the test session's own cluster already holds the defaults (e.g. the
+    # dashboard agent's 52365), and a head whose agent cannot bind accepts no job
+    agents = [f"--{name}={_free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                      "metrics-export-port", "runtime-env-agent-port",
+                                                      "ray-client-server-port")]
     log = tmp_path_factory.mktemp("head") / "head.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", f"--port={port}",
                                  f"--dashboard-port={dash}", "--include-dashboard=true", "--num-cpus=2",
-                                 "--object-store-memory=536870912", "--disable-usage-stats"],
+                                 "--object-store-memory=536870912", "--disable-usage-stats", *agents],
                                 env=_env(), stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dash}"
     deadline = time.time() + 90
@@ -56,16 +61,21 @@ def ray_head(tmp_path_factory):
     yield address
     os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=30)
+        proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _submit(address: str, out: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".", "--",
-         "python", "pipelines/full.py", "--quick", "--no-progress", f"run.output_dir={out}"],
-        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    for _ in range(15):  # the head's job agent can come up a little after the dashboard
+        done = subprocess.run(
+            [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".", "--",
+             "python", "pipelines/full.py", "--quick", "--no-progress", f"run.output_dir={out}"],
+            cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+        if "No available agent to submit job" not in done.stdout + done.stderr:
+            return done
+        time.sleep(2)
+    return done
 
 
 def test_job_submit_quick_pipeline_then_cached_rerun(ray_head, tmp_path):

@@ -77,7 +77,7 @@ def test_killed_sweep_resumes_the_remaining_trials(precomputed):
     deadline = time.time() + 300
     try:
         while time.time() < deadline:  # kill when the third trial starts: two finished, one running
-            started = sorted(tune_dir.glob("_trial_*")) if tune_dir.is_dir() else []
+            started = sorted(tune_dir.glob("_trial_*/params.json")) if tune_dir.is_dir() else []
             if len(started) >= 3:
                 break
             assert proc.poll() is None, "the sweep ended before it could be killed"
@@ -86,7 +86,7 @@ def test_killed_sweep_resumes_the_remaining_trials(precomputed):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    before = {json.dumps(json.loads((d / "params.json").read_text()), sort_keys=True) for d in started[:3]}
+    before = {json.dumps(json.loads(p.read_text()), sort_keys=True) for p in started}
     assert not (out / "sweep" / "gals" / "best.json").exists()
     done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]

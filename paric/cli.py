@@ -1,0 +1,32 @@
+"""What every ``pipelines/*.py`` entry point shares: the config arguments (file, profiles,
+``key=value`` overrides, progress) and the log format, so the commands read and fail alike."""
+from __future__ import annotations
+
+import argparse
+import logging
+
+from paric.config import Config, load_config, profile_overlays
+
+
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    """An argument parser with --config, --profile, --quick, --no-progress and the overrides."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="conf/default.yaml", help="YAML config file")
+    p.add_argument("--profile", action="append", default=[],
+                   help="overlay profiles/<name>.yaml beside the config file (e.g. conf/profiles/quick.yaml)")
+    p.add_argument("--quick", action="store_true", help="same as --profile quick")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=3")
+    return p
+
+
+def config_from(args: argparse.Namespace) -> Config:
+    """The config the arguments name (raises ConfigError naming the file, profile or override)."""
+    profiles = (["quick"] if args.quick else []) + list(args.profile)
+    return load_config(args.config, args.overrides, overlays=profile_overlays(args.config, profiles))
+
+
+def setup_logging() -> None:
+    """Our ``[stage]`` lines at INFO; other libraries' chatter (open_clip, MLflow) at WARNING."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("paric").setLevel(logging.INFO)
