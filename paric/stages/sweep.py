@@ -133,6 +133,18 @@ def _tuner(cfg: Config, method: str, trainable, exp_dir: Path, key: str, fresh: 
     )
 
 
+def _remove_leaked_groups(before: set[str]) -> None:
+    """Remove placement groups the finished sweep left reserved. Train V2 keeps the worker group's
+    bundle of a trial that failed (e.g. ``TrainingDiverged``), which would starve every later run."""
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+    from ray._raylet import PlacementGroupID
+
+    for pg_id, info in ray.util.placement_group_table().items():
+        if pg_id not in before and info.get("state") == "CREATED":
+            log.warning("sweep: removing placement group %s left behind by a failed trial", pg_id)
+            remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(pg_id))))
+
+
 def sweep_stage(cfg: Config, root: Path, method: str, backbone: Path | None, tracking: Tracking | None = None,
                 datasets: Callable[[], dict[str, ray.data.Dataset]] | None = None) -> dict:
     """Sweep one method; returns {"best": params, "best_score", "trials": [...]} (cached by config).
@@ -157,7 +169,9 @@ def sweep_stage(cfg: Config, root: Path, method: str, backbone: Path | None, tra
             tracking=tracking.__dict__ if tracking else None),
             {"cpu": 0, "memory": 1})  # a trial only drives its TorchTrainer, whose workers hold the CPUs
         t0 = time.time()
+        groups_before = set(ray.util.placement_group_table())
         grid = _tuner(cfg, method, trainable, out / "_tune" / method, key, fresh=info["forced"]).fit()
+        _remove_leaked_groups(groups_before)
         trials = []
         for r in grid:
             trials.append({"params": dict(r.config or {}), "score": (r.metrics or {}).get(OBJECTIVE),
