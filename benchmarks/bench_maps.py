@@ -52,10 +52,12 @@ def main() -> None:
     p.add_argument("--K", type=int, default=32)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--towers", nargs="+", default=["paric-tiny-rn", "paric-tiny-vit", "ViT-B-32"],
+                   help="open_clip model names; the last one gives the final line")
     args = p.parse_args()
     print(f"torch threads: {torch.get_num_threads()}, K={args.K}, batch={args.batch}")
     result = None
-    for name in ("paric-tiny-vit", "ViT-B-32"):
+    for name in args.towers:
         t_det, t_fast, t_slow = measure(name, args.K, args.batch, args.repeats)
         result = (t_fast / t_det, t_slow / t_det)
         print(f"{name:16s} det {t_det * 1e3:8.1f} ms  batched {t_fast * 1e3:8.1f} ms ({result[0]:.2f}x)  "

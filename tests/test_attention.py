@@ -95,7 +95,7 @@ def test_layer_choice():
     layer = resolve_layer(rn.model.visual, rn.image_size)
     assert layer.layout == "conv" and min(layer.grid) >= 8 and layer.path != "layer4"  # 2x2 at 64 px
     tok = load_vlm("paric-micro-vit-tok")
-    assert resolve_layer(tok.model.visual, tok.image_size).path == "transformer.resblocks.0"
+    assert resolve_layer(tok.model.visual, tok.image_size).path == "transformer.resblocks.1.ln_1"
     avg = load_vlm("paric-micro-vit")
     assert resolve_layer(avg.model.visual, avg.image_size).path == "transformer.resblocks.0"
     with pytest.raises(ValueError, match="saliency_layer"):
@@ -109,15 +109,22 @@ def test_combine_prompts_ignores_zero_maps_and_normalise_is_safe():
     assert torch.equal(minmax_normalise(torch.full((2, 3, 3), 0.5)), torch.zeros(2, 3, 3))
 
 
-def test_cls_head_reproduces_the_towers_output():
-    from paric.attention.gradcam import capture_as_leaf, cls_head
+def test_cls_head_reproduces_the_towers_output_and_gradcam_weights():
+    from paric.attention.gradcam import ClsHead, capture_as_leaf, channel_weights
 
     vlm = load_vlm("paric-micro-vit-tok")
-    layer = resolve_layer(vlm.model.visual, vlm.image_size)
-    head = cls_head(vlm.model.visual, layer)
+    visual = vlm.model.visual
+    layer = resolve_layer(visual, vlm.image_size)
+    head = ClsHead.build(visual, layer)
     assert head is not None
     x = torch.randn(2, 3, vlm.image_size, vlm.image_size)
-    with torch.no_grad(), capture_as_leaf(vlm.model.visual, layer) as cap:
+    with capture_as_leaf(visual, layer) as cap:
         full = vlm.model.encode_image(x)
-    np.testing.assert_allclose(head(cap["acts"]).detach().numpy(), full.numpy(), atol=1e-5)
-    assert cls_head(load_vlm("paric-micro-vit").model.visual, layer) is None  # avg pooling: generic path
+    offset = torch.zeros(2, cap["acts"].shape[-1], requires_grad=True)
+    np.testing.assert_allclose(head(cap, offset).detach().numpy(), full.detach().numpy(), atol=1e-5)
+    t = vlm.encode_text(["a photo"])[0]
+    (g_full,) = torch.autograd.grad(full @ t, cap["acts"], torch.ones(2))
+    (g_off,) = torch.autograd.grad(head(cap, offset) @ t, offset, torch.ones(2))
+    np.testing.assert_allclose((g_off / layer.grid[0] / layer.grid[1]).numpy(),
+                               channel_weights(g_full[None], layer)[0].numpy(), atol=1e-6)
+    assert ClsHead.build(load_vlm("paric-micro-vit").model.visual, layer) is None  # avg pooling: generic path

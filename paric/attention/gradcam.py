@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -43,17 +43,17 @@ def _probe_shape(visual: nn.Module, module: nn.Module, image_size: int) -> torch
 def resolve_layer(visual: nn.Module, image_size: int, path: str = "auto") -> SaliencyLayer:
     """Pick the saliency layer of a visual tower.
 
-    ``auto``: a ViT with average pooling -> output of the last block; with CLS pooling the last
-    block's patch tokens never reach the output, so -> output of the block before (the input
-    of the last block, which reaches [CLS] through its attention). A ModifiedResNet -> the last
-    stage whose grid is at least 8×8 (``layer4`` at 224 px; earlier at small inputs).
+    ``auto``: a ViT with average pooling -> output of the last block; with [CLS] pooling the last
+    block's patch outputs never reach the output, so -> its ``ln_1`` (the normalised patch tokens
+    that reach [CLS] through its attention; pytorch-grad-cam's choice for ViTs too). A
+    ModifiedResNet -> the last stage whose grid is at least 8×8 (``layer4`` at 224 px; earlier at
+    small inputs). A timm trunk -> its last feature stage (``feature_info``).
     """
     if path == "auto":
         if hasattr(visual, "transformer"):
-            blocks = len(visual.transformer.resblocks)
+            last = len(visual.transformer.resblocks) - 1
             pool = getattr(visual, "pool_type", "tok")
-            idx = blocks - 1 if pool == "avg" or blocks == 1 else blocks - 2
-            path = f"transformer.resblocks.{idx}"
+            path = f"transformer.resblocks.{last}" + ("" if pool == "avg" else ".ln_1")
         elif hasattr(visual, "layer4"):
             path = "layer4"
             for name in ("layer4", "layer3", "layer2", "layer1"):
@@ -61,6 +61,8 @@ def resolve_layer(visual: nn.Module, image_size: int, path: str = "auto") -> Sal
                 path = name
                 if min(shape[-2:]) >= 8:
                     break
+        elif getattr(getattr(visual, "trunk", None), "feature_info", None):
+            path = "trunk." + visual.trunk.feature_info[-1]["module"]
         else:
             raise ValueError(f"vlm.saliency_layer: cannot choose a layer automatically for {type(visual).__name__}")
     try:
@@ -76,44 +78,82 @@ def resolve_layer(visual: nn.Module, image_size: int, path: str = "auto") -> Sal
     raise ValueError(f"vlm.saliency_layer: '{path}' outputs shape {tuple(shape)}, expected 3-D tokens or 4-D maps")
 
 
-def cls_head(visual: nn.Module, layer: SaliencyLayer) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """For a [CLS]-pooled ViT read at the input of its last block: the map from that input to the
-    embedding, evaluated for the [CLS] query only.
+class ClsHead:
+    """For a [CLS]-pooled ViT read at its last block's ``ln_1``: the map from the normalised
+    tokens to the embedding, evaluated for the [CLS] query only, with the Grad-CAM channel
+    weights as the gradient w.r.t. one offset per channel.
 
-    Why: autograd through the full last block costs a block's backward per target score (K+1 of
-    them); only the [CLS] row reaches the output, so the keys/values of all tokens and the query,
-    MLP and head of one token are enough. Exactly equal to the tower's own forward (tested).
-    Returns None when the tower does not have this form (the generic path is used then).
+    Why: Grad-CAM needs only w_c = mean_n ∂s/∂A_nc, the gradient w.r.t. an offset δ_c added to
+    channel c of every patch token, divided by N. With one query the logits are
+    (W_k,hᵀ q_h)·y_n (the key bias cancels in the softmax) and the attention output is
+    W_v,h Σ_n p_hn y_n + b_v,h, so δ enters as r_h·δ on the patch logits and (Σ_patch p_h)·δ on
+    the pooled tokens. Each target score's backward pass then costs a few E×E and H×N×E products
+    and never forms a per-token gradient: K + 1 maps cost little more than one. At δ = 0 the
+    value equals the tower's own forward (tested), and the weights equal autograd's (tested).
     """
-    blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
-    if (blocks is None or getattr(visual, "pool_type", None) != "tok" or getattr(visual, "attn_pool", None) is not None
-            or len(blocks) < 2 or layer.path != f"transformer.resblocks.{len(blocks) - 2}"):
-        return None
-    last = blocks[-1]
-    attn = getattr(last, "attn", None)
-    if not isinstance(attn, nn.MultiheadAttention) or not attn.batch_first or not hasattr(last, "ls_1"):
-        return None
 
-    def head(x: torch.Tensor) -> torch.Tensor:
-        y = last.ln_1(x)
-        h = x[:, :1] + last.ls_1(attn(y[:, :1], y, y, need_weights=False)[0])
-        h = h + last.ls_2(last.mlp(last.ln_2(h)))
-        pooled = visual.ln_post(h[:, 0])
-        return pooled @ visual.proj if visual.proj is not None else pooled
+    def __init__(self, visual: nn.Module, layer: SaliencyLayer):
+        self.visual, self.layer = visual, layer
+        self.block = visual.transformer.resblocks[-1]
 
-    return head
+    @classmethod
+    def build(cls, visual: nn.Module, layer: SaliencyLayer) -> "ClsHead | None":
+        """The head when the tower has this form, else None (the generic autograd path is used)."""
+        blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
+        if (blocks is None or getattr(visual, "pool_type", None) != "tok"
+                or getattr(visual, "attn_pool", None) is not None or layer.prefix != 1
+                or layer.path != f"transformer.resblocks.{len(blocks) - 1}.ln_1"):
+            return None
+        attn = getattr(blocks[-1], "attn", None)
+        if (not isinstance(attn, nn.MultiheadAttention) or not attn.batch_first
+                or not attn._qkv_same_embed_dim or not hasattr(blocks[-1], "ls_1")):
+            return None
+        return cls(visual, layer)
+
+    def __call__(self, cap: dict[str, torch.Tensor], offset: torch.Tensor) -> torch.Tensor:
+        """Embedding (B, d) from what :func:`capture_as_leaf` stored and the offset δ (B, C)."""
+        block, attn = self.block, self.block.attn
+        y = torch.cat([cap["prefix"], cap["acts"].detach()], dim=1)  # (B, N, E) ln_1 output
+        E, H, start = attn.embed_dim, attn.num_heads, self.layer.prefix
+        dh = E // H
+        w_q, w_k, w_v = attn.in_proj_weight.split(E)
+        b_q, _, b_v = attn.in_proj_bias.split(E) if attn.in_proj_bias is not None else (None, None, None)
+        q = F.linear(y[:, 0], w_q, b_q).view(-1, H, dh) * dh**-0.5
+        r = torch.einsum("bhd,hde->bhe", q, w_k.view(H, dh, E))  # (B, H, E)
+        logits = r @ y.transpose(1, 2)  # (B, H, N)
+        shift = (r @ offset[:, :, None])  # (B, H, 1): r_h·δ on every patch logit
+        p = torch.cat([logits[..., :start], logits[..., start:] + shift], dim=-1).softmax(-1)
+        pooled = p @ y + p[..., start:].sum(-1, keepdim=True) * offset[:, None, :]  # (B, H, E)
+        o = torch.einsum("bhe,hde->bhd", pooled, w_v.view(H, dh, E))
+        if b_v is not None:
+            o = o + b_v.view(H, dh)
+        h = cap["prefix_input"] + block.ls_1(attn.out_proj(o.reshape(-1, 1, E)))
+        h = h + block.ls_2(block.mlp(block.ln_2(h)))
+        out = self.visual.ln_post(h[:, 0])
+        return out @ self.visual.proj if self.visual.proj is not None else out
 
 
 @contextmanager
 def capture_as_leaf(visual: nn.Module, layer: SaliencyLayer):
-    """Within the context, the layer's output is replaced by a detached leaf that requires grad
-    (stored in the yielded dict under "acts"), so autograd graphs start there."""
+    """Within the context, the layer's output is rebuilt from detached tensors so that autograd
+    graphs start there: its patch grid becomes a leaf that requires grad (``store["acts"]``; for
+    token layouts without the leading [CLS]/register tokens, kept apart in ``store["prefix"]``,
+    with the layer's input rows for them in ``store["prefix_input"]``).
+
+    Why the prefix is left out: Grad-CAM never reads its gradient, and excluding it spares every
+    target score's backward pass the zero-filled full-size tensors that slicing the [CLS] row out
+    of the leaf would cost.
+    """
     store: dict[str, torch.Tensor] = {}
 
-    def hook(_m, _i, out):
-        leaf = out.detach().requires_grad_(True)
-        store["acts"] = leaf
-        return leaf
+    def hook(_m, inputs, out):
+        if layer.layout == "tokens" and layer.prefix:
+            store["prefix"] = out[:, : layer.prefix].detach()
+            if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].shape == out.shape:
+                store["prefix_input"] = inputs[0][:, : layer.prefix].detach()
+            out = out[:, layer.prefix :]
+        store["acts"] = out.detach().requires_grad_(True)
+        return layer_output(store)
 
     handle = visual.get_submodule(layer.path).register_forward_hook(hook)
     try:
@@ -122,23 +162,33 @@ def capture_as_leaf(visual: nn.Module, layer: SaliencyLayer):
         handle.remove()
 
 
+def layer_output(store: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The layer's full output rebuilt from what :func:`capture_as_leaf` stored (prefix + leaf)."""
+    if "prefix" in store:
+        return torch.cat([store["prefix"], store["acts"]], dim=1)
+    return store["acts"]
+
+
 def to_channels_last_grid(t: torch.Tensor, layer: SaliencyLayer) -> torch.Tensor:
-    """Activations or gradients (..., layer output) -> (..., H*W, C) over the patch grid."""
+    """Leaf activations or gradients (..., leaf) -> (..., H*W, C) over the patch grid."""
     if layer.layout == "tokens":
-        return t[..., layer.prefix :, :]
+        return t
     return t.flatten(-2).transpose(-1, -2)
 
 
-def gradcam(acts: torch.Tensor, grads: torch.Tensor, layer: SaliencyLayer) -> torch.Tensor:
-    """Grad-CAM: w_c = mean over the grid of ∂s/∂A_c; map = ReLU(Σ_c w_c A_c).
+def channel_weights(grads: torch.Tensor, layer: SaliencyLayer) -> torch.Tensor:
+    """Grad-CAM weights w_c = mean over the grid of ∂s/∂A_c: (V, B, ...) leaf gradients -> (V, B, C)."""
+    return to_channels_last_grid(grads, layer).mean(dim=-2)
 
-    ``acts``: (B, ...) layer output; ``grads``: (V, B, ...) for V target scores.
-    Returns (V, B, H, W) unnormalised maps.
+
+def gradcam(acts: torch.Tensor, weights: torch.Tensor, layer: SaliencyLayer) -> torch.Tensor:
+    """Grad-CAM: map = ReLU(Σ_c w_c A_c).
+
+    ``acts``: (B, ...) the leaf of :func:`capture_as_leaf`; ``weights``: (V, B, C) for V target
+    scores (:func:`channel_weights`). Returns (V, B, H, W) unnormalised maps.
     """
     a = to_channels_last_grid(acts, layer)  # (B, P, C)
-    g = to_channels_last_grid(grads, layer)  # (V, B, P, C)
-    w = g.mean(dim=-2)  # (V, B, C)
-    cam = torch.einsum("vbc,bpc->vbp", w, a).clamp_min(0)
+    cam = torch.einsum("vbc,bpc->vbp", weights, a).clamp_min(0)
     return cam.reshape(*cam.shape[:2], *layer.grid)
 
 

@@ -15,10 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from paric.attention.gradcam import (
+    ClsHead,
     SaliencyLayer,
     batched_vjp,
     capture_as_leaf,
-    cls_head,
+    channel_weights,
     gradcam,
     looped_vjp,
     minmax_normalise,
@@ -73,6 +74,7 @@ class ReferenceMapper:
             raise ValueError("K > 0 sampled maps need the probabilistic adapters")
         self.vlm, self.prompts, self.adapters, self.K, self.seed = vlm, list(prompts), adapters, K, seed
         self.layer: SaliencyLayer = resolve_layer(vlm.model.visual, vlm.image_size, layer)
+        self.head = ClsHead.build(vlm.model.visual, self.layer)
         self._vjp = batched_vjp if vjp == "batched" else looped_vjp
         self.text = vlm.encode_text(self.prompts)  # (P, d), unit norm
         self.text_samples = self._sample_text() if K > 0 else None  # (P, K, d), unit norm
@@ -94,19 +96,22 @@ class ReferenceMapper:
             np.stack([sample_uniforms(self.seed, f"image\x1f{i}", self.K, d) for i in image_ids])
         ).float()
 
-    def scores(self, images: torch.Tensor, image_ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """One forward pass -> (leaf activations, scores (B, P, 1 + K)).
+    def scores(self, images: torch.Tensor, image_ids: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One forward pass -> (layer activations, gradient leaf, scores (B, P, 1 + K)).
 
         Column 0: GALS' score v·t̂_p. Columns 1..K: z_k·t_{p,k}, with z_k a reparameterised sample
-        of the image adapter's GGD at the tower's unit-norm output.
+        of the image adapter's GGD at the tower's unit-norm output. The leaf is the activations
+        themselves, or for a [CLS] ViT (:class:`ClsHead`) one offset per channel whose gradient
+        is N times the Grad-CAM weights.
         """
         visual = self.vlm.model.visual
-        head = cls_head(visual, self.layer)
-        with torch.set_grad_enabled(head is None), capture_as_leaf(visual, self.layer) as cap:
+        with torch.set_grad_enabled(self.head is None), capture_as_leaf(visual, self.layer) as cap:
             v = self.vlm.model.encode_image(images)  # (B, d), graph starts at the leaf
+        leaf = cap["acts"]
         with torch.enable_grad():
-            if head is not None:  # recompute only what reaches the output from the leaf
-                v = head(cap["acts"])
+            if self.head is not None:  # recompute only what reaches the output, from the offset
+                leaf = leaf.new_zeros(leaf.shape[0], leaf.shape[-1]).requires_grad_(True)
+                v = self.head(cap, leaf)
             det = v @ self.text.T  # (B, P)
             cols = [det[..., None]]
             if self.K > 0:
@@ -115,16 +120,17 @@ class ReferenceMapper:
                 z = sample_ggd(mu[:, None], alpha[:, None], beta[:, None], u)  # (B, K, d)
                 cols.append(torch.einsum("bkd,pkd->bpk", z, self.text_samples))
             scores = torch.cat(cols, dim=-1)
-        return cap["acts"], scores
+        return cap["acts"].detach(), leaf, scores
 
     def __call__(self, images: torch.Tensor, image_ids: list[str]) -> MapBatch:
         """Maps for normalised images (B, 3, H, W) with their ids."""
         if len(image_ids) != images.shape[0]:
             raise ValueError(f"{len(image_ids)} image ids for {images.shape[0]} images")
-        acts, scores = self.scores(images, image_ids)
+        acts, leaf, scores = self.scores(images, image_ids)
         B, P, V = scores.shape
-        grads = self._vjp(scores.reshape(B, P * V), acts)  # (P*V, B, ...)
-        cams = gradcam(acts.detach(), grads, self.layer)  # (P*V, B, h, w)
+        grads = self._vjp(scores.reshape(B, P * V), leaf)  # (P*V, B, ...)
+        weights = grads / acts.shape[1] if self.head is not None else channel_weights(grads, self.layer)
+        cams = gradcam(acts, weights, self.layer)  # (P*V, B, h, w)
         cams = minmax_normalise(cams).reshape(P, V, B, *self.layer.grid)
         maps = combine_prompts(cams).transpose(0, 1)  # (B, V, h, w)
         det = maps[:, 0].cpu().numpy()

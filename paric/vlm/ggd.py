@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -46,6 +47,30 @@ def sample_uniforms(seed: int, key: str, k: int, dim: int) -> np.ndarray:
     return np.clip(u, 1e-12, 1.0 - 1e-12)
 
 
+def inverse_gamma_cdf(conc: np.ndarray, u: np.ndarray, min_chunk: int = 8192) -> np.ndarray:
+    """``gammaincinv(conc, u)`` split over torch's intra-op thread count.
+
+    Why: at ~1 µs per element it was a third of a ViT-B-32 sampled-maps batch on 2 cores; scipy's
+    ufunc releases the GIL, so threads share the work. Elementwise, hence identical results.
+    """
+    conc, u = np.broadcast_arrays(conc, u)
+    out = np.empty(u.shape, dtype=np.float64)
+    flat_c, flat_u, flat_o = conc.reshape(-1), u.reshape(-1), out.reshape(-1)
+    parts = max(1, min(torch.get_num_threads(), flat_o.size // min_chunk))
+    bounds = np.linspace(0, flat_o.size, parts + 1).astype(int)
+
+    def run(i: int) -> None:
+        lo, hi = bounds[i], bounds[i + 1]
+        gammaincinv(flat_c[lo:hi], flat_u[lo:hi], out=flat_o[lo:hi])
+
+    if parts == 1:
+        run(0)
+    else:
+        with ThreadPoolExecutor(parts) as pool:
+            list(pool.map(run, range(parts)))
+    return out
+
+
 def _gamma_from_uniform(conc: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """G ~ Gamma(conc, 1) by inverse CDF, with the implicit reparameterisation gradient.
 
@@ -55,7 +80,7 @@ def _gamma_from_uniform(conc: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """
     conc_d = conc.detach()
     conc_np = np.broadcast_to(conc_d.double().cpu().numpy(), u.shape)
-    g = torch.from_numpy(gammaincinv(conc_np, u.double().cpu().numpy())).to(conc.dtype).to(conc.device)
+    g = torch.from_numpy(inverse_gamma_cdf(conc_np, u.double().cpu().numpy())).to(conc.dtype).to(conc.device)
     g = g.clamp_min(torch.finfo(conc.dtype).tiny)
     if not conc.requires_grad:
         return g
