@@ -52,7 +52,7 @@ def main() -> None:
     p.add_argument("--K", type=int, default=32)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--towers", nargs="+", default=["paric-tiny-rn", "paric-tiny-vit", "ViT-B-32"],
+    p.add_argument("--towers", nargs="+", default=["paric-tiny-cnn", "paric-tiny-rn", "paric-tiny-vit", "ViT-B-32"],
                    help="open_clip model names; the last one gives the final line")
     args = p.parse_args()
     print(f"torch threads: {torch.get_num_threads()}, K={args.K}, batch={args.batch}")

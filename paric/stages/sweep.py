@@ -9,6 +9,8 @@ datasets are built once on the driver and shared by every trial.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import functools
 import json
 import logging
@@ -90,20 +92,12 @@ def _trial(params: dict, base: dict, root: str, method: str, backbone: str | Non
     out = Path(tune.get_context().get_trial_dir()) / "train"
     tr = Tracking(**tracking) if tracking else None
     with (start_run(tr.uri, tr.experiment_id, f"trial {method} {json.dumps(params, sort_keys=True)}", tr.parent_id,
-                    {"method": method, **params}) if tr else _null()) as rid:
+                    {"method": method, **params}) if tr else nullcontext()) as rid:
         result = run_on_ray(cfg, Path(root), method, cfg.run.seed, Path(backbone) if backbone else None, out,
                             datasets=datasets, callbacks=[TuneReportCallback()])
         if tr:
             log_history(tr.uri, rid, result.get("history", []))
             log_metrics(tr.uri, rid, {OBJECTIVE: result[OBJECTIVE]})
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _tuner(cfg: Config, method: str, trainable, exp_dir: Path, key: str, fresh: bool) -> tune.Tuner:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import open_clip
+
+import paric.vlm.towers  # noqa: F401  (registers the small timm towers the configs name)
 import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 

@@ -104,6 +104,21 @@ def load_json_object(path: Path, report: CheckReport, what: str) -> dict | None:
     return obj
 
 
+def _entries(obj: dict, key: str, keys: tuple[str, ...], path: Path, report: CheckReport):
+    """Yield (location, entry) for the well-formed objects of list ``obj[key]``, recording the rest."""
+    expected = ", ".join(keys)
+    for i, e in enumerate(obj.get(key) or []):
+        where = f"{key}[{i}]"
+        if not isinstance(e, dict):
+            report.add(path, where, f"expected an object with keys {expected}")
+            continue
+        missing = [k for k in keys if k not in e]
+        for k in missing:
+            report.add(path, where, f"missing key '{k}': expected keys {expected}")
+        if not missing:
+            yield where, e
+
+
 def coco_entries(obj: dict, path: Path, report: CheckReport) -> tuple[dict[int, str], dict[int, list[str]]]:
     """COCO captions JSON -> ({image id: file_name}, {image id: [captions]}), recording every bad entry."""
     files: dict[int, str] = {}
@@ -112,31 +127,13 @@ def coco_entries(obj: dict, path: Path, report: CheckReport) -> tuple[dict[int, 
         if not isinstance(obj.get(key), list):
             report.add(path, "top level", f"missing list '{key}': expected COCO captions JSON "
                        "(images: [{id, file_name}], annotations: [{image_id, caption}])")
-    for i, e in enumerate(obj.get("images") or []):
-        where = f"images[{i}]"
-        if not isinstance(e, dict):
-            report.add(path, where, "expected an object with keys id, file_name")
-            continue
-        missing = [k for k in ("id", "file_name") if k not in e]
-        for k in missing:
-            report.add(path, where, f"missing key '{k}': expected keys id, file_name")
-        if missing:
-            continue
+    for where, e in _entries(obj, "images", ("id", "file_name"), path, report):
         if e["id"] in files:
             report.add(path, where, f"duplicate image id {e['id']}: expected each image listed once")
             continue
         files[e["id"]] = str(e["file_name"])
         caps[e["id"]] = []
-    for i, e in enumerate(obj.get("annotations") or []):
-        where = f"annotations[{i}]"
-        if not isinstance(e, dict):
-            report.add(path, where, "expected an object with keys image_id, caption")
-            continue
-        missing = [k for k in ("image_id", "caption") if k not in e]
-        for k in missing:
-            report.add(path, where, f"missing key '{k}': expected keys image_id, caption")
-        if missing:
-            continue
+    for where, e in _entries(obj, "annotations", ("image_id", "caption"), path, report):
         if e["image_id"] not in caps:
             report.add(path, where, f"image_id {e['image_id']} is not in 'images': expected the id of a listed image")
             continue
