@@ -104,7 +104,7 @@ class PretrainConfig(_Section):
 
 
 class VLMConfig(_Section):
-    name: str = "paric-tiny-rn"
+    name: str = "paric-tiny-cnn"
     pretrained: str | None = Field(
         None, description="open_clip tag (e.g. 'openai') or checkpoint path; None pretrains a custom model here"
     )

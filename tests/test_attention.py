@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from paric.attention.gradcam import minmax_normalise, resolve_layer
+from paric.attention.gradcam import SaliencyLayer, minmax_normalise, resolve_layer
 from paric.attention.reference import ReferenceMapper, combine_prompts
 from paric.config import AdapterConfig
 from paric.vlm.adapters import build_adapters
@@ -13,7 +13,7 @@ from paric.vlm.factory import load_vlm
 PROMPTS = ["a photo of a shape", "an image of a shape"]
 
 
-@pytest.fixture(scope="module", params=["paric-micro-vit", "paric-micro-vit-tok", "paric-micro-rn"])
+@pytest.fixture(scope="module", params=["paric-micro-vit", "paric-micro-vit-tok", "paric-micro-rn", "paric-micro-cnn"])
 def setup(request):
     torch.manual_seed(0)
     vlm = load_vlm(request.param, seed=0)
@@ -98,6 +98,8 @@ def test_layer_choice():
     assert resolve_layer(tok.model.visual, tok.image_size).path == "transformer.resblocks.1.ln_1"
     avg = load_vlm("paric-micro-vit")
     assert resolve_layer(avg.model.visual, avg.image_size).path == "transformer.resblocks.0"
+    cnn = load_vlm("paric-micro-cnn")  # timm trunk, average pooling: the last stage, kept at 8x8
+    assert resolve_layer(cnn.model.visual, cnn.image_size) == SaliencyLayer("trunk.layer4", "conv", (8, 8))
     with pytest.raises(ValueError, match="saliency_layer"):
         resolve_layer(avg.model.visual, avg.image_size, "transformer.nope")
 

@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_default_yaml_matches_schema_defaults():
     cfg = load_config(REPO / "conf" / "default.yaml")
-    assert cfg.maps.K == 32 and cfg.vlm.name == "paric-tiny-rn"
+    assert cfg.maps.K == 32 and cfg.vlm.name == "paric-tiny-cnn"
     assert cfg.adapter.lr == pytest.approx(1e-3)
 
 
