@@ -2,10 +2,11 @@
 
 Prints, per tower, time(K sampled maps) / time(1 deterministic map) with the gradients of all
 K scores from one batched vector–Jacobian product ("batched") and from one backward pass per
-sample ("naive"). Random weights (timing does not depend on them). Last line, for the
-ViT-B-32-shaped tower:  batched_over_det=<x> naive_over_det=<y>
+sample ("naive"). Random weights (timing does not depend on them). Towers: the embedded
+default (paric-tiny-cnn), the earlier ModifiedResNet and ViT tiny towers, and ViT-B-32 at 224 px.
+Last line, for the last tower (ViT-B-32 by default):  batched_over_det=<x> naive_over_det=<y>
 
-    python benchmarks/bench_maps.py [--K 32] [--batch 8] [--repeats 3]
+    python benchmarks/bench_maps.py [--K 32] [--batch 8] [--repeats 3] [--towers NAME ...]
 """
 from __future__ import annotations
 
