@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from paric.attention.gradcam import SaliencyLayer, gradcam
+from paric.attention.gradcam import SaliencyLayer, channel_weights, gradcam
 from paric.models.classifier import Classifier
 
 
@@ -39,7 +39,7 @@ def cam_from(logits: torch.Tensor, acts: torch.Tensor, target: torch.Tensor,
     score = logits.gather(1, target.view(-1, 1)).sum()
     (grads,) = torch.autograd.grad(score, acts, create_graph=create_graph, retain_graph=True)
     layer = SaliencyLayer("cam", "conv", (acts.shape[2], acts.shape[3]))
-    cam = gradcam(acts, grads.unsqueeze(0), layer)[0]
+    cam = gradcam(acts, channel_weights(grads.unsqueeze(0), layer), layer)[0]
     peak = cam.flatten(1).max(1).values.clamp_min(1e-8).view(-1, 1, 1)
     return cam / peak
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import open_clip
-
-import paric.vlm.towers  # noqa: F401  (registers the small timm towers the configs name)
 import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+from paric.vlm.towers import TIMM_TOWERS  # importing registers the timm towers the configs name
 
 _CONFIG_DIR = Path(__file__).with_name("model_configs")
 open_clip.add_model_config(_CONFIG_DIR)
@@ -72,7 +72,8 @@ def build_model(name: str, seed: int = 0) -> torch.nn.Module:
     """A randomly initialised model of the named architecture (seeded)."""
     if name not in open_clip.list_models():
         raise VLMLoadError(
-            f"vlm.name: unknown open_clip model '{name}'; known custom configs: {sorted(CUSTOM_MODELS)}"
+            f"vlm.name: unknown open_clip model '{name}'; known custom configs: {sorted(CUSTOM_MODELS)} "
+            f"(timm towers they use: {', '.join(TIMM_TOWERS)})"
         )
     torch.manual_seed(seed)
     return open_clip.create_model(name, pretrained=None)

@@ -14,6 +14,8 @@ from __future__ import annotations
 from timm.models import build_model_with_cfg, register_model
 from timm.models.resnet import BasicBlock, ResNet
 
+TIMM_TOWERS = ("paric_tiny_resnet", "paric_micro_resnet")
+
 
 def _small_resnet(variant: str, pretrained: bool, channels: tuple[int, ...], **kwargs) -> ResNet:
     if pretrained:
