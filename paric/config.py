@@ -472,7 +472,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             Config.model_validate(tree)
         except ValidationError as exc:
             raise ConfigError(_format_errors(exc, f"override '{item}'")) from None
-    return Config.model_validate(tree)
+    cfg = Config.model_validate(tree)
+    # Absolute from here on: Tune trials and Ray workers run in other working directories.
+    cfg.run.output_dir = str(Path(cfg.run.output_dir).expanduser().resolve())
+    return cfg
 
 
 def profile_overlays(config_path: str | Path, profiles: list[str]) -> list[Path]:

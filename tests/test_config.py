@@ -76,3 +76,12 @@ def test_base_inheritance_overlays_and_loops(tmp_path):
     (tmp_path / "bad.yaml").write_text("train:\n  epochz: 1\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: unknown key 'train.epochz'"):
         load_config(tmp_path / "b.yaml", overlays=[tmp_path / "bad.yaml"])
+
+
+def test_relative_output_dir_is_fixed_at_load_time(tmp_path, monkeypatch):
+    """Tune trials run in their own working directories: paths must not follow the cwd."""
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, ["run.output_dir=out/x"])
+    assert cfg.run.output_dir == str(tmp_path / "out" / "x")
+    monkeypatch.chdir(tmp_path.parent)
+    assert cfg.output_path("maps") == tmp_path / "out" / "x" / "maps"
