@@ -29,7 +29,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from paric.config import Config, SearchSpace
 from paric.io import write_json
 from paric.stages.cache import is_done, mark_done, timed_stage
-from paric.stages.train import Tracking, run_datasets, run_on_ray
+from paric.stages.train import Tracking, project_train, run_datasets, run_on_ray, train_columns
 from paric.store import read_provenance
 from paric.tracking import log_history, log_metrics, start_run
 
@@ -157,6 +157,7 @@ def sweep_stage(cfg: Config, root: Path, method: str, backbone: Path | None, tra
             return json.loads((out / "best.json").read_text())
         data = datasets() if datasets else run_datasets(cfg, root, [method], test=False)
         data = {k: v for k, v in data.items() if k in ("train", "val")}  # trials select on validation only
+        data = project_train(data, train_columns(cfg, method, cfg.sweep.spaces[method].reference or None))
         trainable = tune.with_resources(tune.with_parameters(
             _trial, base=cfg.model_dump(mode="json"), root=str(root), method=method,
             backbone=str(backbone) if backbone else None, datasets=data,

@@ -30,6 +30,7 @@ from paric.stages.cache import forced, is_done, mark_done, record_stage, timed_s
 from paric.stages.ray_env import cluster_gpus, ensure_ray
 from paric.store import list_parts, read_provenance, read_store
 from paric.tracking import log_artifact, log_history, log_metrics, start_run
+from paric.regularizers.reference import needed_columns
 from paric.train.data import ImageJoiner
 from paric.train.fit_log import epoch_line
 from paric.train.loop import fit
@@ -123,6 +124,29 @@ def _worker(config: dict) -> None:
                          checkpoint=checkpoint)
 
 
+def train_columns(cfg: Config, method: str, references: list[str] | None = None) -> list[str]:
+    """Train-dataset columns ``method`` reads, for its own reference or for any of ``references``
+    (a sweep's choices)."""
+    base = cfg.method(method)
+    cols = {"image", "label", "group"}
+    for ref in references or [base.reference]:
+        cols.update(needed_columns(base.model_copy(update={"reference": ref})))
+    return sorted(cols)
+
+
+def project_train(datasets: dict[str, ray.data.Dataset], columns: list[str]) -> dict[str, ray.data.Dataset]:
+    """Keep ``columns`` of the shared train dataset, materialised now, unless it has exactly those.
+
+    Why: a shared dataset may carry other methods' columns, and a lazy projection would run as
+    CPU tasks inside the trainer's shards, where no CPU may be free. Inside a sweep trial even the
+    eager one can wait for ever (the other trials' workers hold every CPU), so the sweep projects
+    on its driver before any trial starts and trials find nothing left to do.
+    """
+    if sorted(datasets["train"].columns()) == sorted(columns):
+        return datasets
+    return {**datasets, "train": datasets["train"].select_columns(columns).materialize()}
+
+
 def run_on_ray(cfg: Config, root: Path, method: str, seed: int, backbone: Path | None, out: Path,
                datasets: dict[str, ray.data.Dataset] | None = None, callbacks: list | None = None,
                model_path: Path | None = None) -> dict:
@@ -137,13 +161,9 @@ def run_on_ray(cfg: Config, root: Path, method: str, seed: int, backbone: Path |
     workers = max(1, cfg.train.num_workers)  # a sweep trial runs on Ray Train even where final runs use the plain loop
     spec = make_spec(cfg, method, seed, labels.label, labels.group, n_classes, n_groups, backbone, workers,
                      class_names(root))
-    cols, need_mask = split_columns(cfg, method)
     if datasets is None:
         datasets = run_datasets(cfg, root, [method])
-    # A shared train dataset may carry other methods' columns: keep this method's only, and
-    # materialise now, so the workers' shards need no CPU tasks (none may be free during training).
-    datasets = {**datasets, "train": datasets["train"].select_columns(
-        ["image", "label", "group", *cols, *(["mask"] if need_mask else [])]).materialize()}
+    datasets = project_train(datasets, train_columns(cfg, method))
     use_gpu = cfg.train.use_gpu if cfg.train.use_gpu is not None else cluster_gpus() > 0
     trainer = TorchTrainer(
         _worker,
