@@ -5,6 +5,8 @@ import os
 
 import pytest
 
+from paric.stages.ray_env import advertise_local_cluster
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # fail fast on hub downloads: there is no network
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
@@ -37,6 +39,7 @@ def ray_cluster():
         # the dashboard is on: without it Train V2 leaks the placement groups of finished Tune trials
         ray.init(address="local", num_cpus=2, object_store_memory=512 * 1024 * 1024, include_dashboard=True,
                  log_to_driver=False)
+        advertise_local_cluster()
     yield ray
     ray.shutdown()
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from paric.stages.ray_env import advertise_local_cluster
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -64,6 +66,10 @@ def ray_head(tmp_path_factory):
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+    import ray
+
+    if ray.is_initialized():  # `ray start` pointed the address file at the head just stopped
+        advertise_local_cluster()
 
 
 def _submit(address: str, out: Path) -> subprocess.CompletedProcess:

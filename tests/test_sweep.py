@@ -98,3 +98,15 @@ def test_killed_sweep_resumes_the_remaining_trials(precomputed):
     assert len(summary["trials"]) == 4 and summary["failed"] == 0
     after = {json.dumps(t["params"], sort_keys=True) for t in summary["trials"]}
     assert before <= after  # the trials begun before the kill are kept (finished) or rerun, not redrawn
+
+
+def test_address_file_points_at_the_session_cluster(ray_cluster):
+    """A stale address file (an earlier `ray start`) sends Train V2's placement-group cleaner to a
+    dead cluster, and stopped trials then keep their CPUs: the local cluster re-advertises itself."""
+    from ray._private.utils import read_ray_address, write_ray_address
+
+    from paric.stages.ray_env import advertise_local_cluster
+
+    write_ray_address("192.0.2.1:1")
+    advertise_local_cluster()
+    assert read_ray_address() == ray_cluster.get_runtime_context().gcs_address

@@ -25,6 +25,21 @@ def ensure_ray(num_cpus: int | None = None, object_store_mb: int = 512) -> None:
             include_dashboard=True,  # Train V2 + Tune leak placement groups without it
             log_to_driver=True,
         )
+        advertise_local_cluster()
+
+
+def advertise_local_cluster() -> None:
+    """Point this machine's Ray address file at the local cluster this process started.
+
+    Why: Ray Train V2's placement-group cleaner (and the State API) find "the" cluster through that
+    file (what ``ray start`` writes), and ``ray.init(address="local")`` does not update it. A file
+    left by an earlier ``ray start`` sends the cleaner to a dead address; it gives up, and every Tune
+    trial that ASHA stops or that fails keeps its CPUs reserved until the sweep starves (measured:
+    the default sweep hung after its first trials).
+    """
+    from ray._private.utils import write_ray_address  # what `ray start` itself uses
+
+    write_ray_address(ray.get_runtime_context().gcs_address)
 
 
 def quiet_data(progress: bool) -> None:
