@@ -103,9 +103,9 @@ def test_job_submit_quick_pipeline_then_cached_rerun(ray_head, tmp_path):
     assert all(s["state"] == "done" for s in first_stages)
 
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("default")
+    exp = client.get_experiment_by_name("quick")  # run.name of the quick profile
     runs = client.search_runs([exp.experiment_id], max_results=500)
-    parents = [r for r in runs if r.info.run_name == "full default"]
+    parents = [r for r in runs if r.info.run_name == "full quick"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     names = {r.info.run_name for r in children}
