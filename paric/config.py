@@ -287,6 +287,7 @@ class SweepConfig(_Section):
     max_concurrent: int = Field(2, ge=1, description="trials at once (each holds train.num_workers CPUs/GPUs)")
     asha: bool = Field(True, description="stop weak trials early (ASHA on val_balanced_acc per epoch)")
     grace_period: int = Field(2, ge=1)
+    reduction_factor: int = Field(4, ge=2, description="ASHA keeps the top 1/reduction_factor of trials at each rung")
     max_failures: int = Field(0, ge=0, description="retries of a crashed trial; it is then recorded as failed")
     spaces: dict[str, SearchSpace] = Field(default_factory=lambda: {
         "gals": SearchSpace(k=[], reference=[], uncertainty=[]),

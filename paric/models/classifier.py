@@ -42,7 +42,7 @@ class Classifier(nn.Module):
 
 def _small_resnet(num_classes: int, width: int) -> ResNet:
     """A 4-stage BasicBlock ResNet for 32–96 px inputs: 3×3 stride-2 stem, no max-pool, strides
-    1/2/2/1, so a 64 px input gives an 8×8 ``layer4`` grid (the same grid as the VLM's maps)."""
+    1/2/2/1, so an s px input gives an s/8 grid at ``layer4`` (64 px: 8×8, the VLM maps' grid)."""
     net = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=num_classes, width_per_group=64)
     widths = [width, width * 2, width * 4, width * 8]
     net.inplanes = widths[0]

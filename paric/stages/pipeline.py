@@ -22,7 +22,7 @@ from paric.stages.cache import EVENTS, is_done, mark_done, set_forced, timed_sta
 from paric.stages.classifier import backbone_stage
 from paric.stages.maps import run_precompute
 from paric.stages.ray_env import quiet_data
-from paric.stages.sweep import apply_best, distributions, is_sampled, sweep_stage
+from paric.stages.sweep import adopt_best_trial, apply_best, distributions, is_sampled, sweep_stage
 from paric.stages.train import MODEL, Tracking, compare_stage, run_datasets
 from paric.tracking import ensure_experiment, log_artifact, log_metrics, start_run, tracking_uri
 
@@ -126,7 +126,8 @@ def run_full(cfg: Config, force: list[str] | tuple[str, ...] = (), progress: boo
         shared = functools.cache(lambda: run_datasets(cfg, root, sorted({*cfg.train.compare, *cfg.sweep.methods})))
         sweeps = {m: sweep_stage(cfg, root, m, backbone, tracking, shared) for m in cfg.sweep.methods}
         final = apply_best(cfg, sweeps)
-        summary = compare_stage(final, root, final.train.compare, final.train.seeds, backbone, tracking, shared)
+        summary = compare_stage(final, root, final.train.compare, final.train.seeds, backbone, tracking, shared,
+                                adopt=lambda m, s: adopt_best_trial(final, root, m, s, sweeps.get(m), tracking))
         report = report_stage(final, root, summary, sweeps, tracking)
         seconds = round(time.time() - t0, 1)
         for e in EVENTS:  # one child run per stage: its wall time and whether it was cached

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 import ray
+import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
@@ -28,8 +29,10 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 
 from paric.config import Config, SearchSpace
 from paric.io import write_json
-from paric.stages.cache import is_done, mark_done, timed_stage
-from paric.stages.train import Tracking, project_train, run_datasets, run_on_ray, train_columns
+from paric.stages.cache import forced, is_done, mark_done, timed_stage
+from paric.stages.train import (MODEL, RESULT, STATE, Tracking, project_train, run_datasets, run_on_ray,
+                                store_result, train_columns)
+from paric.train.run import evaluate_saved, save_best
 from paric.store import read_provenance
 from paric.tracking import log_history, log_metrics, start_run
 
@@ -116,6 +119,7 @@ def _tuner(cfg: Config, method: str, trainable, exp_dir: Path, key: str, fresh: 
     searcher = OptunaSearch(space=define_by_run(space, is_sampled(cfg, method), cfg.maps.K), metric=OBJECTIVE,
                             mode="max", seed=cfg.run.seed)
     scheduler = ASHAScheduler(metric=OBJECTIVE, mode="max", grace_period=cfg.sweep.grace_period,
+                              reduction_factor=cfg.sweep.reduction_factor,
                               max_t=cfg.train.epochs + 1) if cfg.sweep.asha else None
     return tune.Tuner(
         trainable,
@@ -170,12 +174,14 @@ def sweep_stage(cfg: Config, root: Path, method: str, backbone: Path | None, tra
         trials = []
         for r in grid:
             trials.append({"params": dict(r.config or {}), "score": (r.metrics or {}).get(OBJECTIVE),
-                           "error": str(r.error).strip().splitlines()[-1][:500] if r.error else None})
+                           "error": str(r.error).strip().splitlines()[-1][:500] if r.error else None,
+                           "path": r.path})
         ok = [t for t in trials if t["error"] is None and t["score"] is not None]
         if not ok:
             raise RuntimeError(f"sweep {method}: every trial failed; first error: {trials[0]['error'] if trials else '-'}")
         best = max(ok, key=lambda t: t["score"])
-        summary = {"method": method, "best": best["params"], "best_score": best["score"], "trials": trials,
+        summary = {"method": method, "best": best["params"], "best_score": best["score"], "best_path": best["path"],
+                   "trials": trials,
                    "failed": sum(t["error"] is not None for t in trials), "seconds": round(time.time() - t0, 1),
                    "space": {k: repr(v) for k, v in distributions(cfg.sweep.spaces[method], is_sampled(cfg, method),
                                                                   cfg.maps.K).items()}}
@@ -185,6 +191,46 @@ def sweep_stage(cfg: Config, root: Path, method: str, backbone: Path | None, tra
         write_json(out / "best.json", summary)
         mark_done(out, key)
     return summary
+
+
+def finished_trial(path: str | Path, epochs: int) -> tuple[dict, dict] | None:
+    """(result, best-validation weights) of a trial that trained all ``epochs``, read from its
+    last Train checkpoint; None for a trial ASHA stopped, one that failed, or one not on this disk."""
+    ckpts = sorted(Path(path).glob("_ray/train/checkpoint_*/" + RESULT))
+    if not ckpts:
+        return None
+    result = json.loads(ckpts[-1].read_text())
+    if len(result.get("history", [])) != epochs:
+        return None
+    tune_rows = (Path(path) / "result.json").read_text().splitlines() if (Path(path) / "result.json").is_file() else []
+    result["seconds"] = json.loads(tune_rows[-1]).get("time_total_s", 0.0) if tune_rows else 0.0
+    state = torch.load(ckpts[-1].parent / STATE, map_location="cpu", weights_only=False)
+    return result, state["best"]["state"] if state["best"]["state"] is not None else state["model"]
+
+
+def adopt_best_trial(final: Config, root: Path, method: str, seed: int, summary: dict | None,
+                     tracking: Tracking | None) -> dict | None:
+    """The sweep's best trial as the ``seed`` final run of ``method``, tested and stored now; None
+    when it cannot stand in for that run.
+
+    Why: that trial *is* the final run (the best values, the same seed, data and epochs), so
+    training it again costs a regularised run for nothing. It stands in only for ``run.seed``,
+    when it trained every epoch (not stopped by ASHA) and ``--force train`` does not ask for
+    retraining.
+    """
+    if (summary is None or not summary.get("best_path") or seed != final.run.seed or forced("train")
+            or (found := finished_trial(summary["best_path"], final.train.epochs)) is None):
+        return None
+    t0 = time.time()
+    fit, best_state = found
+    result = evaluate_saved(final, root, best_state, fit)
+    result.update(method=method, seed=seed, seconds=round(fit["seconds"] + time.time() - t0, 1),
+                  from_sweep_trial=str(summary["best_path"]))
+    save_best(best_state, best_state, final.output_path("train", method, f"seed{seed}", MODEL))
+    store_result(final, method, seed, result, tracking)
+    log.info("train %s s%d: the best sweep trial is this run (%s); tested it in %.1fs", method, seed,
+             summary["best_path"], time.time() - t0)
+    return result
 
 
 def apply_best(cfg: Config, best: dict[str, dict]) -> Config:

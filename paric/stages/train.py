@@ -30,7 +30,6 @@ from paric.stages.cache import forced, is_done, mark_done, record_stage, timed_s
 from paric.stages.ray_env import cluster_gpus, ensure_ray
 from paric.store import list_parts, read_provenance, read_store
 from paric.tracking import log_artifact, log_history, log_metrics, start_run
-from paric.regularizers.reference import needed_columns
 from paric.train.data import ImageJoiner
 from paric.train.fit_log import epoch_line
 from paric.train.loop import fit
@@ -125,13 +124,9 @@ def _worker(config: dict) -> None:
 
 
 def train_columns(cfg: Config, method: str, references: list[str] | None = None) -> list[str]:
-    """Train-dataset columns ``method`` reads, for its own reference or for any of ``references``
-    (a sweep's choices)."""
-    base = cfg.method(method)
-    cols = {"image", "label", "group"}
-    for ref in references or [base.reference]:
-        cols.update(needed_columns(base.model_copy(update={"reference": ref})))
-    return sorted(cols)
+    """Columns of the joined train dataset that ``method`` reads (see :func:`split_columns`)."""
+    cols, need_mask = split_columns(cfg, method, references)
+    return sorted({"image", "label", "group", *cols, *(["mask"] if need_mask else [])})
 
 
 def project_train(datasets: dict[str, ray.data.Dataset], columns: list[str]) -> dict[str, ray.data.Dataset]:
@@ -316,24 +311,32 @@ TABLE_METRICS = ["worst_group_acc", "mean_group_acc", "acc", "balanced_acc", "ec
 
 def compare_stage(cfg: Config, root: Path, methods: list[str], seeds: list[int], backbone: Path | None,
                   tracking: Tracking | None = None,
-                  datasets: Callable[[], dict[str, ray.data.Dataset]] | None = None) -> dict:
+                  datasets: Callable[[], dict[str, ray.data.Dataset]] | None = None,
+                  adopt: Callable[[str, int], dict | None] | None = None) -> dict:
     """Every method × seed (each cached), summarised as mean ± std; written to ``train/summary.json``.
 
     With ``train.max_concurrent > 1`` (and Ray Train) the uncached runs run side by side.
     ``datasets``: a memoised provider of shared datasets (default: built here on the first uncached run).
+    ``adopt``: gives an uncached run's stored result when one exists already (a sweep's best trial).
     """
     shared = datasets or functools.cache(lambda: run_datasets(cfg, root, methods))
     runs: dict[tuple[str, int], dict] = {}
     todo = []
     for m in methods:
         for s in seeds:
+            out, t0 = cfg.output_path("train", m, f"seed{s}"), time.time()
             hit = cached_result(cfg, m, s)
-            if hit is None:
-                todo.append((m, s))
+            if hit is not None:
+                record_stage(f"train {m} s{s}", "skipped (cached)", 0.0, out)
+            elif adopt is not None and (hit := adopt(m, s)) is not None:
+                record_stage(f"train {m} s{s}", "done", time.time() - t0, out)
             else:
-                record_stage(f"train {m} s{s}", "skipped (cached)", 0.0, cfg.output_path("train", m, f"seed{s}"))
-                runs[(m, s)] = hit
+                todo.append((m, s))
+                continue
+            runs[(m, s)] = hit
     if todo and cfg.train.num_workers > 0 and cfg.train.max_concurrent > 1:
+        # regularised runs (double backprop, ~3x the cost) first, so no long run is left alone at the end
+        todo.sort(key=lambda ms: cfg.method(ms[0]).regularizer == "none")
         runs.update(_run_concurrently(cfg, root, todo, backbone, tracking, shared()))
     else:
         for m, s in todo:

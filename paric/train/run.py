@@ -18,6 +18,7 @@ import torch
 from paric.config import Config
 from paric.data import WaterbirdsDataset
 from paric.eval.classifier import evaluate_classifier
+from paric.models.classifier import build_classifier
 from paric.io import atomic_path
 from paric.regularizers import balance_weights, needed_columns
 from paric.train.data import iterate, load_split, prepare
@@ -72,15 +73,34 @@ def make_trainer(spec: RunSpec, device: torch.device | str = "cpu", wrap=None) -
                    spec.seed, weights, backbone, device, wrap)
 
 
+def evaluate_model(cfg: Config, model: torch.nn.Module, n_classes: int, n_groups: int, batches: Iterable[Batch],
+                   classes: list[str] | None = None, device: torch.device | str = "cpu") -> dict:
+    """The evaluation suite on raw test batches (plus the dataset's own metrics when ``classes``
+    are given: Food worst-class accuracy, COCO gender ratio / outcome divergence)."""
+    prepared = (prepare(b, cfg.classifier.image_size, torch.device(device)) for b in batches)
+    return evaluate_classifier(model, prepared, n_classes, n_groups, cfg.eval, dataset_format=cfg.data.format,
+                               classes=classes or [])
+
+
 def test_metrics(trainer: Trainer, batches: Iterable[Batch], classes: list[str] | None = None) -> dict:
-    """The evaluation suite on the best-validation model (plus the dataset's own metrics when
-    ``classes`` are given: Food worst-class accuracy, COCO gender ratio / outcome divergence)."""
-    size = trainer.cfg.classifier.image_size
-    prepared = (prepare(b, size, trainer.device) for b in batches)
-    out = evaluate_classifier(trainer.best_model(), prepared, trainer.n_classes, trainer.n_groups, trainer.cfg.eval,
-                              dataset_format=trainer.cfg.data.format, classes=classes or [])
+    """The evaluation suite on the trainer's best-validation model."""
+    out = evaluate_model(trainer.cfg, trainer.best_model(), trainer.n_classes, trainer.n_groups, batches, classes,
+                         trainer.device)
     out["best_epoch"] = trainer.best["epoch"] + 1
     out["val_balanced_acc"] = trainer.best["score"]
+    return out
+
+
+def evaluate_saved(cfg: Config, root: Path, best_state: dict, fit: dict) -> dict:
+    """Test metrics of weights trained elsewhere (a sweep trial that is a final run); ``fit``: that
+    run's ``best_epoch``, ``val_balanced_acc`` and ``history``, kept in the result."""
+    n_classes, n_groups, has_masks = dataset_info(root)
+    c = cfg.classifier
+    model = build_classifier(c.arch, n_classes, "none", c.width)
+    model.load_state_dict(best_state)
+    test = load_split(root, cfg.output_path("maps", "test"), "test", c.image_size, [], has_masks)
+    out = evaluate_model(cfg, model.eval(), n_classes, n_groups, iterate(test, 128, False), class_names(root))
+    out.update({k: fit[k] for k in ("best_epoch", "val_balanced_acc", "history", "resumed_at_epochs") if k in fit})
     return out
 
 
@@ -94,10 +114,13 @@ def dataset_info(root: Path) -> tuple[int, int, bool]:
     return ds.n_classes, ds.n_groups, ds.has_masks
 
 
-def split_columns(cfg: Config, method: str) -> tuple[list[str], bool]:
-    """Map-store columns a method's training batches need, and whether they need masks."""
-    cols = needed_columns(cfg.method(method))
-    return [c for c in cols if c != "mask"], "mask" in cols
+def split_columns(cfg: Config, method: str, references: list[str] | None = None) -> tuple[list[str], bool]:
+    """Map-store columns a method's training batches need, and whether they need masks; with
+    ``references`` (a sweep's aggregation choices), what any of those references needs."""
+    base = cfg.method(method)
+    cols = {c for ref in references or [base.reference]
+            for c in needed_columns(base.model_copy(update={"reference": ref}))}
+    return sorted(cols - {"mask"}), "mask" in cols
 
 
 def save_best(state: dict | None, fallback: dict, path: Path) -> None:
