@@ -96,6 +96,11 @@ def test_job_submit_quick_pipeline_then_cached_rerun(ray_head, tmp_path):
             assert 0.0 <= results["methods"][m][metric]["mean"] <= 1.0, (m, metric)
     assert set(results["maps"]["energy_in_mask"]) >= {"det", "mean", "median"}
     assert results["sweep"]["paric_mean"]["n_trials"] == 2
+    adopted = json.loads((out / "train" / "paric_mean" / "seed0" / "result.json").read_text())
+    assert "/sweep/paric_mean/_tune/" in adopted["from_sweep_trial"]  # the best trial was the seed-0 run
+    twin = json.loads((out / "train" / "upweight" / "seed0" / "result.json").read_text())
+    assert twin["same_training_as"] == "vanilla"  # balanced classes: upweight's weights are all 1
+    assert results["methods"]["upweight"]["worst_group_acc"] == results["methods"]["vanilla"]["worst_group_acc"]
     text = (report / "report.md").read_text()
     for fig in ("group_accuracy.png", "maps.png", "sweep_paric_mean_history.png"):
         assert (report / fig).stat().st_size > 1000 and f"]({fig})" in text
@@ -119,7 +124,7 @@ def test_job_submit_quick_pipeline_then_cached_rerun(ray_head, tmp_path):
     second = _submit(ray_head, out)
     assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
     stages = json.loads((out / "pipeline_summary.json").read_text())["stages"]
-    assert [s["stage"] for s in stages] == [s["stage"] for s in first_stages]
+    assert sorted(s["stage"] for s in stages) == sorted(s["stage"] for s in first_stages)
     assert all(s["state"] == "skipped (cached)" for s in stages), stages
     assert "skipped (cached)" in second.stdout + second.stderr
 

@@ -159,3 +159,15 @@ def test_dilate_grows_the_reference_by_whole_pixels():
     mask[0, 8, 8] = 1.0
     r = build_reference({"mask": mask}, MethodConfig(reference="oracle", dilate=2), (16, 16))
     assert int(r.map.sum()) == 25 and float(r.map[0, 6, 6]) == 1.0 and float(r.map[0, 5, 8]) == 0.0
+
+
+def test_balancing_with_unit_weights_trains_as_no_balancing():
+    from paric.config import load_config
+    from paric.train.run import effective_method
+
+    cfg = load_config(None)
+    groups = np.zeros(20, dtype=np.int64)
+    balanced, skewed = np.array([0, 1] * 10), np.array([0] * 15 + [1] * 5)
+    assert effective_method(cfg, "upweight", balanced, groups, 2, 4).balance == "none"
+    assert effective_method(cfg, "upweight", skewed, groups, 2, 4).balance == "class"
+    assert effective_method(cfg, "vanilla", skewed, groups, 2, 4) == cfg.method("vanilla")

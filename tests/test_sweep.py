@@ -15,7 +15,8 @@ import pytest
 from paric.config import load_config, profile_overlays
 from paric.stages.classifier import backbone_stage
 from paric.stages.maps import run_precompute
-from paric.stages.sweep import apply_best, sweep_stage
+from paric.stages.sweep import adopt_best_trial, apply_best, finished_trial, sweep_stage
+from paric.stages.train import cached_result
 from paric.store import list_parts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,6 +65,14 @@ def test_sweep_reads_stored_samples_only_and_survives_crashing_trials(precompute
     final = apply_best(cfg, {"paric_mean": summary})
     assert final.method("paric_mean").weight == summary["best"]["weight"]
     assert final.method("paric_mean").k == summary["best"]["k"]
+    # the best trial stands in for the run.seed final run (tested now, then cached); other seeds train
+    adopted = adopt_best_trial(final, cfg.data_root(), "paric_mean", cfg.run.seed, summary, None)
+    assert adopted is not None and adopted["from_sweep_trial"] == summary["best_path"]
+    assert adopted["val_balanced_acc"] == pytest.approx(summary["best_score"])
+    assert len(adopted["history"]) == final.train.epochs and 0.0 <= adopted["worst_group_acc"] <= 1.0
+    assert cached_result(final, "paric_mean", cfg.run.seed)["worst_group_acc"] == adopted["worst_group_acc"]
+    assert adopt_best_trial(final, cfg.data_root(), "paric_mean", cfg.run.seed + 1, summary, None) is None
+    assert finished_trial(summary["best_path"], final.train.epochs + 1) is None  # stopped early: not a final run
     # cached: a second call returns the stored summary without running trials
     t0 = time.time()
     assert sweep_stage(cfg, cfg.data_root(), "paric_mean", backbone) == summary

@@ -132,14 +132,15 @@ def _tuner(cfg: Config, method: str, trainable, exp_dir: Path, key: str, fresh: 
 
 
 def _remove_leaked_groups(before: set[str]) -> None:
-    """Remove placement groups the finished sweep left reserved. Train V2 keeps the worker group's
-    bundle of a trial that failed (e.g. ``TrainingDiverged``), which would starve every later run."""
+    """Remove placement groups the finished sweep left reserved. Train V2 can keep a trial's worker
+    group bundle after the trial ends (seen for failed trials, e.g. ``TrainingDiverged``, and, on
+    2026-11-23, for one finished trial of the default sweep), which would starve every later run."""
     from ray.util.placement_group import PlacementGroup, remove_placement_group
     from ray._raylet import PlacementGroupID
 
     for pg_id, info in ray.util.placement_group_table().items():
         if pg_id not in before and info.get("state") == "CREATED":
-            log.warning("sweep: removing placement group %s left behind by a failed trial", pg_id)
+            log.warning("sweep: removing placement group %s that a trial left reserved", pg_id)
             remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(pg_id))))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,14 +28,14 @@ from ray.train.torch import TorchTrainer
 from paric.config import Config
 from paric.io import write_json
 from paric.stages.cache import forced, is_done, mark_done, record_stage, timed_stage
-from paric.stages.ray_env import cluster_gpus, ensure_ray
+from paric.stages.ray_env import cluster_gpus, ensure_ray, ordered_data
 from paric.store import list_parts, read_provenance, read_store
 from paric.tracking import log_artifact, log_history, log_metrics, start_run
 from paric.train.data import ImageJoiner
 from paric.train.fit_log import epoch_line
 from paric.train.loop import fit
-from paric.train.run import (RunSpec, class_names, dataset_info, make_spec, make_trainer, run_in_memory, save_best,
-                             split_columns, test_metrics)
+from paric.train.run import (RunSpec, class_names, dataset_info, effective_method, make_spec, make_trainer,
+                             run_in_memory, save_best, split_columns, test_metrics)
 
 log = logging.getLogger("paric")
 STATE = "state.pt"
@@ -45,6 +46,7 @@ RESULT = "result.json"
 def split_dataset(cfg: Config, root: Path, split: str, columns: list[str], with_mask: bool) -> ray.data.Dataset:
     """A split as a materialised Ray Dataset: map-store columns joined to decoded images (and masks)."""
     ensure_ray()  # connect (or start a local cluster) only when Ray is needed: cached reruns never start it
+    ordered_data()
     store = cfg.output_path("maps", split)
     parts = [str(p) for _, p in sorted(list_parts(store).items())]
     if not parts:
@@ -285,6 +287,41 @@ def _run_concurrently(cfg: Config, root: Path, todo: list[tuple[str, int]], back
     return done
 
 
+def training_twins(cfg: Config, root: Path, todo: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[str, int]]:
+    """Runs in ``todo`` that would train exactly as an earlier one in it: {twin: the run it repeats}.
+
+    Why: on a class-balanced train split ``upweight``'s weights are all 1, so its runs repeat
+    vanilla's bit for bit; training them again costs a run each for nothing.
+    """
+    if len(todo) < 2:
+        return {}
+    labels = read_store(cfg.output_path("maps", "train"), columns=["label", "group"])
+    n_classes, n_groups, _ = dataset_info(root)
+    first: dict[str, tuple[str, int]] = {}
+    twins: dict[tuple[str, int], tuple[str, int]] = {}
+    for m, s in todo:
+        method = effective_method(cfg, m, labels.label, labels.group, n_classes, n_groups)
+        key = json.dumps([s, method.model_dump()], sort_keys=True)
+        if key in first:
+            twins[(m, s)] = first[key]
+        else:
+            first[key] = (m, s)
+    return twins
+
+
+def copy_twin(cfg: Config, method: str, seed: int, same_as: str, result: dict, tracking: Tracking | None) -> dict:
+    """Store ``same_as``'s result and weights as this (method, seed) run, which trains identically."""
+    out = cfg.output_path("train", method, f"seed{seed}")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(cfg.output_path("train", same_as, f"seed{seed}", MODEL), out / MODEL)
+    twin = {**result, "method": method, "same_training_as": same_as}
+    store_result(cfg, method, seed, twin, tracking)
+    record_stage(f"train {method} s{seed}", "done", 0.0, out)
+    log.info("train %s s%d: trains exactly as %s s%d (balancing weights all 1); its result is reused", method, seed,
+             same_as, seed)
+    return twin
+
+
 def summarise(results: dict[str, list[dict]], metrics: list[str]) -> dict:
     """{method: {metric: {mean, std, runs}}} over seeds (the results.json contract)."""
     out: dict = {}
@@ -334,6 +371,8 @@ def compare_stage(cfg: Config, root: Path, methods: list[str], seeds: list[int],
                 todo.append((m, s))
                 continue
             runs[(m, s)] = hit
+    twins = training_twins(cfg, root, todo)
+    todo = [run for run in todo if run not in twins]
     if todo and cfg.train.num_workers > 0 and cfg.train.max_concurrent > 1:
         # regularised runs (double backprop, ~3x the cost) first, so no long run is left alone at the end
         todo.sort(key=lambda ms: cfg.method(ms[0]).regularizer == "none")
@@ -341,6 +380,8 @@ def compare_stage(cfg: Config, root: Path, methods: list[str], seeds: list[int],
     else:
         for m, s in todo:
             runs[(m, s)] = train_stage(cfg, root, m, s, backbone, tracking, shared)
+    for (m, s), (m0, s0) in twins.items():
+        runs[(m, s)] = copy_twin(cfg, m, s, m0, runs[(m0, s0)], tracking)
     results = {m: [runs[(m, s)] for s in seeds] for m in methods}
     summary = {"methods": summarise(results, TABLE_METRICS), "seeds": seeds,
                "per_group_acc": {m: mean_per_group(runs) for m, runs in results.items()},

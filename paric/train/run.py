@@ -15,7 +15,7 @@ from typing import Iterable
 
 import torch
 
-from paric.config import Config
+from paric.config import Config, MethodConfig
 from paric.data import WaterbirdsDataset
 from paric.eval.classifier import evaluate_classifier
 from paric.models.classifier import build_classifier
@@ -63,6 +63,18 @@ def make_spec(cfg: Config, method: str, seed: int, train_label: "object", train_
         weights = balance_weights(keys, n).tolist()
     return RunSpec(cfg.model_dump(mode="json"), method, seed, n_classes, n_groups, len(train_label), weights,
                    str(backbone) if backbone else None, world_size, list(classes or []))
+
+
+def effective_method(cfg: Config, method: str, train_label: "object", train_group: "object", n_classes: int,
+                     n_groups: int) -> MethodConfig:
+    """The method as training sees it: class or group balancing whose weights are all 1 (a balanced
+    train split) is no balancing, so such a run trains exactly as its unbalanced twin."""
+    m = cfg.method(method)
+    if m.balance != "none":
+        keys, n = (train_label, n_classes) if m.balance == "class" else (train_group, n_groups)
+        if bool((balance_weights(keys, n) == 1.0).all()):
+            return m.model_copy(update={"balance": "none"})
+    return m
 
 
 def make_trainer(spec: RunSpec, device: torch.device | str = "cpu", wrap=None) -> Trainer:
