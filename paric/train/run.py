@@ -53,14 +53,20 @@ class RunSpec:
         return asdict(self)
 
 
+def method_weights(m: MethodConfig, train_label: "object", train_group: "object", n_classes: int,
+                   n_groups: int) -> torch.Tensor | None:
+    """The CE weight per class (or per group) of a balancing method; None without balancing."""
+    if m.balance == "none":
+        return None
+    keys, n = (train_label, n_classes) if m.balance == "class" else (train_group, n_groups)
+    return balance_weights(keys, n)
+
+
 def make_spec(cfg: Config, method: str, seed: int, train_label: "object", train_group: "object", n_classes: int,
               n_groups: int, backbone: Path | None, world_size: int = 1,
               classes: list[str] | None = None) -> RunSpec:
-    m = cfg.method(method)
-    weights = None
-    if m.balance != "none":
-        keys, n = (train_label, n_classes) if m.balance == "class" else (train_group, n_groups)
-        weights = balance_weights(keys, n).tolist()
+    weights = method_weights(cfg.method(method), train_label, train_group, n_classes, n_groups)
+    weights = weights.tolist() if weights is not None else None
     return RunSpec(cfg.model_dump(mode="json"), method, seed, n_classes, n_groups, len(train_label), weights,
                    str(backbone) if backbone else None, world_size, list(classes or []))
 
@@ -70,10 +76,9 @@ def effective_method(cfg: Config, method: str, train_label: "object", train_grou
     """The method as training sees it: class or group balancing whose weights are all 1 (a balanced
     train split) is no balancing, so such a run trains exactly as its unbalanced twin."""
     m = cfg.method(method)
-    if m.balance != "none":
-        keys, n = (train_label, n_classes) if m.balance == "class" else (train_group, n_groups)
-        if bool((balance_weights(keys, n) == 1.0).all()):
-            return m.model_copy(update={"balance": "none"})
+    weights = method_weights(m, train_label, train_group, n_classes, n_groups)
+    if weights is not None and bool((weights == 1.0).all()):
+        return m.model_copy(update={"balance": "none"})
     return m
 
 
