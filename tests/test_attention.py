@@ -130,3 +130,17 @@ def test_cls_head_reproduces_the_towers_output_and_gradcam_weights():
     np.testing.assert_allclose((g_off / layer.grid[0] / layer.grid[1]).numpy(),
                                channel_weights(g_full[None], layer)[0].numpy(), atol=1e-6)
     assert ClsHead.build(load_vlm("paric-micro-vit").model.visual, layer) is None  # avg pooling: generic path
+
+
+@pytest.mark.parametrize("config", ["waterbirds95", "waterbirds100", "food_redmeat", "coco_gender", "waterbirds95_vitb32"])
+def test_paper_configs_read_the_layer_gals_reads(config: str) -> None:
+    """GALS reads CLIP RN50 at layer4 (7×7 at 224 px) and ViT-B/32 at the last block (7×7 patches)."""
+    from paric.config import load_config
+    from paric.vlm.factory import build_model
+
+    cfg = load_config(f"conf/{config}.yaml")
+    model = build_model(cfg.vlm.name)
+    layer = resolve_layer(model.visual, 224, cfg.vlm.saliency_layer)
+    want = {"RN50": SaliencyLayer("layer4", "conv", (7, 7)),
+            "ViT-B-32": SaliencyLayer("transformer.resblocks.11.ln_1", "tokens", (7, 7), prefix=1)}[cfg.vlm.name]
+    assert layer == want

@@ -71,6 +71,9 @@ def test_deterministic(tmp_path: Path) -> None:
     c = generate_benchmark(tiny(seed=1), tmp_path / "c", progress=False)
     for name in ("metadata.csv", "captions.csv"):
         assert (a / name).read_bytes() == (b / name).read_bytes()
+    files = sorted(str(p.relative_to(a)) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(str(p.relative_to(b)) for p in b.rglob("*") if p.is_file())
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)  # every JPEG/PNG byte
     pa, pb, pc = _all_pixels(a), _all_pixels(b), _all_pixels(c)
     assert pa.keys() == pb.keys() and all(np.array_equal(pa[k], pb[k]) for k in pa)
     assert (a / "captions.csv").read_bytes() != (c / "captions.csv").read_bytes()
@@ -115,11 +118,14 @@ def test_masks_exact_and_sane(bench: Path) -> None:
         assert item["mask"].shape == item["image"].shape[:2]
         assert set(np.unique(item["mask"])) <= {0, 1}
         fracs.append(item["mask"].mean())
-    assert min(fracs) > 0.03 and max(fracs) < 0.2
-    # Before JPEG coding, the mask is exactly the pixels painted with the object's flat colour.
+    lo, hi = tiny().object_area
+    assert min(fracs) > lo * 0.8 and max(fracs) < hi * 1.2
+    # Before JPEG coding (and without the v2 pattern), the mask is exactly the pixels painted with
+    # the object's flat colour.
     cfg = tiny()
+    flat = tiny(pattern_contrast=[0.0, 0.0])
     for s in cfg.shapes:
-        img, mask = synthetic.render(s, "water", 64, np.random.default_rng(3))
+        img, mask = synthetic.render(s, "water", 64, np.random.default_rng(3), flat)
         colours = np.unique(img[mask], axis=0)
         assert len(colours) == 1
         assert (np.all(img == colours[0], axis=-1) == mask).sum() >= mask.size - 2  # background may collide by chance
@@ -128,9 +134,29 @@ def test_masks_exact_and_sane(bench: Path) -> None:
     # the mask written to disk is the rendered one
     meta = pd.read_csv(bench / "metadata.csv")
     row = meta.iloc[5]
-    _, mask = synthetic.render(row["shape"], cfg.places[row["place"]], 32, synthetic._rng(cfg, synthetic._STREAM_BENCH, 5))
+    _, mask = synthetic.render(row["shape"], cfg.places[row["place"]], 32, synthetic._rng(cfg, synthetic._STREAM_BENCH, 5),
+                               cfg)
     disk = np.asarray(Image.open((bench / "masks" / row["img_filename"]).with_suffix(".png"))) > 0
     assert np.array_equal(disk, mask)
+
+
+def test_v2_objects_carry_their_shapes_pattern_and_places_vary_in_strength() -> None:
+    cfg = SyntheticConfig(pattern_contrast=[0.5, 0.5], place_strength=[0.4, 0.4])
+    for shape in ("circle", "triangle"):
+        img, mask = synthetic.render(shape, "water", 64, np.random.default_rng(0), cfg)
+        inside = img[mask].astype(float).mean(1)
+        assert inside.std() > 10  # the pattern modulates the object's colour
+    assert synthetic.shape_pattern("circle") != synthetic.shape_pattern("triangle")
+    assert synthetic.shape_pattern("moon") in synthetic.PATTERNS
+    # a weak place cue is closer to the neutral grey: water's blue dominates less
+    blue = []
+    for strength in (0.4, 1.0):
+        c = SyntheticConfig(place_strength=[strength, strength], pattern_contrast=[0.0, 0.0])
+        img, mask = synthetic.render(None, "water", 64, np.random.default_rng(1), c)
+        blue.append(float(img[..., 2].mean() - img[..., 0].mean()))
+    assert blue[0] < 0.6 * blue[1]
+    with pytest.raises(ValueError, match="object_area"):
+        SyntheticConfig(object_area=[0.3, 0.2])
 
 
 def test_captions_content() -> None:

@@ -112,7 +112,7 @@ def test_reference_sources():
     samples = torch.rand(2, 8, 4, 4, generator=g)
     det = torch.rand(2, 4, 4, generator=g)
     batch = {"map_det": det.half(), "map_samples": samples.half()}
-    r = build_reference(batch, MethodConfig(reference="det"), (4, 4))
+    r = build_reference(batch, MethodConfig(reference="det", renormalise=False), (4, 4))
     assert torch.allclose(r.map, det.half().float())
     r = build_reference(batch, MethodConfig(reference="mean", k=3), (4, 4))
     mean3, median3, _ = aggregate_samples(samples.half().float()[:, :3])
@@ -171,3 +171,62 @@ def test_balancing_with_unit_weights_trains_as_no_balancing():
     assert effective_method(cfg, "upweight", balanced, groups, 2, 4).balance == "none"
     assert effective_method(cfg, "upweight", skewed, groups, 2, 4).balance == "class"
     assert effective_method(cfg, "vanilla", skewed, groups, 2, 4) == cfg.method("vanilla")
+
+
+SWAP = MethodConfig(regularizer="background_swap", weight=1.0, reference="oracle")
+
+
+def test_counterfactual_keeps_the_reference_and_takes_the_rest_from_another_image():
+    from paric.regularizers.background_swap import counterfactual
+
+    x = torch.rand(3, 3, 8, 8)
+    ref = torch.zeros(3, 8, 8)
+    ref[:, 2:6, 2:6] = 1.0
+    cf = counterfactual(x, ref, torch.ones_like(ref))
+    assert torch.equal(cf[:, :, 2:6, 2:6], x[:, :, 2:6, 2:6])
+    assert torch.equal(cf[1, :, 0], x[0, :, 0]) and torch.equal(cf[0, :, 0], x[2, :, 0])  # from the previous image
+    unsure = counterfactual(x, ref, torch.zeros_like(ref))  # zero confidence: nothing is swapped
+    assert torch.equal(unsure, x)
+
+
+@pytest.mark.parametrize("loss", ["kl", "ce"])
+def test_background_swap_trains_the_model_and_is_zero_without_background(loss):
+    method = SWAP.model_copy(update={"swap_loss": loss})
+    _, s_full = _inputs(method, torch.ones(4, 32, 32))  # the reference covers everything: x̃ = x
+    if loss == "kl":
+        assert float(build_regularizer(method)(s_full)) == pytest.approx(0.0, abs=1e-6)
+    ref = torch.zeros(4, 32, 32)
+    ref[:, 8:24, 8:24] = 1.0
+    model, s = _inputs(method, ref)
+    reg = build_regularizer(method)
+    penalty = reg(s)
+    assert float(penalty) > 0 and reg.last.shape == (4,)
+    penalty.backward()
+    assert sum(float(p.grad.abs().sum()) for p in model.parameters() if p.grad is not None) > 0
+
+
+def test_renormalised_reference_peaks_at_one_after_upsampling():
+    det = torch.zeros(1, 4, 4)
+    det[0, 1, 1] = 1.0  # a single-cell peak: bilinear upsampling lowers it
+    batch = {"map_det": det}
+    raw = build_reference(batch, MethodConfig(reference="det", renormalise=False), (16, 16))
+    gals = build_reference(batch, MethodConfig(reference="det"), (16, 16))
+    assert float(raw.map.max()) < 0.9
+    assert float(gals.map.max()) == pytest.approx(1.0)
+    assert torch.allclose(gals.map, raw.map / raw.map.max())
+
+
+def test_gals_mask_resize_counts_any_coverage_as_object():
+    from paric.regularizers.reference import resize_mask
+
+    m = torch.zeros(1, 64, 64)
+    m[0, 20:40, 21:41] = 1.0
+    near, anyc = resize_mask(m, (48, 48), "nearest"), resize_mask(m, (48, 48), "any")
+    assert torch.all(anyc >= near) and float(anyc.sum()) > float(near.sum())
+    assert set(anyc.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_regularizer_registry_names_the_known_ones():
+    from paric.regularizers import REGULARIZERS
+
+    assert {"none", "gradient_outside", "gradcam", "background_swap"} <= set(REGULARIZERS)

@@ -40,14 +40,18 @@ def _probe_shape(visual: nn.Module, module: nn.Module, image_size: int) -> torch
     return seen["shape"]
 
 
+#: smallest grid a ModifiedResNet stage may have to be chosen automatically (RN50's layer4 at 224 px)
+MIN_RESNET_GRID = 7
+
+
 def resolve_layer(visual: nn.Module, image_size: int, path: str = "auto") -> SaliencyLayer:
     """Pick the saliency layer of a visual tower.
 
     ``auto``: a ViT with average pooling -> output of the last block; with [CLS] pooling the last
     block's patch outputs never reach the output, so -> its ``ln_1`` (the normalised patch tokens
     that reach [CLS] through its attention; pytorch-grad-cam's choice for ViTs too). A
-    ModifiedResNet -> the last stage whose grid is at least 8×8 (``layer4`` at 224 px; earlier at
-    small inputs). A timm trunk -> its last feature stage (``feature_info``).
+    ModifiedResNet -> the last stage whose grid is at least 7×7 (``layer4``, 7×7, at 224 px, as GALS
+    reads CLIP RN50; earlier stages at small inputs, whose ``layer4`` is 2×2). A timm trunk -> its last feature stage (``feature_info``).
     """
     if path == "auto":
         if hasattr(visual, "transformer"):
@@ -59,7 +63,7 @@ def resolve_layer(visual: nn.Module, image_size: int, path: str = "auto") -> Sal
             for name in ("layer4", "layer3", "layer2", "layer1"):
                 shape = _probe_shape(visual, visual.get_submodule(name), image_size)
                 path = name
-                if min(shape[-2:]) >= 8:
+                if min(shape[-2:]) >= MIN_RESNET_GRID:
                     break
         elif getattr(getattr(visual, "trunk", None), "feature_info", None):
             path = "trunk." + visual.trunk.feature_info[-1]["module"]

@@ -38,7 +38,9 @@ from paric.config import SyntheticConfig
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the rendering changes, so a cached benchmark from older code is not reused.
-GENERATOR_VERSION = 1
+#: v2: a place cue of per-image strength (mixed with a neutral grey), an optional class-specific
+#: internal pattern of per-image contrast, and the object's size range as a config key.
+GENERATOR_VERSION = 2
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
@@ -46,7 +48,7 @@ SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 # its pixels do not depend on the order or the process in which it is rendered.
 _STREAM_META, _STREAM_BENCH, _STREAM_CAPTABLE, _STREAM_CAPTION = 0, 1, 2, 3
 
-#: Mask area as a fraction of the image; sizes are normalised by area so size is no shape cue.
+#: v1's mask area as a fraction of the image (``SyntheticConfig.object_area`` now; default larger).
 AREA_RANGE = (0.05, 0.11)
 
 JPEG_OPTIONS = {"quality": 95, "subsampling": 0}
@@ -125,10 +127,11 @@ def _polygon_area(v: np.ndarray) -> float:
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
-def _shape_mask(shape: str, size: int, rng: np.random.Generator) -> np.ndarray:
+def _shape_mask(shape: str, size: int, rng: np.random.Generator,
+                area_range: tuple[float, float] = AREA_RANGE) -> np.ndarray:
     """Boolean HxW mask of one randomly scaled, rotated and placed shape, fully inside."""
     unit = np.asarray(SHAPE_DRAWERS[shape](), dtype=float)
-    area = rng.uniform(*AREA_RANGE) * size * size
+    area = rng.uniform(*area_range) * size * size
     theta = rng.uniform(0.0, 2 * math.pi)
     rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
     v = unit @ rot.T * math.sqrt(area / _polygon_area(unit))
@@ -245,19 +248,79 @@ def _place_drawer(name: str) -> Callable[[np.random.Generator, int], np.ndarray]
     return PLACE_DRAWERS.get(name) or _bg_generic(name)
 
 
-def render(shape: str | None, place: str, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+# --------------------------------------------------------------------------------------------
+# Object patterns (v2): each shape carries its own internal pattern, so the object's evidence is
+# inside its mask and not only at its edges (half of whose pixels lie outside the mask).
+# --------------------------------------------------------------------------------------------
+def _pattern_rings(u: np.ndarray, v: np.ndarray, period: float) -> np.ndarray:
+    return np.cos(2 * np.pi * np.hypot(u, v) / period)
+
+
+def _pattern_stripes(u: np.ndarray, v: np.ndarray, period: float) -> np.ndarray:
+    return np.cos(2 * np.pi * u / period)
+
+
+def _pattern_checker(u: np.ndarray, v: np.ndarray, period: float) -> np.ndarray:
+    return np.sign(np.cos(np.pi * u / (period / 2)) * np.cos(np.pi * v / (period / 2)))
+
+
+def _pattern_dots(u: np.ndarray, v: np.ndarray, period: float) -> np.ndarray:
+    du = (u / period) % 1.0 - 0.5
+    dv = (v / period) % 1.0 - 0.5
+    return np.where(np.hypot(du, dv) < 0.28, 1.0, -1.0)
+
+
+#: pattern name -> f(u, v, period) in [-1, 1], u/v: object-centred pixel coordinates (rotated)
+PATTERNS: dict[str, Callable[[np.ndarray, np.ndarray, float], np.ndarray]] = {
+    "rings": _pattern_rings, "stripes": _pattern_stripes, "checker": _pattern_checker, "dots": _pattern_dots}
+SHAPE_PATTERNS = {"circle": "rings", "triangle": "stripes", "square": "checker", "star": "dots"}
+
+
+def shape_pattern(shape: str) -> str:
+    """The shape's own pattern; shapes without a fixed one get one derived from their name."""
+    return SHAPE_PATTERNS.get(shape) or sorted(PATTERNS)[hashlib.sha256(shape.encode()).digest()[0] % len(PATTERNS)]
+
+
+def _neutral_bg(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A place-free grey background that a weak place cue is mixed into."""
+    t = 0.6 * _noise(rng, size, 5) + 0.4 * _noise(rng, size, 11)
+    return _mix(t, _jitter(rng, (0.35, 0.35, 0.35), 0.03), _jitter(rng, (0.62, 0.62, 0.62), 0.03))
+
+
+def render(shape: str | None, place: str, size: int, rng: np.random.Generator,
+           cfg: SyntheticConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One scene before JPEG coding: (uint8 HxWx3 image, bool HxW mask of the object).
 
-    The object has one flat colour of random hue, so colour carries no class or place signal.
+    The object has a random hue (colour carries no class or place signal) modulated by its shape's
+    pattern at a per-image contrast; the background is the place's texture mixed with a neutral
+    grey at a per-image strength, so the spurious cue's margin varies from image to image.
     """
+    cfg = cfg or SyntheticConfig()
     img = _place_drawer(place)(rng, size)
+    lo, hi = cfg.place_strength
+    strength = np.float32(rng.uniform(lo, hi))
+    if strength < 1.0:
+        img = strength * img + (np.float32(1.0) - strength) * _neutral_bg(rng, size)
     img = img * np.float32(255.0) + rng.standard_normal(img.shape, dtype=np.float32) * np.float32(4.0)
     img = np.clip(img + np.float32(0.5), 0.0, 255.0).astype(np.uint8)
     if shape is None:
         return img, np.zeros((size, size), dtype=bool)
-    mask = _shape_mask(shape, size, rng)
-    colour = colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.55, 1.0), rng.uniform(0.55, 1.0))
-    img[mask] = np.round(np.asarray(colour) * 255.0).astype(np.uint8)
+    mask = _shape_mask(shape, size, rng, tuple(cfg.object_area))
+    colour = np.asarray(colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.55, 1.0), rng.uniform(0.55, 1.0)))
+    lo, hi = cfg.pattern_contrast
+    contrast = rng.uniform(lo, hi)
+    if contrast > 0:
+        ys, xs = np.nonzero(mask)
+        theta = rng.uniform(0.0, 2 * math.pi)
+        cy, cx = ys.mean(), xs.mean()
+        u = (xs - cx) * math.cos(theta) + (ys - cy) * math.sin(theta)
+        v = -(xs - cx) * math.sin(theta) + (ys - cy) * math.cos(theta)
+        period = cfg.pattern_period * size / 64.0
+        p = PATTERNS[shape_pattern(shape)](u, v, period)
+        shade = 1.0 + 0.5 * contrast * p[:, None]  # brightness about the object's colour
+        img[ys, xs] = np.clip(np.round(colour[None, :] * shade * 255.0), 0, 255).astype(np.uint8)
+    else:
+        img[mask] = np.round(colour * 255.0).astype(np.uint8)
     return img, mask
 
 
@@ -426,7 +489,7 @@ def _init_worker(cfg_json: str) -> None:
 
 def _render_task(cfg: SyntheticConfig, task: _Task) -> None:
     stream, index, shape, place, img_path, mask_path = task
-    img, mask = render(shape, place, cfg.image_size, _rng(cfg, stream, index))
+    img, mask = render(shape, place, cfg.image_size, _rng(cfg, stream, index), cfg)
     Image.fromarray(img).save(img_path, format="JPEG", **JPEG_OPTIONS)
     if mask_path is not None:
         Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(mask_path, format="PNG")

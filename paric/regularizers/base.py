@@ -7,6 +7,7 @@ new map source later means one module here, not another training loop.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -25,22 +26,36 @@ class StepInputs:
     features: torch.Tensor | None  # (B, C', h, w) at the model's cam_layer
     ce: torch.Tensor  # (B,) per-sample cross-entropy (already class/group weighted)
     ref: Reference | None
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # the (possibly DDP-wrapped) model's forward
 
 
 class Regularizer:
-    """An attention term λ·L_att added to the classification loss."""
+    """An attention term λ·L_att added to the classification loss.
+
+    Subclasses give ``per_image`` (B,) values; the term is λ times their mean over the images that
+    have a reference. The last call's per-image values are kept (``last``, detached) for the
+    training diagnostics (penalty by group).
+    """
 
     needs_input_grad: bool = False
     needs_features: bool = False
 
     def __init__(self, weight: float) -> None:
         self.weight = weight
+        self.last: torch.Tensor | None = None
+
+    def per_image(self, s: StepInputs) -> torch.Tensor:
+        """L_att of each image (B,)."""
+        raise NotImplementedError
 
     def penalty(self, s: StepInputs) -> torch.Tensor:
         """L_att for the batch (a scalar); images without a valid reference contribute zero."""
-        raise NotImplementedError
+        per = self.per_image(s)
+        self.last = per.detach()
+        return masked_mean(per, s.ref.valid)
 
     def __call__(self, s: StepInputs) -> torch.Tensor:
+        self.last = None
         if self.weight == 0 or s.ref is None or not bool(s.ref.valid.any()):
             return s.logits.new_zeros(())
         return self.weight * self.penalty(s)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from paric.models.cam import cam_from
-from paric.regularizers.base import Regularizer, StepInputs, masked_mean, norm_of
+from paric.regularizers.base import Regularizer, StepInputs, norm_of
 
 
 class GradCAMRegularizer(Regularizer):
@@ -24,14 +24,13 @@ class GradCAMRegularizer(Regularizer):
             raise ValueError(f"cam_mode must be 'match', 'suppress_outside' or 'energy_outside', got {mode!r}")
         self.mode, self.norm = mode, norm
 
-    def penalty(self, s: StepInputs) -> torch.Tensor:
+    def per_image(self, s: StepInputs) -> torch.Tensor:
         cam = cam_from(s.logits, s.features, s.y, create_graph=True)  # (B, h, w), graph to params
         grid = cam.shape[-2:]
         a = F.adaptive_avg_pool2d(s.ref.map.unsqueeze(1), grid).squeeze(1)
         w = F.adaptive_avg_pool2d(s.ref.weight.unsqueeze(1), grid).squeeze(1)
         if self.mode == "energy_outside":
             eps = 1e-6
-            outside = ((cam * (1 - a) * w).flatten(1).sum(1) + eps) / ((cam * w).flatten(1).sum(1) + eps)
-            return masked_mean(outside, s.ref.valid)
+            return ((cam * (1 - a) * w).flatten(1).sum(1) + eps) / ((cam * w).flatten(1).sum(1) + eps)
         diff = cam - a if self.mode == "match" else cam - cam * a
-        return masked_mean(norm_of(diff * w, self.norm), s.ref.valid)
+        return norm_of(diff * w, self.norm)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from paric.regularizers.base import Regularizer, StepInputs, masked_mean, norm_of
+from paric.regularizers.base import Regularizer, StepInputs, norm_of
 
 
 class GradientOutside(Regularizer):
@@ -29,7 +29,8 @@ class GradientOutside(Regularizer):
         (g,) = torch.autograd.grad(t, s.x, create_graph=True)
         return g
 
-    def penalty(self, s: StepInputs) -> torch.Tensor:
+    def per_image(self, s: StepInputs) -> torch.Tensor:
         g = self.input_gradient(s)  # (B, 3, H, W)
+        self.input_grad = g.detach()
         outside = ((1.0 - s.ref.map) * s.ref.weight).unsqueeze(1)  # broadcast over RGB
-        return masked_mean(norm_of(g * outside, self.norm), s.ref.valid)
+        return norm_of(g * outside, self.norm)

@@ -34,6 +34,15 @@ def _upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
 
 
+def resize_mask(mask: torch.Tensor, size: tuple[int, int], mode: str = "nearest") -> torch.Tensor:
+    """(B, h, w) 0/1 masks at ``size``: ``nearest``, or ``any`` (GALS: bilinear, then every pixel
+    with any object coverage counts as object, which grows the mask by up to a pixel)."""
+    if mode == "nearest":
+        return F.interpolate(mask.unsqueeze(1), size=size, mode="nearest").squeeze(1)
+    up = F.interpolate(mask.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
+    return (up > 1e-6).to(mask.dtype)
+
+
 def needed_columns(method: MethodConfig) -> list[str]:
     """Batch columns this method's reference reads (so loaders carry nothing else)."""
     return {"none": [], "det": ["map_det"], "mean": ["map_samples"], "median": ["map_samples"],
@@ -53,6 +62,8 @@ def build_reference(batch: dict[str, torch.Tensor], method: MethodConfig,
         ref = batch["map_det"].float()
     elif method.reference == "oracle":
         ref = batch["mask"].float()
+        if tuple(ref.shape[-2:]) != tuple(size):
+            ref = resize_mask(ref, size, method.mask_resize)
     else:
         samples = batch["map_samples"].float()
         if method.k is not None:
@@ -60,6 +71,9 @@ def build_reference(batch: dict[str, torch.Tensor], method: MethodConfig,
         mean, median, std = aggregate_samples(samples)
         ref = mean if method.reference == "mean" else median
     ref = _upsample(ref, size).clamp(0, 1)
+    if method.renormalise and method.reference != "oracle":
+        # GALS upsamples, then renormalises: bilinear upsampling of a coarse map lowers its peak
+        ref = ref / ref.flatten(1).amax(1).clamp_min(1e-8).view(-1, 1, 1)
     if method.dilate > 0:
         k = 2 * method.dilate + 1
         ref = F.max_pool2d(ref.unsqueeze(1), k, stride=1, padding=method.dilate).squeeze(1)

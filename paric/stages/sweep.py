@@ -27,11 +27,11 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from paric.config import Config, SearchSpace
+from paric.config import R100, Config, SearchSpace
 from paric.io import write_json
 from paric.stages.cache import forced, is_done, mark_done, timed_stage
-from paric.stages.train import (MODEL, RESULT, STATE, Tracking, project_train, run_datasets, run_on_ray,
-                                store_result, train_columns)
+from paric.stages.train import (MODEL, RESULT, STATE, Tracking, method_train_data, run_datasets, run_on_ray,
+                                store_result)
 from paric.train.run import evaluate_saved, save_best
 from paric.store import read_provenance
 from paric.tracking import log_history, log_metrics, start_run
@@ -97,7 +97,7 @@ def _trial(params: dict, base: dict, root: str, method: str, backbone: str | Non
     with (start_run(tr.uri, tr.experiment_id, f"trial {method} {json.dumps(params, sort_keys=True)}", tr.parent_id,
                     {"method": method, **params}) if tr else nullcontext()) as rid:
         result = run_on_ray(cfg, Path(root), method, cfg.run.seed, Path(backbone) if backbone else None, out,
-                            datasets=datasets, callbacks=[TuneReportCallback()])
+                            datasets=datasets, callbacks=[TuneReportCallback()], prepared=True)
         if tr:
             log_history(tr.uri, rid, result.get("history", []))
             log_metrics(tr.uri, rid, {OBJECTIVE: result[OBJECTIVE]})
@@ -162,7 +162,7 @@ def sweep_stage(cfg: Config, root: Path, method: str, backbone: Path | None, tra
             return json.loads((out / "best.json").read_text())
         data = datasets() if datasets else run_datasets(cfg, root, [method], test=False)
         data = {k: v for k, v in data.items() if k in ("train", "val")}  # trials select on validation only
-        data = project_train(data, train_columns(cfg, method, cfg.sweep.spaces[method].reference or None))
+        data = method_train_data(cfg, data, method, cfg.sweep.spaces[method].reference or None)
         trainable = tune.with_resources(tune.with_parameters(
             _trial, base=cfg.model_dump(mode="json"), root=str(root), method=method,
             backbone=str(backbone) if backbone else None, datasets=data,
@@ -235,7 +235,13 @@ def adopt_best_trial(final: Config, root: Path, method: str, seed: int, summary:
 
 
 def apply_best(cfg: Config, best: dict[str, dict]) -> Config:
-    """The config with each swept method's best trial values set (the final runs' config)."""
+    """The config with each swept method's best trial values set (the final runs' config).
+
+    ``<m>_r100`` (the same method on the majority groups only) takes ``<m>``'s values unless it
+    was swept itself: the values are chosen once, on the full train split's validation accuracy.
+    """
     for method, summary in best.items():
         cfg = trial_config(cfg, method, summary["best"])
+        if method + R100 in cfg.train.methods and method + R100 not in best:
+            cfg = trial_config(cfg, method + R100, summary["best"])
     return cfg

@@ -31,7 +31,7 @@ from paric.stages.cache import forced, is_done, mark_done, record_stage, timed_s
 from paric.stages.ray_env import cluster_gpus, ensure_ray, ordered_data
 from paric.store import list_parts, read_provenance, read_store
 from paric.tracking import log_artifact, log_history, log_metrics, start_run
-from paric.train.data import ImageJoiner
+from paric.train.data import ImageJoiner, majority_groups, train_view
 from paric.train.fit_log import epoch_line
 from paric.train.loop import fit
 from paric.train.run import (RunSpec, class_names, dataset_info, effective_method, make_spec, make_trainer,
@@ -131,6 +131,30 @@ def train_columns(cfg: Config, method: str, references: list[str] | None = None)
     return sorted({"image", "label", "group", *cols, *(["mask"] if need_mask else [])})
 
 
+def train_labels(cfg: Config, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """(label, group) of the train rows ``method`` trains on (its ``train_groups`` view)."""
+    labels = read_store(cfg.output_path("maps", "train"), columns=["label", "group"])
+    keep = train_view(cfg.method(method).train_groups, labels.label, labels.group)
+    return (labels.label, labels.group) if keep is None else (labels.label[keep], labels.group[keep])
+
+
+def _keep_groups(batch: dict[str, np.ndarray], groups: list[int]) -> dict[str, np.ndarray]:
+    keep = np.isin(batch["group"], groups)
+    return {k: v[keep] for k, v in batch.items()}
+
+
+def method_train_data(cfg: Config, datasets: dict[str, ray.data.Dataset], method: str,
+                      references: list[str] | None = None) -> dict[str, ray.data.Dataset]:
+    """The shared datasets with train reduced to ``method``'s columns and rows (``train_groups``)."""
+    datasets = project_train(datasets, train_columns(cfg, method, references))
+    if cfg.method(method).train_groups == "all":
+        return datasets
+    labels = read_store(cfg.output_path("maps", "train"), columns=["label", "group"])
+    groups = majority_groups(labels.label, labels.group)
+    train = datasets["train"].map_batches(_keep_groups, fn_kwargs={"groups": groups}, batch_format="numpy")
+    return {**datasets, "train": train.materialize()}
+
+
 def project_train(datasets: dict[str, ray.data.Dataset], columns: list[str]) -> dict[str, ray.data.Dataset]:
     """Keep ``columns`` of the shared train dataset, materialised now, unless it has exactly those.
 
@@ -146,21 +170,23 @@ def project_train(datasets: dict[str, ray.data.Dataset], columns: list[str]) -> 
 
 def run_on_ray(cfg: Config, root: Path, method: str, seed: int, backbone: Path | None, out: Path,
                datasets: dict[str, ray.data.Dataset] | None = None, callbacks: list | None = None,
-               model_path: Path | None = None) -> dict:
+               model_path: Path | None = None, prepared: bool = False) -> dict:
     """Fit one method/seed with a ``TorchTrainer``; returns the test metrics of its best epoch.
 
     ``datasets`` (train/val[/test]) can be built once and shared (sweeps); without a ``test``
     dataset the run reports only validation metrics. ``callbacks``: Train callbacks, e.g. Tune's.
+    ``prepared``: ``datasets`` are already the method's (:func:`method_train_data`, which a sweep
+    runs on its driver before any trial holds a CPU).
     """
     t0 = time.time()
     n_classes, n_groups, _ = dataset_info(root)
-    labels = read_store(cfg.output_path("maps", "train"), columns=["label", "group"])
+    label, group = train_labels(cfg, method)
     workers = max(1, cfg.train.num_workers)  # a sweep trial runs on Ray Train even where final runs use the plain loop
-    spec = make_spec(cfg, method, seed, labels.label, labels.group, n_classes, n_groups, backbone, workers,
-                     class_names(root))
+    spec = make_spec(cfg, method, seed, label, group, n_classes, n_groups, backbone, workers, class_names(root))
     if datasets is None:
         datasets = run_datasets(cfg, root, [method])
-    datasets = project_train(datasets, train_columns(cfg, method))
+    if not prepared:
+        datasets = method_train_data(cfg, datasets, method)
     use_gpu = cfg.train.use_gpu if cfg.train.use_gpu is not None else cluster_gpus() > 0
     trainer = TorchTrainer(
         _worker,
@@ -275,8 +301,10 @@ def _run_concurrently(cfg: Config, root: Path, todo: list[tuple[str, int]], back
     while queue or pending:
         while queue and len(pending) < cfg.train.max_concurrent:
             m, s = queue.pop(0)
-            ref = _remote_fit.remote(cfg.model_dump(mode="json"), str(root), m, s,
-                                     str(backbone) if backbone else None, datasets)
+            # a plain-loop run (train.num_workers=0) holds its CPU itself; a TorchTrainer's workers hold theirs
+            task = _remote_fit.options(num_cpus=1) if cfg.train.num_workers == 0 else _remote_fit
+            ref = task.remote(cfg.model_dump(mode="json"), str(root), m, s, str(backbone) if backbone else None,
+                              datasets)
             pending[ref], started[(m, s)] = (m, s), time.time()
         ready, _ = ray.wait(list(pending), num_returns=1)
         m, s = pending.pop(ready[0])
@@ -295,12 +323,11 @@ def training_twins(cfg: Config, root: Path, todo: list[tuple[str, int]]) -> dict
     """
     if len(todo) < 2:
         return {}
-    labels = read_store(cfg.output_path("maps", "train"), columns=["label", "group"])
     n_classes, n_groups, _ = dataset_info(root)
     first: dict[str, tuple[str, int]] = {}
     twins: dict[tuple[str, int], tuple[str, int]] = {}
     for m, s in todo:
-        method = effective_method(cfg, m, labels.label, labels.group, n_classes, n_groups)
+        method = effective_method(cfg, m, *train_labels(cfg, m), n_classes, n_groups)
         key = json.dumps([s, method.model_dump()], sort_keys=True)
         if key in first:
             twins[(m, s)] = first[key]
@@ -342,8 +369,11 @@ def mean_per_group(runs: list[dict]) -> list[float | None]:
     return [None if any(v is None for v in col) else float(np.mean(col)) for col in zip(*rows)]
 
 
+#: relative cost of a training step by regulariser (for scheduling the costliest runs first)
+RUN_COST = {"none": 1, "background_swap": 2, "gradient_outside": 3, "gradcam": 3}
+
 TABLE_METRICS = ["worst_group_acc", "mean_group_acc", "acc", "balanced_acc", "ece", "nll", "fgsm_acc", "pgd_acc",
-                 "cam_energy_in_mask", "worst_class_acc", "ratio_delta", "outcome_divergence", "seconds"]
+                 "cam_energy_in_mask", "worst_class_acc", "ratio_delta", "outcome_divergence", "best_epoch", "seconds"]
 
 
 def compare_stage(cfg: Config, root: Path, methods: list[str], seeds: list[int], backbone: Path | None,
@@ -373,10 +403,13 @@ def compare_stage(cfg: Config, root: Path, methods: list[str], seeds: list[int],
             runs[(m, s)] = hit
     twins = training_twins(cfg, root, todo)
     todo = [run for run in todo if run not in twins]
-    if todo and cfg.train.num_workers > 0 and cfg.train.max_concurrent > 1:
-        # regularised runs (double backprop, ~3x the cost) first, so no long run is left alone at the end
-        todo.sort(key=lambda ms: cfg.method(ms[0]).regularizer == "none")
-        runs.update(_run_concurrently(cfg, root, todo, backbone, tracking, shared()))
+    if len(todo) > 1 and cfg.train.max_concurrent > 1:
+        # the costliest runs first (double backprop ~3x, a counterfactual forward ~2x a plain step), so
+        # no long run is left alone at the end
+        todo.sort(key=lambda ms: -RUN_COST.get(cfg.method(ms[0]).regularizer, 3))
+        ensure_ray()
+        runs.update(_run_concurrently(cfg, root, todo, backbone, tracking,
+                                      shared() if cfg.train.num_workers > 0 else {}))
     else:
         for m, s in todo:
             runs[(m, s)] = train_stage(cfg, root, m, s, backbone, tracking, shared)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from paric.data import WaterbirdsDataset
 from paric.data.dataset import load_image, load_mask
+from paric.regularizers.reference import resize_mask
 from paric.store import read_store
 
 MAP_COLUMNS = ("map_det", "map_samples")
@@ -58,6 +59,27 @@ def load_split(root: str | Path, store_dir: str | Path, split: str, image_size: 
     return ImageJoiner(root, split, image_size, with_mask)(batch)
 
 
+def majority_groups(label: np.ndarray, group: np.ndarray) -> list[int]:
+    """Each class's most frequent group in the train split (its spurious place), sorted."""
+    label, group = np.asarray(label), np.asarray(group)
+    out = set()
+    for c in np.unique(label):
+        values, counts = np.unique(group[label == c], return_counts=True)
+        out.add(int(values[np.argmax(counts)]))
+    return sorted(out)
+
+
+def train_view(train_groups: str, label: np.ndarray, group: np.ndarray) -> np.ndarray | None:
+    """Rows of the train split a method trains on: None for all, else a boolean mask.
+
+    ``majority``: only each class's majority group, so the spurious cue predicts the label
+    perfectly (Waterbirds-100's setting) from the same images, maps and store as the full split.
+    """
+    if train_groups == "all":
+        return None
+    return np.isin(np.asarray(group), majority_groups(label, group))
+
+
 def iterate(arrays: dict[str, np.ndarray], batch_size: int, shuffle: bool, seed: int = 0,
             epoch: int = 0) -> Iterator[dict[str, torch.Tensor]]:
     """Batches of tensors from in-memory arrays; the order depends only on (seed, epoch)."""
@@ -70,10 +92,11 @@ def iterate(arrays: dict[str, np.ndarray], batch_size: int, shuffle: bool, seed:
 
 
 def prepare(batch: dict[str, torch.Tensor], image_size: int, device: torch.device,
-            flip: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+            flip: torch.Tensor | None = None, mask_resize: str = "nearest") -> dict[str, torch.Tensor]:
     """uint8 NHWC images -> float NCHW in [0, 1] at ``image_size``; maps and masks follow a flip.
 
-    ``flip``: (B,) bool, images (and their maps/masks) to mirror horizontally.
+    ``flip``: (B,) bool, images (and their maps/masks) to mirror horizontally. ``mask_resize``:
+    ``nearest`` or GALS' ``any`` (see :func:`paric.regularizers.reference.resize_mask`).
     """
     out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     x = out["image"].permute(0, 3, 1, 2).float().div_(255.0)
@@ -85,7 +108,7 @@ def prepare(batch: dict[str, torch.Tensor], image_size: int, device: torch.devic
     if "mask" in out:
         m = out["mask"].float()
         if m.shape[-1] != image_size:
-            m = F.interpolate(m.unsqueeze(1), size=(image_size, image_size), mode="nearest").squeeze(1)
+            m = resize_mask(m, (image_size, image_size), mask_resize)
         out["mask"] = m
     if flip is not None and bool(flip.any()):
         f = flip.to(device)

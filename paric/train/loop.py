@@ -28,6 +28,10 @@ from paric.train.data import prepare
 Batch = dict[str, torch.Tensor]
 
 
+#: every this many steps a method whose loss has no input gradient computes ∂CE/∂x for the diagnostics
+DIAG_EVERY = 10
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN/inf: a run (or sweep trial) with too high a learning rate or weight."""
 
@@ -37,7 +41,8 @@ class Trainer:
 
     def __init__(self, cfg: Config, method_name: str, n_classes: int, n_groups: int, steps_per_epoch: int,
                  seed: int, class_weights: torch.Tensor | None = None, backbone: dict | None = None,
-                 device: torch.device | str = "cpu", wrap: Callable[[nn.Module], nn.Module] | None = None) -> None:
+                 device: torch.device | str = "cpu", wrap: Callable[[nn.Module], nn.Module] | None = None,
+                 majority_groups: list[int] | None = None) -> None:
         self.cfg, self.method_name = cfg, method_name
         self.method: MethodConfig = cfg.method(method_name)
         self.n_classes, self.n_groups, self.seed = n_classes, n_groups, seed
@@ -70,6 +75,8 @@ class Trainer:
         self.best: dict = {"score": -math.inf, "epoch": -1, "metrics": {}, "state": None}
         self.flip_gen = torch.Generator().manual_seed(seed)
         self.resumed_at: list[int] = []  # epochs at which a checkpoint was restored (after failures)
+        self.majority = torch.tensor(majority_groups, device=self.device) if majority_groups else None
+        self.diag: dict[str, list[float]] = {}  # this epoch's diagnostic sums: name -> [sum, count]
 
     # ---------------------------------------------------------------- state
     def load_backbone(self, state: dict) -> None:
@@ -111,25 +118,26 @@ class Trainer:
         self.model.train()
         size = self.cfg.classifier.image_size
         flip = torch.rand(len(raw["label"]), generator=self.flip_gen) < 0.5 if self.cfg.train.flip else None
-        b = prepare(raw, size, self.device, flip)
+        b = prepare(raw, size, self.device, flip, self.method.mask_resize)
         reg = self.regularizer
-        x = b["image"].requires_grad_(reg.needs_input_grad)
+        diag_grad = (self.method.reference != "none" and not reg.needs_input_grad and reg.weight > 0
+                     and self.step % DIAG_EVERY == 0)
+        x = b["image"].requires_grad_(reg.needs_input_grad or diag_grad)
         if reg.needs_features:
             logits, feats = forward_with_features(self.model, x, self.forward_model)
         else:
             logits, feats = self.forward_model(x), None
-        ce = F.cross_entropy(logits, b["label"], reduction="none")
-        if self.method.balance != "none":
-            key = b["label"] if self.method.balance == "class" else b["group"]
-            ce = ce * self.class_weights[key]
+        ce = self._weighted_ce(logits, b)
         ref = build_reference(b, self.method, (size, size))
-        att = reg(StepInputs(self.model, x, b["label"], logits, feats, ce, ref))
+        att = reg(StepInputs(self.model, x, b["label"], logits, feats, ce, ref, self.forward_model))
         loss = ce.mean() + att
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"{self.method_name} seed {self.seed}: loss is {float(loss)} at epoch {self.epoch + 1}, step "
                 f"{self.step} (lr {self.method.lr or self.cfg.train.lr}, weight {self.method.weight}); "
                 "lower the learning rate or the regularisation weight")
+        if ref is not None:
+            self._diagnose(b, x, ce, ref, diag_grad)
         self._set_lr()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -139,14 +147,51 @@ class Trainer:
         return {"loss": float(loss.detach()), "ce": float(ce.mean().detach()), "att": float(att.detach()),
                 "acc": float(acc)}
 
+    def _weighted_ce(self, logits: torch.Tensor, b: Batch) -> torch.Tensor:
+        ce = F.cross_entropy(logits, b["label"], reduction="none")
+        if self.method.balance != "none":
+            key = b["label"] if self.method.balance == "class" else b["group"]
+            ce = ce * self.class_weights[key]
+        return ce
+
+    def _add(self, name: str, values: torch.Tensor) -> None:
+        if values.numel():
+            acc = self.diag.setdefault(name, [0.0, 0.0])
+            acc[0] += float(values.detach().sum())
+            acc[1] += values.numel()
+
+    def _diagnose(self, b: Batch, x: torch.Tensor, ce: torch.Tensor, ref, with_grad: bool) -> None:
+        """What a researcher looks at when a regulariser fails: CE and penalty on the majority vs the
+        minority groups, and the mean |∂CE/∂x| inside vs outside the reference (input-gradient
+        methods: their own gradient, every step; others: ∂CE/∂x every DIAG_EVERY steps)."""
+        reg = self.regularizer
+        groups = {"all": torch.ones_like(b["label"], dtype=torch.bool)}
+        if self.majority is not None:
+            maj = torch.isin(b["group"], self.majority)
+            groups = {"majority": maj, "minority": ~maj}
+        for name, sel in groups.items():
+            self._add(f"diag_ce_{name}", ce.detach()[sel])
+            if reg.last is not None:
+                self._add(f"diag_att_{name}", reg.last[sel & ref.valid])
+        g = getattr(reg, "input_grad", None) if reg.needs_input_grad else None
+        if g is None and with_grad:
+            (g,) = torch.autograd.grad(ce.sum(), x, retain_graph=True)
+        if g is not None and bool(ref.valid.any()):
+            mag = g.detach().abs().mean(1)[ref.valid]  # (B', H, W)
+            a = ref.map.detach()[ref.valid]
+            self._add("diag_grad_inside", (mag * a).flatten(1).sum(1) / a.flatten(1).sum(1).clamp_min(1e-8))
+            self._add("diag_grad_outside", (mag * (1 - a)).flatten(1).sum(1) / (1 - a).flatten(1).sum(1).clamp_min(1e-8))
+
     def train_epoch(self, batches: Iterable[Batch]) -> dict[str, float]:
         t0, rows, n = time.time(), [], 0
+        self.diag = {}
         for raw in batches:
             rows.append(self.train_step(raw))
             n += len(raw["label"])
         if not rows:
             raise ValueError("train_epoch: the training data yielded no batches")
         out = {f"train_{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        out.update({k: total / count for k, (total, count) in self.diag.items() if count})
         out.update(train_seconds=time.time() - t0, train_images=n)
         return out
 

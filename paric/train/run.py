@@ -21,7 +21,7 @@ from paric.eval.classifier import evaluate_classifier
 from paric.models.classifier import build_classifier
 from paric.io import atomic_path
 from paric.regularizers import balance_weights, needed_columns
-from paric.train.data import iterate, load_split, prepare
+from paric.train.data import iterate, load_split, majority_groups, prepare, train_view
 from paric.train.fit_log import epoch_line
 from paric.train.loop import Batch, Trainer, fit
 
@@ -42,6 +42,7 @@ class RunSpec:
     backbone: str | None
     world_size: int = 1
     classes: list[str] = field(default_factory=list)  # class names, for per-dataset metrics (food, coco)
+    majority_groups: list[int] = field(default_factory=list)  # each class's most frequent train group
 
     def config(self) -> Config:
         return Config.model_validate(self.cfg)
@@ -68,7 +69,8 @@ def make_spec(cfg: Config, method: str, seed: int, train_label: "object", train_
     weights = method_weights(cfg.method(method), train_label, train_group, n_classes, n_groups)
     weights = weights.tolist() if weights is not None else None
     return RunSpec(cfg.model_dump(mode="json"), method, seed, n_classes, n_groups, len(train_label), weights,
-                   str(backbone) if backbone else None, world_size, list(classes or []))
+                   str(backbone) if backbone else None, world_size, list(classes or []),
+                   majority_groups(train_label, train_group))
 
 
 def effective_method(cfg: Config, method: str, train_label: "object", train_group: "object", n_classes: int,
@@ -87,7 +89,7 @@ def make_trainer(spec: RunSpec, device: torch.device | str = "cpu", wrap=None) -
     backbone = torch.load(spec.backbone, map_location="cpu")["model"] if spec.backbone else None
     weights = torch.tensor(spec.class_weights) if spec.class_weights is not None else None
     return Trainer(cfg, spec.method, spec.n_classes, spec.n_groups, spec.steps_per_epoch(cfg.train.batch_size),
-                   spec.seed, weights, backbone, device, wrap)
+                   spec.seed, weights, backbone, device, wrap, spec.majority_groups)
 
 
 def evaluate_model(cfg: Config, model: torch.nn.Module, n_classes: int, n_groups: int, batches: Iterable[Batch],
@@ -156,6 +158,9 @@ def run_in_memory(cfg: Config, root: Path, method: str, seed: int, backbone: Pat
     size = cfg.classifier.image_size
     n_classes, n_groups, has_masks = dataset_info(root)
     train = load_split(root, maps / "train", "train", size, cols, need_mask, cfg.method(method).k)
+    keep = train_view(cfg.method(method).train_groups, train["label"], train["group"])
+    if keep is not None:
+        train = {k: v[keep] for k, v in train.items()}
     val = load_split(root, maps / "val", "val", size, [], False)
     test = load_split(root, maps / "test", "test", size, [], has_masks)
     spec = make_spec(cfg, method, seed, train["label"], train["group"], n_classes, n_groups, backbone,
