@@ -178,6 +178,9 @@ class BackbonePretrainConfig(_Section):
     exclude_classes: bool = Field(
         True, description="leave out corpus images of the benchmark's classes, so the backbone never saw them "
         "(as ImageNet has no landbird/waterbird classes)")
+    place_labels: bool = Field(
+        True, description="train on the place labels beside the shape labels (as ImageNet features describe "
+        "backgrounds too); False: shape labels only")
 
 
 class ClassifierConfig(_Section):
@@ -201,6 +204,8 @@ class MethodConfig(_Section):
                         "an object's boundary, where its edges' gradients fall, counts as inside")
     renormalise: bool = Field(True, description="divide the upsampled reference by its peak, as GALS does "
                               "(bilinear upsampling of an 8×8 map lowers its peak to ~0.9)")
+    reference_floor: float = Field(0.0, ge=0, lt=1, description="map references: A ← clip((A − f)/(1 − f), 0, 1) "
+                                   "after renormalising, so only the map's core counts as the object")
     mask_resize: Literal["nearest", "any"] = Field(
         "nearest", description="oracle masks at the classifier's size: nearest, or GALS' bilinear resize in which "
         "any object coverage counts as object")
@@ -242,6 +247,7 @@ DEFAULT_METHODS: dict[str, dict] = {
     "gals_exact": {**_EXACT, "reference": "det"},
     "oracle_exact": {**_EXACT, "reference": "oracle", "mask_resize": "any"},
     "gals_rrr": {"regularizer": "gradient_outside", "weight": 1.0, "reference": "det"},
+    "oracle_rrr": {"regularizer": "gradient_outside", "weight": 1.0, "reference": "oracle"},
     "gals": {**_SWAP, "reference": "det"},
     "paric_mean": {**_SWAP, "reference": "mean"},
     "paric_median": {**_SWAP, "reference": "median"},

@@ -85,3 +85,13 @@ def test_relative_output_dir_is_fixed_at_load_time(tmp_path, monkeypatch):
     assert cfg.run.output_dir == str(tmp_path / "out" / "x")
     monkeypatch.chdir(tmp_path.parent)
     assert cfg.output_path("maps") == tmp_path / "out" / "x" / "maps"
+
+
+def test_r100_twins_follow_their_method_unless_spelled_out():
+    cfg = load_config(REPO / "conf" / "default.yaml", ["train.methods.gals.weight=5",
+                                                       "train.methods.paric_mean_r100.weight=2"])
+    assert cfg.method("gals_r100").weight == 5 and cfg.method("gals_r100").train_groups == "majority"
+    assert cfg.method("gals").train_groups == "all"
+    assert cfg.method("paric_mean_r100").weight == 2 and cfg.method("paric_mean").weight == 1
+    assert cfg.method("gals_exact").regularizer == "gradient_outside" and cfg.method("gals_exact").grad_target == "ce"
+    assert cfg.method("gals").regularizer == cfg.method("oracle_mask").regularizer == "background_swap"

@@ -188,3 +188,27 @@ def test_cli_trains_compares_and_tracks_in_mlflow(tiny, tiny_overrides):
     assert len(parents) == 1 and len(children) == 4
     assert all("test_worst_group_acc" in r.data.metrics for r in children)
 
+
+
+def test_majority_view_drops_minority_groups_and_diagnostics_are_logged(tiny):
+    from paric.train.data import majority_groups, train_view
+
+    label = np.array([0, 0, 0, 1, 1, 1, 1])
+    group = np.array([0, 0, 1, 3, 3, 2, 3])
+    assert majority_groups(label, group) == [0, 3]
+    assert train_view("all", label, group) is None
+    assert train_view("majority", label, group).tolist() == [True, True, False, True, True, False, True]
+    cfg, backbone = tiny
+    r100 = run_in_memory(cfg, cfg.data_root(), "oracle_mask_r100", 0, backbone)
+    full = run_in_memory(cfg, cfg.data_root(), "oracle_mask", 0, backbone)
+    import pandas as pd
+
+    meta = pd.read_csv(cfg.data_root() / "metadata.csv")
+    train = meta[meta["split"] == 0]
+    n_train, n_minority = len(train), int((train["place"] != train["y"] % 2).sum())
+    assert n_minority > 0 and r100["history"][0]["train_images"] == n_train - n_minority
+    assert full["history"][0]["train_images"] == n_train
+    h = full["history"][0]
+    for key in ("diag_ce_majority", "diag_ce_minority", "diag_att_majority", "diag_grad_inside", "diag_grad_outside"):
+        assert key in h and np.isfinite(h[key]), key
+    assert "diag_ce_minority" not in r100["history"][0]  # no minority rows at ratio 1.0

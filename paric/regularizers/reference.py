@@ -74,6 +74,9 @@ def build_reference(batch: dict[str, torch.Tensor], method: MethodConfig,
     if method.renormalise and method.reference != "oracle":
         # GALS upsamples, then renormalises: bilinear upsampling of a coarse map lowers its peak
         ref = ref / ref.flatten(1).amax(1).clamp_min(1e-8).view(-1, 1, 1)
+    if method.reference_floor > 0 and method.reference != "oracle":
+        # only the map's core counts as the object: everything below the floor is background
+        ref = ((ref - method.reference_floor) / (1.0 - method.reference_floor)).clamp(0, 1)
     if method.dilate > 0:
         k = 2 * method.dilate + 1
         ref = F.max_pool2d(ref.unsqueeze(1), k, stride=1, padding=method.dilate).squeeze(1)

@@ -57,7 +57,7 @@ def pretrain_backbone(cfg: ClassifierConfig, images: torch.Tensor, shape: np.nda
             ls = F.cross_entropy(out[:, : n_shapes + 1], y_shape[idx])
             lp = F.cross_entropy(out[:, n_shapes + 1 :], y_place[idx])
             opt.zero_grad(set_to_none=True)
-            (ls + lp).backward()
+            (ls + lp if p.place_labels else ls).backward()
             opt.step()
             hist.append((float(ls.detach()), float((out[:, : n_shapes + 1].argmax(1) == y_shape[idx]).float().mean()),
                          float((out[:, n_shapes + 1 :].argmax(1) == y_place[idx]).float().mean())))
