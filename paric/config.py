@@ -334,6 +334,8 @@ class SearchSpace(_Section):
     reference: list[str] = Field(["mean", "median"], description="aggregation: categorical")
     uncertainty: list[str] = Field(["none", "inverse_std"], description="categorical")
     lr: list[float] = Field([0.003, 0.03], description="log-uniform [low, high]")
+    grid: bool = Field(False, description="read every list as the values to try (a grid: Optuna's GridSampler, "
+                       "one trial per combination) instead of a [low, high] range")
 
 
 class SweepConfig(_Section):

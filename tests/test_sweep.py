@@ -60,6 +60,9 @@ def test_sweep_reads_stored_samples_only_and_survives_crashing_trials(precompute
 
     assert all(g["state"] != "CREATED" for g in ray.util.placement_group_table().values())
     assert all(1 <= t["params"]["k"] <= 4 for t in trials)
+    # the quick profile's space is a grid: each (λ, k) combination exactly once
+    assert sorted((t["params"]["weight"], t["params"]["k"]) for t in trials) == \
+        sorted((w, k) for w in (0.01, 1.0e30) for k in (1, 4))
     assert {s: {p: p.stat().st_mtime_ns for p in list_parts(cfg.output_path("maps", s)).values()}
             for s in ("train", "val")} == parts
     final = apply_best(cfg, {"paric_mean": summary})

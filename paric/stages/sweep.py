@@ -14,6 +14,7 @@ from contextlib import nullcontext
 import functools
 import json
 import logging
+import math
 import shutil
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ import ray
 import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
+import optuna
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
@@ -45,17 +47,25 @@ def distributions(space: SearchSpace, sampled: bool, K: int) -> dict[str, BaseDi
     and, after the sweep, for Optuna's importance / history plots). ``sampled``: the method's
     reference uses the K stored samples, so k, aggregation and uncertainty weighting apply."""
     d: dict[str, BaseDistribution] = {}
-    if len(space.weight) == 2:
-        d["weight"] = FloatDistribution(space.weight[0], space.weight[1], log=True)
-    if len(space.lr) == 2:
-        d["lr"] = FloatDistribution(space.lr[0], space.lr[1], log=True)
-    if sampled and len(space.k) == 2:
-        d["k"] = IntDistribution(space.k[0], min(space.k[1], K))
+    ranged = (lambda v: len(v) >= 1) if space.grid else (lambda v: len(v) == 2)
+    if ranged(space.weight):
+        d["weight"] = FloatDistribution(min(space.weight), max(space.weight), log=True)
+    if ranged(space.lr):
+        d["lr"] = FloatDistribution(min(space.lr), max(space.lr), log=True)
+    if sampled and ranged(space.k):
+        d["k"] = IntDistribution(min(space.k), min(max(space.k), K))
     if sampled and space.reference:
         d["reference"] = CategoricalDistribution(list(space.reference))
     if sampled and space.uncertainty:
         d["uncertainty"] = CategoricalDistribution(list(space.uncertainty))
     return d
+
+
+def grid_values(space: SearchSpace, sampled: bool, K: int) -> dict[str, list]:
+    """A grid space's values per dimension (those :func:`distributions` defines), k capped at K."""
+    values = {"weight": space.weight, "lr": space.lr, "k": [min(k, K) for k in space.k],
+              "reference": space.reference, "uncertainty": space.uncertainty}
+    return {name: sorted(set(values[name])) for name in distributions(space, sampled, K)}
 
 
 def _define(trial, dists: dict[str, BaseDistribution]) -> None:
@@ -116,15 +126,20 @@ def _tuner(cfg: Config, method: str, trainable, exp_dir: Path, key: str, fresh: 
         shutil.rmtree(exp_dir)
     write_json(key_file, {"key": key})
     space = cfg.sweep.spaces[method]
-    searcher = OptunaSearch(space=define_by_run(space, is_sampled(cfg, method), cfg.maps.K), metric=OBJECTIVE,
-                            mode="max", seed=cfg.run.seed)
+    sampled, num_samples, sampler = is_sampled(cfg, method), cfg.sweep.num_samples, None
+    if space.grid:
+        grid = grid_values(space, sampled, cfg.maps.K)
+        sampler = optuna.samplers.GridSampler(grid, seed=cfg.run.seed)
+        num_samples = math.prod(len(v) for v in grid.values())  # each combination once
+    searcher = OptunaSearch(space=define_by_run(space, sampled, cfg.maps.K), metric=OBJECTIVE, mode="max",
+                            **({"sampler": sampler} if sampler else {"seed": cfg.run.seed}))
     scheduler = ASHAScheduler(metric=OBJECTIVE, mode="max", grace_period=cfg.sweep.grace_period,
                               reduction_factor=cfg.sweep.reduction_factor,
                               max_t=cfg.train.epochs + 1) if cfg.sweep.asha else None
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, cfg.sweep.max_concurrent),
-                                    scheduler=scheduler, num_samples=cfg.sweep.num_samples),
+                                    scheduler=scheduler, num_samples=num_samples),
         run_config=tune.RunConfig(name=exp_dir.name, storage_path=str(exp_dir.parent),
                                   failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
                                   verbose=0),
