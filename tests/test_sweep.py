@@ -85,7 +85,8 @@ def test_sweep_reads_stored_samples_only_and_survives_crashing_trials(precompute
 def test_killed_sweep_resumes_the_remaining_trials(precomputed):
     out, _ = precomputed
     args = [sys.executable, str(REPO / "pipelines" / "sweep.py"), "--quick", "--no-progress", "--methods", "gals",
-            f"run.output_dir={out}", "sweep.num_samples=4", "sweep.max_concurrent=1"]
+            f"run.output_dir={out}", "sweep.num_samples=4", "sweep.max_concurrent=1",
+            "sweep.spaces.gals.grid=false", "sweep.spaces.gals.weight=[0.3,3.0]"]  # 4 sampled trials, not the grid
     tune_dir = out / "sweep" / "gals" / "_tune" / "gals"
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # its own local Ray, killed with it
