@@ -179,7 +179,7 @@ class BackbonePretrainConfig(_Section):
         True, description="leave out corpus images of the benchmark's classes, so the backbone never saw them "
         "(as ImageNet has no landbird/waterbird classes)")
     place_labels: bool = Field(
-        True, description="train on the place labels beside the shape labels (as ImageNet features describe "
+        False, description="train on the place labels beside the shape labels (as ImageNet features describe "
         "backgrounds too); False: shape labels only")
 
 
@@ -277,7 +277,11 @@ class TrainConfig(_Section):
         k: MethodConfig(**v) for k, v in with_r100(DEFAULT_METHODS).items()})
     compare: list[str] = ["vanilla", "upweight", "gals", "paric_mean", "paric_median", "oracle_mask"]
     seeds: list[int] = [0, 1, 2]
-    epochs: int = Field(5, ge=1)
+    epochs: int = Field(5, ge=1, description="the most epochs a run trains (the cosine schedule spans them)")
+    patience: int | None = Field(
+        None, ge=1, description="early stopping: end a run after this many epochs without a new best class-"
+        "balanced validation accuracy (None: always train `epochs`). A run that stops this way has converged "
+        "by the selection criterion; one that reaches `epochs` with its best at the end has not")
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = Field(0.01, gt=0)

@@ -20,7 +20,7 @@ from paric.stages.maps import run_precompute
 from paric.stages.train import run_on_ray, split_dataset, train_stage
 from paric.train.data import iterate, load_split, prepare
 from paric.train.run import make_spec, make_trainer, run_in_memory
-from paric.train.loop import fit
+from paric.train.loop import completed, fit
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = [
@@ -77,6 +77,21 @@ def test_resume_from_state_equals_uninterrupted(tiny):
     assert resumed.resumed_at == [1]
     for (k, v), w in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(v, w), k
+
+
+def test_patience_stops_a_run_whose_validation_score_stopped_improving(tiny):
+    cfg, backbone = tiny
+    root, maps = cfg.data_root(), cfg.output_path("maps")
+    train = load_split(root, maps / "train", "train", 32, [], False)
+    val = load_split(root, maps / "val", "val", 32, [], False)
+    frozen = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 6, "patience": 2, "lr": 1e-12})})
+    spec = make_spec(frozen, "vanilla", 0, train["label"], train["group"], 2, 4, backbone)
+    t = fit(make_trainer(spec), lambda e: iterate(train, 8, True, 0, e), lambda: iterate(val, 8, False))
+    # lr 1e-12 leaves the predictions unchanged: the best stays epoch 1, so epochs 2 and 3 are stale
+    assert [h["best_epoch"] for h in t.history] == [1, 1, 1]
+    assert completed(t.history, frozen.train)
+    assert not completed(t.history, frozen.train.model_copy(update={"patience": None}))  # ASHA-cut look-alike
+    assert not completed(t.history[:2], frozen.train)
 
 
 def test_flip_moves_image_map_and_mask_together():

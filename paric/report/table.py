@@ -3,7 +3,7 @@ from __future__ import annotations
 
 DEFAULT_COLUMNS = [("worst_group_acc", "worst-group"), ("mean_group_acc", "mean-of-groups"), ("acc", "overall"),
                    ("ece", "ECE"), ("pgd_acc", "PGD acc"), ("cam_energy_in_mask", "CAM in mask"),
-                   ("best_epoch", "best epoch"), ("seconds", "s / run")]
+                   ("best_epoch", "best epoch"), ("epochs_trained", "epochs run"), ("seconds", "s / run")]
 
 
 def fmt(entry: dict | None, scale: float = 100.0, digits: int = 1) -> str:
@@ -13,7 +13,7 @@ def fmt(entry: dict | None, scale: float = 100.0, digits: int = 1) -> str:
 
 
 def epochs(entry: dict | None) -> str:
-    """Each seed's best epoch ("7/9/8"): a run whose best epoch is its last was too short."""
+    """Each seed's epoch count ("7/9/8"): a run whose best epoch is its last was too short."""
     return "/".join(str(int(v)) for v in entry["runs"]) if entry else "—"
 
 
@@ -24,7 +24,7 @@ def methods_table(methods: dict[str, dict], columns: list[tuple[str, str]] | Non
     sep = "|---|" + "---|" * len(columns)
     rows = []
     for name, metrics in methods.items():
-        cells = [epochs(metrics.get(key)) if key == "best_epoch" else
+        cells = [epochs(metrics.get(key)) if key in ("best_epoch", "epochs_trained") else
                  fmt(metrics.get(key), 1.0, 0) if key == "seconds" else fmt(metrics.get(key)) for key, _ in columns]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join([head, sep, *rows])

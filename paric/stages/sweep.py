@@ -29,11 +29,12 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from paric.config import R100, Config, SearchSpace
+from paric.config import R100, Config, SearchSpace, TrainConfig
 from paric.io import write_json
 from paric.stages.cache import forced, is_done, mark_done, timed_stage
 from paric.stages.train import (MODEL, RESULT, STATE, Tracking, method_train_data, run_datasets, run_on_ray,
                                 store_result)
+from paric.train.loop import completed
 from paric.train.run import evaluate_saved, save_best
 from paric.store import read_provenance
 from paric.tracking import log_history, log_metrics, start_run
@@ -209,14 +210,15 @@ def sweep_stage(cfg: Config, root: Path, method: str, backbone: Path | None, tra
     return summary
 
 
-def finished_trial(path: str | Path, epochs: int) -> tuple[dict, dict] | None:
-    """(result, best-validation weights) of a trial that trained all ``epochs``, read from its
-    last Train checkpoint; None for a trial ASHA stopped, one that failed, or one not on this disk."""
+def finished_trial(path: str | Path, train_cfg: TrainConfig) -> tuple[dict, dict] | None:
+    """(result, best-validation weights) of a trial that finished (all ``train.epochs``, or stopped by
+    ``train.patience``), read from its last Train checkpoint; None for a trial ASHA stopped, one
+    that failed, or one not on this disk."""
     ckpts = sorted(Path(path).glob("_ray/train/checkpoint_*/" + RESULT))
     if not ckpts:
         return None
     result = json.loads(ckpts[-1].read_text())
-    if len(result.get("history", [])) != epochs:
+    if not completed(result.get("history", []), train_cfg):
         return None
     tune_rows = (Path(path) / "result.json").read_text().splitlines() if (Path(path) / "result.json").is_file() else []
     result["seconds"] = json.loads(tune_rows[-1]).get("time_total_s", 0.0) if tune_rows else 0.0
@@ -235,7 +237,7 @@ def adopt_best_trial(final: Config, root: Path, method: str, seed: int, summary:
     retraining.
     """
     if (summary is None or not summary.get("best_path") or seed != final.run.seed or forced("train")
-            or (found := finished_trial(summary["best_path"], final.train.epochs)) is None):
+            or (found := finished_trial(summary["best_path"], final.train)) is None):
         return None
     t0 = time.time()
     fit, best_state = found

@@ -232,7 +232,7 @@ def log_run(tracking: Tracking, name: str, params: dict, result: dict, result_fi
 
 def run_key(cfg: Config, method: str) -> str:
     """Cache key of a (method, seed) run: what its result depends on."""
-    return cfg.section_hash("classifier", "train.epochs", "train.batch_size", "train.optimizer", "train.lr",
+    return cfg.section_hash("classifier", "train.epochs", "train.patience", "train.batch_size", "train.optimizer", "train.lr",
                             "train.head_lr", "train.momentum", "train.weight_decay", "train.warmup_epochs",
                             "train.flip", "eval") + ":" + json.dumps(cfg.method(method).model_dump(), sort_keys=True) \
         + ":" + str(read_provenance(cfg.output_path("maps", "train")).get("hash", ""))
@@ -373,7 +373,7 @@ def mean_per_group(runs: list[dict]) -> list[float | None]:
 RUN_COST = {"none": 1, "background_swap": 2, "gradient_outside": 3, "gradcam": 3}
 
 TABLE_METRICS = ["worst_group_acc", "mean_group_acc", "acc", "balanced_acc", "ece", "nll", "fgsm_acc", "pgd_acc",
-                 "cam_energy_in_mask", "worst_class_acc", "ratio_delta", "outcome_divergence", "best_epoch", "seconds"]
+                 "cam_energy_in_mask", "worst_class_acc", "ratio_delta", "outcome_divergence", "best_epoch", "epochs_trained", "seconds"]
 
 
 def compare_stage(cfg: Config, root: Path, methods: list[str], seeds: list[int], backbone: Path | None,

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from paric.config import Config, MethodConfig
+from paric.config import Config, MethodConfig, TrainConfig
 from paric.eval.groups import group_metrics
 from paric.models.cam import forward_with_features
 from paric.models.classifier import Classifier, build_classifier
@@ -218,14 +218,38 @@ class Trainer:
         return out
 
 
+def stale_epochs(trainer: Trainer) -> int:
+    """Epochs since the best validation epoch (derived from state, so a resumed run agrees)."""
+    return trainer.epoch - (trainer.best["epoch"] + 1)
+
+
+def should_stop(trainer: Trainer) -> bool:
+    """Early stopping: ``train.patience`` epochs without a new best validation score."""
+    p = trainer.cfg.train.patience
+    return p is not None and trainer.epoch > 0 and stale_epochs(trainer) >= p
+
+
+def completed(history: list[dict], train_cfg: TrainConfig) -> bool:
+    """Whether a run's history is a finished run: every epoch trained, or stopped by ``patience``
+    (as opposed to a trial ASHA or a failure cut short)."""
+    if not history:
+        return False
+    last = history[-1]
+    p = train_cfg.patience
+    return last["epoch"] >= train_cfg.epochs or (p is not None and last["epoch"] - last["best_epoch"] >= p)
+
+
 def fit(trainer: Trainer, train_batches: Callable[[int], Iterable[Batch]], val_batches: Callable[[], Iterable[Batch]],
         on_epoch: Callable[[Trainer, dict], None] | None = None) -> Trainer:
-    """Train from ``trainer.epoch`` (0, or where a checkpoint left off) to ``train.epochs``.
+    """Train from ``trainer.epoch`` (0, or where a checkpoint left off) to ``train.epochs``, or until
+    ``train.patience`` epochs pass without a new best.
 
     ``on_epoch`` gets the trainer and the epoch's metrics after validation: the place to
     checkpoint (Ray Train's ``report``) or log.
     """
     for epoch in range(trainer.epoch, trainer.cfg.train.epochs):
+        if should_stop(trainer):
+            break
         metrics = trainer.train_epoch(train_batches(epoch))
         metrics.update(trainer.validate(val_batches()))
         trainer.epoch = epoch + 1

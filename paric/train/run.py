@@ -106,6 +106,7 @@ def test_metrics(trainer: Trainer, batches: Iterable[Batch], classes: list[str] 
     out = evaluate_model(trainer.cfg, trainer.best_model(), trainer.n_classes, trainer.n_groups, batches, classes,
                          trainer.device)
     out["best_epoch"] = trainer.best["epoch"] + 1
+    out["epochs_trained"] = trainer.epoch
     out["val_balanced_acc"] = trainer.best["score"]
     return out
 
@@ -120,6 +121,7 @@ def evaluate_saved(cfg: Config, root: Path, best_state: dict, fit: dict) -> dict
     test = load_split(root, cfg.output_path("maps", "test"), "test", c.image_size, [], has_masks)
     out = evaluate_model(cfg, model.eval(), n_classes, n_groups, iterate(test, 128, False), class_names(root))
     out.update({k: fit[k] for k in ("best_epoch", "val_balanced_acc", "history", "resumed_at_epochs") if k in fit})
+    out["epochs_trained"] = len(fit.get("history", [])) or None
     return out
 
 
