@@ -33,8 +33,9 @@ class Regularizer:
     """An attention term λ·L_att added to the classification loss.
 
     Subclasses give ``per_image`` (B,) values; the term is λ times their mean over the images that
-    have a reference. The last call's per-image values are kept (``last``, detached) for the
-    training diagnostics (penalty by group).
+    have a reference. The last call's per-image values (``last``) and, for input-gradient
+    regularisers, its input gradient (``input_grad``) are kept detached for the training
+    diagnostics; both are reset at every call, so a skipped step never reports a stale one.
     """
 
     needs_input_grad: bool = False
@@ -43,6 +44,7 @@ class Regularizer:
     def __init__(self, weight: float) -> None:
         self.weight = weight
         self.last: torch.Tensor | None = None
+        self.input_grad: torch.Tensor | None = None
 
     def per_image(self, s: StepInputs) -> torch.Tensor:
         """L_att of each image (B,)."""
@@ -55,7 +57,7 @@ class Regularizer:
         return masked_mean(per, s.ref.valid)
 
     def __call__(self, s: StepInputs) -> torch.Tensor:
-        self.last = None
+        self.last = self.input_grad = None
         if self.weight == 0 or s.ref is None or not bool(s.ref.valid.any()):
             return s.logits.new_zeros(())
         return self.weight * self.penalty(s)

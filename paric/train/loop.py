@@ -76,7 +76,7 @@ class Trainer:
         self.flip_gen = torch.Generator().manual_seed(seed)
         self.resumed_at: list[int] = []  # epochs at which a checkpoint was restored (after failures)
         self.majority = torch.tensor(majority_groups, device=self.device) if majority_groups else None
-        self.diag: dict[str, list[float]] = {}  # this epoch's diagnostic sums: name -> [sum, count]
+        self.diag: dict[str, list] = {}  # this epoch's diagnostic sums: name -> [sum (tensor), count]
 
     # ---------------------------------------------------------------- state
     def load_backbone(self, state: dict) -> None:
@@ -113,8 +113,9 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = warmup_cosine(self.step, self.total_steps, self.warmup, g["base_lr"])
 
-    def train_step(self, raw: Batch) -> dict[str, float]:
-        """One optimiser step on a raw batch (uint8 images, stored maps)."""
+    def train_step(self, raw: Batch) -> dict[str, torch.Tensor]:
+        """One optimiser step on a raw batch (uint8 images, stored maps); returns detached scalars
+        (no host sync per step: the epoch averages them once)."""
         self.model.train()
         size = self.cfg.classifier.image_size
         flip = torch.rand(len(raw["label"]), generator=self.flip_gen) < 0.5 if self.cfg.train.flip else None
@@ -144,8 +145,7 @@ class Trainer:
         self.opt.step()
         self.step += 1
         acc = (logits.argmax(1) == b["label"]).float().mean()
-        return {"loss": float(loss.detach()), "ce": float(ce.mean().detach()), "att": float(att.detach()),
-                "acc": float(acc)}
+        return {"loss": loss.detach(), "ce": ce.mean().detach(), "att": att.detach(), "acc": acc}
 
     def _weighted_ce(self, logits: torch.Tensor, b: Batch) -> torch.Tensor:
         ce = F.cross_entropy(logits, b["label"], reduction="none")
@@ -155,9 +155,10 @@ class Trainer:
         return ce
 
     def _add(self, name: str, values: torch.Tensor) -> None:
+        """Accumulate a diagnostic on the device (no host sync per step; read once per epoch)."""
         if values.numel():
-            acc = self.diag.setdefault(name, [0.0, 0.0])
-            acc[0] += float(values.detach().sum())
+            acc = self.diag.setdefault(name, [values.new_zeros(()), 0])
+            acc[0] = acc[0] + values.detach().sum()
             acc[1] += values.numel()
 
     def _diagnose(self, b: Batch, x: torch.Tensor, ce: torch.Tensor, ref, with_grad: bool) -> None:
@@ -173,7 +174,7 @@ class Trainer:
             self._add(f"diag_ce_{name}", ce.detach()[sel])
             if reg.last is not None:
                 self._add(f"diag_att_{name}", reg.last[sel & ref.valid])
-        g = getattr(reg, "input_grad", None) if reg.needs_input_grad else None
+        g = reg.input_grad
         if g is None and with_grad:
             (g,) = torch.autograd.grad(ce.sum(), x, retain_graph=True)
         if g is not None and bool(ref.valid.any()):
@@ -190,8 +191,8 @@ class Trainer:
             n += len(raw["label"])
         if not rows:
             raise ValueError("train_epoch: the training data yielded no batches")
-        out = {f"train_{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
-        out.update({k: total / count for k, (total, count) in self.diag.items() if count})
+        out = {f"train_{k}": float(torch.stack([r[k] for r in rows]).double().mean()) for k in rows[0]}
+        out.update({k: float(total) / count for k, (total, count) in self.diag.items() if count})
         out.update(train_seconds=time.time() - t0, train_images=n)
         return out
 
