@@ -17,7 +17,8 @@ come from it, e.g.::
 ``<method>_r100``); ``--place-labels`` pretrains the corpus backbone on place labels too.
 
 Methods: vanilla, oracle_swap (the default oracle_mask loss), oracle_exact (GALS' CE input-gradient
-penalty, λ = 70.6, GALS' mask resize) and oracle_rrr (Σ log p target, λ = 1); ``name@λ`` sets λ.
+penalty, λ = 70.6, GALS' mask resize), oracle_rrr (Σ log p target, λ = 1) and oracle_cam (the share of
+the classifier's Grad-CAM outside the mask, a feature-level penalty); ``name@λ`` sets λ.
 Prints one ``RESULT`` line per method, view and training seed (test worst-group, mean-of-groups,
 per-group, best epoch), then a ``SUMMARY`` line per method and view (mean ± std over the seeds).
 """
@@ -47,6 +48,8 @@ PRESETS: dict[str, dict] = {
     "oracle_exact": {"regularizer": "gradient_outside", "weight": 70.6, "grad_target": "ce", "reference": "oracle",
                      "mask_resize": "any"},
     "oracle_rrr": {"regularizer": "gradient_outside", "weight": 1.0, "reference": "oracle"},
+    # a feature-level penalty: the share of the classifier's own Grad-CAM outside the mask
+    "oracle_cam": {"regularizer": "gradcam", "cam_mode": "energy_outside", "weight": 1.0, "reference": "oracle"},
 }
 
 
@@ -94,16 +97,17 @@ def main() -> None:
     ap.add_argument("--gen", default="{}", help="JSON overrides of data.synthetic (SyntheticConfig)")
     ap.add_argument("--ratio", type=float, default=0.95)
     ap.add_argument("--methods", default="vanilla,oracle_swap")
-    ap.add_argument("--epochs", type=int, default=24)
+    ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0, help="generator seed")
     ap.add_argument("--train-seeds", default="0", help="comma-separated training seeds (backbone: seed 0)")
     ap.add_argument("--views", default="all", help="comma-separated train views: all (ratio --ratio), majority "
                     "(its majority groups: ratio 1.0)")
-    ap.add_argument("--patience", type=int, default=None, help="early stopping (train.patience)")
+    ap.add_argument("--patience", type=int, default=6, help="early stopping (train.patience; 0: off)")
     ap.add_argument("--ntrain", type=int, default=2000)
     ap.add_argument("--ncap", type=int, default=20000)
     ap.add_argument("--size", type=int, default=32, help="classifier input size")
     ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--head-lr", type=float, default=None, help="train.head_lr (GALS' parameter groups: lr / 10)")
     ap.add_argument("--bs", type=int, default=32)
     ap.add_argument("--place-labels", action="store_true", help="corpus backbone pretrained on place labels too")
     a = ap.parse_args()
@@ -112,8 +116,8 @@ def main() -> None:
                              "ratio": a.ratio, "seed": a.seed, **json.loads(a.gen)})
     cfg = Config.model_validate({"classifier": {"image_size": a.size,
                                                 "pretrain": {"place_labels": a.place_labels}},
-                                 "train": {"epochs": a.epochs, "batch_size": a.bs, "lr": a.lr,
-                                           "patience": a.patience}})
+                                 "train": {"epochs": a.epochs, "batch_size": a.bs, "lr": a.lr, "head_lr": a.head_lr,
+                                           "patience": a.patience or None}})
     t0 = time.time()
     splits = render_benchmark(gen)
     print(f"rendered {sum(len(s['label']) for s in splits.values())} images in {time.time() - t0:.1f}s", flush=True)

@@ -12,10 +12,15 @@ one extra forward/backward instead of double backprop's second-order graph.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
-from paric.regularizers.base import Regularizer, StepInputs
+from paric.regularizers.base import REGULARIZERS, Regularizer, StepInputs
+
+if TYPE_CHECKING:
+    from paric.config import MethodConfig
 
 
 def counterfactual(x: torch.Tensor, ref_map: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -24,12 +29,19 @@ def counterfactual(x: torch.Tensor, ref_map: torch.Tensor, weight: torch.Tensor)
     return x * keep.unsqueeze(1) + x.roll(1, dims=0) * (1.0 - keep).unsqueeze(1)
 
 
+@REGULARIZERS.register("background_swap")
 class BackgroundSwap(Regularizer):
+    cost = 2.0  # one more forward/backward
+
     def __init__(self, weight: float, loss: str = "kl") -> None:
         super().__init__(weight)
         if loss not in ("kl", "ce"):
             raise ValueError(f"swap_loss must be 'kl' or 'ce', got {loss!r}")
         self.loss = loss
+
+    @classmethod
+    def from_method(cls, m: MethodConfig) -> "BackgroundSwap":
+        return cls(m.weight, m.swap_loss)
 
     def per_image(self, s: StepInputs) -> torch.Tensor:
         if len(s.x) < 2:  # no other image to take a background from

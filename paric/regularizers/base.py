@@ -7,12 +7,16 @@ new map source later means one module here, not another training loop.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, ClassVar
 
 import torch
 
 from paric.models.classifier import Classifier
+from paric.registry import Registry
 from paric.regularizers.reference import Reference
+
+if TYPE_CHECKING:
+    from paric.config import MethodConfig
 
 
 @dataclass
@@ -38,13 +42,20 @@ class Regularizer:
     diagnostics; both are reset at every call, so a skipped step never reports a stale one.
     """
 
-    needs_input_grad: bool = False
-    needs_features: bool = False
+    needs_input_grad: ClassVar[bool] = False
+    needs_features: ClassVar[bool] = False
+    #: relative cost of a training step with this term (1 = a plain step): final runs start costliest first
+    cost: ClassVar[float] = 1.0
 
     def __init__(self, weight: float) -> None:
         self.weight = weight
         self.last: torch.Tensor | None = None
         self.input_grad: torch.Tensor | None = None
+
+    @classmethod
+    def from_method(cls, m: "MethodConfig") -> "Regularizer":
+        """Build from a method's config (subclasses read their own keys)."""
+        return cls(m.weight)
 
     def per_image(self, s: StepInputs) -> torch.Tensor:
         """L_att of each image (B,)."""
@@ -63,10 +74,15 @@ class Regularizer:
         return self.weight * self.penalty(s)
 
 
+#: regularizer name (``MethodConfig.regularizer``) -> its class; a class joins with ``@REGULARIZERS.register``
+REGULARIZERS: Registry[type[Regularizer]] = Registry("regularizer")
+
+
+@REGULARIZERS.register("none")
 class NoRegularizer(Regularizer):
     """``none`` (and ``upweight``, whose change is in the CE weights): no attention term."""
 
-    def __init__(self) -> None:
+    def __init__(self, weight: float = 0.0) -> None:
         super().__init__(0.0)
 
 

@@ -8,21 +8,32 @@ models collapse to it within an epoch (measured); here an empty CAM costs the mo
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
 from paric.models.cam import cam_from
-from paric.regularizers.base import Regularizer, StepInputs, norm_of
+from paric.regularizers.base import REGULARIZERS, Regularizer, StepInputs, norm_of
+
+if TYPE_CHECKING:
+    from paric.config import MethodConfig
 
 
+@REGULARIZERS.register("gradcam")
 class GradCAMRegularizer(Regularizer):
     needs_features = True
+    cost = 3.0  # the CAM's gradient w.r.t. features, kept in the graph
 
     def __init__(self, weight: float, mode: str = "suppress_outside", norm: str = "l1") -> None:
         super().__init__(weight)
         if mode not in ("match", "suppress_outside", "energy_outside"):
             raise ValueError(f"cam_mode must be 'match', 'suppress_outside' or 'energy_outside', got {mode!r}")
         self.mode, self.norm = mode, norm
+
+    @classmethod
+    def from_method(cls, m: MethodConfig) -> "GradCAMRegularizer":
+        return cls(m.weight, m.cam_mode, m.cam_norm)
 
     def per_image(self, s: StepInputs) -> torch.Tensor:
         cam = cam_from(s.logits, s.features, s.y, create_graph=True)  # (B, h, w), graph to params

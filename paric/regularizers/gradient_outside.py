@@ -7,19 +7,30 @@ stops constraining the shortcut; the log-probability gradient does not vanish.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from paric.regularizers.base import Regularizer, StepInputs, norm_of
+from paric.regularizers.base import REGULARIZERS, Regularizer, StepInputs, norm_of
+
+if TYPE_CHECKING:
+    from paric.config import MethodConfig
 
 
+@REGULARIZERS.register("gradient_outside")
 class GradientOutside(Regularizer):
     needs_input_grad = True
+    cost = 3.5  # double backprop
 
     def __init__(self, weight: float, target: str = "log_prob", norm: str = "l1") -> None:
         super().__init__(weight)
         if target not in ("ce", "log_prob"):
             raise ValueError(f"grad_target must be 'ce' or 'log_prob', got {target!r}")
         self.target, self.norm = target, norm
+
+    @classmethod
+    def from_method(cls, m: MethodConfig) -> "GradientOutside":
+        return cls(m.weight, m.grad_target, m.grad_norm)
 
     def input_gradient(self, s: StepInputs) -> torch.Tensor:
         if self.target == "ce":

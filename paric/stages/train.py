@@ -27,6 +27,7 @@ from ray.train.torch import TorchTrainer
 
 from paric.config import Config
 from paric.io import write_json
+from paric.regularizers import REGULARIZERS
 from paric.stages.cache import forced, is_done, mark_done, record_stage, timed_stage
 from paric.stages.ray_env import cluster_gpus, ensure_ray, ordered_data
 from paric.store import list_parts, read_provenance, read_store
@@ -369,9 +370,6 @@ def mean_per_group(runs: list[dict]) -> list[float | None]:
     return [None if any(v is None for v in col) else float(np.mean(col)) for col in zip(*rows)]
 
 
-#: relative cost of a training step by regulariser (for scheduling the costliest runs first)
-RUN_COST = {"none": 1, "background_swap": 2, "gradient_outside": 3, "gradcam": 3}
-
 TABLE_METRICS = ["worst_group_acc", "mean_group_acc", "acc", "balanced_acc", "ece", "nll", "fgsm_acc", "pgd_acc",
                  "cam_energy_in_mask", "worst_class_acc", "ratio_delta", "outcome_divergence", "best_epoch", "epochs_trained", "seconds"]
 
@@ -406,7 +404,7 @@ def compare_stage(cfg: Config, root: Path, methods: list[str], seeds: list[int],
     if len(todo) > 1 and cfg.train.max_concurrent > 1:
         # the costliest runs first (double backprop ~3x, a counterfactual forward ~2x a plain step), so
         # no long run is left alone at the end
-        todo.sort(key=lambda ms: -RUN_COST.get(cfg.method(ms[0]).regularizer, 3))
+        todo.sort(key=lambda ms: -REGULARIZERS.get(cfg.method(ms[0]).regularizer).cost)
         ensure_ray()
         runs.update(_run_concurrently(cfg, root, todo, backbone, tracking,
                                       shared() if cfg.train.num_workers > 0 else {}))

@@ -36,18 +36,20 @@ from paric.data.formats.base import (
     verify_images,
 )
 
+from paric.registry import Registry
+
 if TYPE_CHECKING:
     from paric.config import DataConfig
 
 log = logging.getLogger("paric")
 
 Scanner = Callable[..., "IndexTable | None"]
-#: format name -> reader of its native layout (see each module's docstring)
-FORMATS: dict[str, Scanner] = {
-    "waterbirds": waterbirds.scan,
-    "food101": food101.scan,
-    "coco_gender": coco_gender.scan,
-}
+#: format name -> reader of its native layout (see each module's docstring); a new format is one
+#: module with a ``scan(src, report, **options)`` and its line here
+FORMATS: Registry[Scanner] = Registry("dataset format")
+FORMATS.add("waterbirds", waterbirds.scan)
+FORMATS.add("food101", food101.scan)
+FORMATS.add("coco_gender", coco_gender.scan)
 #: bumped when the index layout changes, so an index written by older code is rebuilt
 INDEX_VERSION = 1
 _PATH_OPTIONS = ("masks", "captions", "split_dir")
