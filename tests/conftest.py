@@ -31,6 +31,18 @@ TINY = [
 ]
 
 
+#: modules whose tests run whole stages (subprocess pipelines, Ray Train, sweeps)
+SLOW_MODULES = {"test_full", "test_formats_pipeline", "test_sweep", "test_train", "test_precompute"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """``slow``: every test that needs the Ray cluster or runs whole stages; ``pytest -m "not slow"``
+    is the unit tier (minutes), ``pytest`` (the README's ``make test``) runs everything."""
+    for item in items:
+        if "ray_cluster" in item.fixturenames or item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     import ray
