@@ -15,7 +15,7 @@ import pytest
 from paric.config import load_config, profile_overlays
 from paric.stages.classifier import backbone_stage
 from paric.stages.maps import run_precompute
-from paric.stages.sweep import adopt_best_trial, apply_best, finished_trial, sweep_stage
+from paric.stages.sweep import adopt_best_trial, apply_best, finished_trial, sweep_key, sweep_stage
 from paric.stages.train import cached_result
 from paric.store import list_parts
 
@@ -81,6 +81,12 @@ def test_sweep_reads_stored_samples_only_and_survives_crashing_trials(precompute
     with caplog.at_level("INFO", logger="paric"):
         assert sweep_stage(cfg, cfg.data_root(), "paric_mean", backbone) == summary
     assert "skipped (cached)" in caplog.text
+    # the final runs' seeds and methods are not the sweep's inputs; its space and the training are
+    base = ["sweep.num_samples=4", "sweep.spaces.paric_mean.weight=[0.01,1.0e30]", "sweep.spaces.paric_mean.k=[1,4]",
+            "train.max_failures=0"]
+    more_seeds = quick(out, *base, "train.seeds=[4,5]", "train.compare=[vanilla]", "sweep.spaces.gals.weight=[1,2]")
+    assert sweep_key(more_seeds, "paric_mean") == sweep_key(cfg, "paric_mean")
+    assert sweep_key(quick(out, *base, "train.lr=0.02"), "paric_mean") != sweep_key(cfg, "paric_mean")
 
 
 def test_killed_sweep_resumes_the_remaining_trials(precomputed):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -32,8 +33,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from paric.config import R100, Config, SearchSpace, TrainConfig
 from paric.io import write_json
 from paric.stages.cache import forced, is_done, mark_done, timed_stage
-from paric.stages.train import (MODEL, RESULT, STATE, Tracking, method_train_data, run_datasets, run_on_ray,
-                                store_result)
+from paric.stages.train import (MODEL, RESULT, STATE, TRAINING_KEYS, Tracking, method_train_data, run_datasets,
+                                run_on_ray, store_result)
 from paric.train.loop import completed
 from paric.train.run import evaluate_saved, save_best
 from paric.store import read_provenance
@@ -160,6 +161,18 @@ def _remove_leaked_groups(before: set[str]) -> None:
             remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(pg_id))))
 
 
+def sweep_key(cfg: Config, method: str) -> str:
+    """Cache key of one method's sweep: its space, the sweep's settings, the method's base config, what
+    training depends on, the seed and the map store. Not ``train.seeds`` / ``train.compare`` or the
+    other methods' spaces, which change the final runs but not this sweep's trials."""
+    settings = cfg.sweep.model_dump(mode="json", exclude={"methods", "spaces"})
+    blob = {"settings": settings, "space": cfg.sweep.spaces[method].model_dump(mode="json"),
+            "method": cfg.method(method).model_dump(mode="json"), "workers": max(1, cfg.train.num_workers)}
+    return cfg.section_hash(*TRAINING_KEYS, "run.seed") + ":" + hashlib.sha256(
+        json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16] + ":" + \
+        str(read_provenance(cfg.output_path("maps", "train")).get("hash", ""))
+
+
 def sweep_stage(cfg: Config, root: Path, method: str, backbone: Path | None, tracking: Tracking | None = None,
                 datasets: Callable[[], dict[str, ray.data.Dataset]] | None = None) -> dict:
     """Sweep one method; returns {"best": params, "best_score", "trials": [...]} (cached by config).
@@ -170,8 +183,7 @@ def sweep_stage(cfg: Config, root: Path, method: str, backbone: Path | None, tra
     if method not in cfg.sweep.spaces:
         raise ValueError(f"sweep.spaces has no search space for '{method}' ({sorted(cfg.sweep.spaces)})")
     out = cfg.output_path("sweep", method)
-    key = cfg.section_hash("sweep", "train", "classifier", "run.seed") + ":" + \
-        str(read_provenance(cfg.output_path("maps", "train")).get("hash", ""))
+    key = sweep_key(cfg, method)
     with timed_stage(f"sweep {method}", out) as info:
         if not info["forced"] and is_done(out, key) and (out / "best.json").is_file():
             info["skipped"] = True

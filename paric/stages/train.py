@@ -231,11 +231,15 @@ def log_run(tracking: Tracking, name: str, params: dict, result: dict, result_fi
             log_artifact(tracking.uri, rid, result_file.parent / MODEL)
 
 
+#: the config keys a trained model depends on (besides its method and the map store); not the seed
+#: list, the methods compared or how many runs go at once
+TRAINING_KEYS = ("classifier", "train.epochs", "train.patience", "train.batch_size", "train.optimizer", "train.lr",
+                 "train.head_lr", "train.momentum", "train.weight_decay", "train.warmup_epochs", "train.flip")
+
+
 def run_key(cfg: Config, method: str) -> str:
     """Cache key of a (method, seed) run: what its result depends on."""
-    return cfg.section_hash("classifier", "train.epochs", "train.patience", "train.batch_size", "train.optimizer", "train.lr",
-                            "train.head_lr", "train.momentum", "train.weight_decay", "train.warmup_epochs",
-                            "train.flip", "eval") + ":" + json.dumps(cfg.method(method).model_dump(), sort_keys=True) \
+    return cfg.section_hash(*TRAINING_KEYS, "eval") + ":" + json.dumps(cfg.method(method).model_dump(), sort_keys=True) \
         + ":" + str(read_provenance(cfg.output_path("maps", "train")).get("hash", ""))
 
 
