@@ -10,10 +10,10 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -28,7 +28,7 @@ class _Section(BaseModel):
 
 class RunConfig(_Section):
     name: str = "default"
-    output_dir: str = "outputs/default"
+    output_dir: str = Field("outputs/default", min_length=1, pattern=r"\S")
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0, description="torch threads per process; 0 = leave torch's default")
@@ -151,6 +151,13 @@ class AdapterConfig(_Section):
     alpha_range: list[float] = Field([1e-4, 5.0], min_length=2, max_length=2)
     beta_range: list[float] = Field([0.1, 5.0], min_length=2, max_length=2)
 
+    @field_validator("alpha_range", "beta_range")
+    @classmethod
+    def _increasing(cls, v: list[float]) -> list[float]:
+        if not 0 < v[0] < v[1]:
+            raise ValueError(f"expected [low, high] with 0 < low < high, got {v}")
+        return v
+
 
 class MapsConfig(_Section):
     """Reference-map precompute: deterministic GALS map + K sampled PARIC maps per image."""
@@ -160,7 +167,7 @@ class MapsConfig(_Section):
     batch_size: int = Field(64, ge=1)
     shard_size: int = Field(256, ge=1, description="images per Parquet part; the unit of resume")
     num_actors: int = Field(2, ge=1)
-    splits: list[str] = ["train", "val", "test"]
+    splits: list[Literal["train", "val", "test"]] = Field(["train", "val", "test"], min_length=1)
 
 
 class BackbonePretrainConfig(_Section):
@@ -276,7 +283,7 @@ class TrainConfig(_Section):
     methods: dict[str, MethodConfig] = Field(default_factory=lambda: {
         k: MethodConfig(**v) for k, v in with_r100(DEFAULT_METHODS).items()})
     compare: list[str] = ["vanilla", "upweight", "gals", "paric_mean", "paric_median", "oracle_mask"]
-    seeds: list[int] = [0, 1, 2]
+    seeds: list[int] = Field([0, 1, 2], min_length=1)
     epochs: int = Field(5, ge=1, description="the most epochs a run trains (the cosine schedule spans them)")
     patience: int | None = Field(
         None, ge=1, description="early stopping: end a run after this many epochs without a new best class-"
@@ -324,8 +331,9 @@ class TrainConfig(_Section):
 
 class EvalConfig(_Section):
     ece_bins: int = Field(15, ge=1)
-    fgsm_eps: list[float] = Field([2 / 255, 8 / 255], description="L∞ budgets in [0,1] pixel units")
-    pgd_eps: list[float] = [2 / 255]
+    fgsm_eps: list[Annotated[float, Field(ge=0)]] = Field([2 / 255, 8 / 255], description="L∞ budgets in [0,1] "
+                                                          "pixel units")
+    pgd_eps: list[Annotated[float, Field(ge=0)]] = [2 / 255]
     pgd_steps: int = Field(10, ge=1)
     adv_max_images: int = Field(400, ge=0, description="robust accuracy on the first n test images (0 = skip)")
 
@@ -335,11 +343,30 @@ class SearchSpace(_Section):
 
     weight: list[float] = Field([0.1, 10.0], description="λ: log-uniform [low, high]")
     k: list[int] = Field([4, 32], description="samples used, read from the store: uniform int [low, min(high, maps.K)]")
-    reference: list[str] = Field(["mean", "median"], description="aggregation: categorical")
-    uncertainty: list[str] = Field(["none", "inverse_std"], description="categorical")
+    reference: list[Literal["det", "mean", "median", "oracle"]] = Field(["mean", "median"],
+                                                                        description="aggregation: categorical")
+    uncertainty: list[Literal["none", "inverse_std"]] = Field(["none", "inverse_std"], description="categorical")
     lr: list[float] = Field([0.003, 0.03], description="log-uniform [low, high]")
     grid: bool = Field(False, description="read every list as the values to try (a grid: Optuna's GridSampler, "
                        "one trial per combination) instead of a [low, high] range")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "SearchSpace":
+        """A range is [low, high] with low ≤ high (log-uniform ones above 0); a grid lists values."""
+        for name in ("weight", "lr", "k"):
+            v = getattr(self, name)
+            if not v:
+                continue
+            low = 0 if name == "lr" else -1  # values must exceed it: lr > 0, λ and k ≥ 0
+            if self.grid:
+                if min(v) <= low:
+                    raise ValueError(f"{name}: grid values must be {'> 0' if low == 0 else '≥ 0'}, got {v}")
+                continue
+            if len(v) != 2 or v[0] > v[1]:
+                raise ValueError(f"{name}: expected [low, high] with low ≤ high (or grid: true to list values), got {v}")
+            if name != "k" and v[0] <= 0:
+                raise ValueError(f"{name}: a log-uniform range needs low > 0, got {v}")
+        return self
 
 
 class SweepConfig(_Section):
@@ -377,6 +404,17 @@ class Config(_Section):
     eval: EvalConfig = EvalConfig()
     sweep: SweepConfig = SweepConfig()
     report: ReportConfig = ReportConfig()
+
+    @model_validator(mode="after")
+    def _report_methods_trained(self) -> "Config":
+        """The map figure shows ``report.before`` / ``after``'s trained classifiers: both must be trained."""
+        trained = [self.train.method, *self.train.compare]
+        for key in ("before", "after"):
+            name = getattr(self.report, key)
+            if name not in trained:
+                raise ValueError(f"report.{key}='{name}' is not trained by this config (train.compare: "
+                                 f"{self.train.compare}); name one of those")
+        return self
 
     @model_validator(mode="after")
     def _k_within_K(self) -> "Config":
@@ -529,14 +567,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             Config.model_validate(tree)
         except ValidationError as exc:
             raise ConfigError(_format_errors(exc, str(overlay))) from None
+    applied: list[tuple[str, str]] = []  # (dotted key, override as typed)
     for item in overrides or []:
         key, value = parse_override(item)
         _set_dotted(tree, key, value, f"override '{item}'")
-        try:
-            Config.model_validate(tree)
-        except ValidationError as exc:
-            raise ConfigError(_format_errors(exc, f"override '{item}'")) from None
-    cfg = Config.model_validate(tree)
+        applied.append((key, item))
+    # validated once all are applied: a pair such as grid=false + weight=[lo,hi] is only valid together
+    try:
+        cfg = Config.model_validate(tree)
+    except ValidationError as exc:
+        loc = ".".join(str(p) for p in exc.errors()[0]["loc"])
+        near = lambda k: not loc or k == loc or k.startswith(loc + ".") or loc.startswith(k + ".")  # noqa: E731
+        item = next((it for k, it in reversed(applied) if near(k)), None)
+        raise ConfigError(_format_errors(exc, f"override '{item}'" if item else source)) from None
     # Absolute from here on: Tune trials and Ray workers run in other working directories.
     cfg.run.output_dir = str(Path(cfg.run.output_dir).expanduser().resolve())
     return cfg

@@ -218,6 +218,20 @@ def _as_map(name: str, values: Any, expected: tuple[int, ...], dims: str) -> np.
     return out
 
 
+def _nonfinite_rows(arr: np.ndarray) -> np.ndarray:
+    """Indices of the rows holding a NaN or inf. Why refuse them: a non-finite reference turns the
+    training loss into NaN, which reads as a diverging learning rate (and silently drops sweep trials)."""
+    return np.flatnonzero(~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1))
+
+
+def _require_finite(name: str, arr: np.ndarray, image_id: list[str]) -> None:
+    rows = _nonfinite_rows(arr)
+    if len(rows):
+        ids = [image_id[i] for i in rows[:5]]
+        raise ValueError(f"build_table: {name} has non-finite values (NaN or inf) in {len(rows)} row(s), first at "
+                         f"row {int(rows[0])}: image_id {ids}{' …' if len(rows) > 5 else ''}")
+
+
 def _tensor_array(values: np.ndarray) -> pa.ExtensionArray:
     """float16 ndarray [N, *shape] -> FixedShapeTensorArray (works for N == 0 too)."""
     shape = values.shape[1:]
@@ -272,6 +286,8 @@ def build_table(rows: Mapping[str, Any], provenance: Mapping[str, Any]) -> pa.Ta
     }
     for name in MAP_COLUMNS:
         maps[name] = _as_map(name, rows[name], (n, h, w), f"(N={n}, h={h}, w={w})")
+    for name, arr in maps.items():
+        _require_finite(name, arr, image_id)
 
     place = rows.get("place")
     with_place = place is not None
@@ -613,6 +629,16 @@ def read_store(
             out[name] = _place_to_numpy(col)
         else:
             out[name] = _tensor_to_numpy(col)
+    for name in _ALL_MAPS:
+        bad = _nonfinite_rows(out[name]) if out[name] is not None else []
+        if len(bad):
+            first = int(bad[0])
+            ends = np.cumsum([t.num_rows for t in tables])
+            part = int(np.searchsorted(ends, first, side="right"))
+            row = first - (int(ends[part - 1]) if part else 0)
+            who = f" (image_id {out['image_id'][first]!r})" if out["image_id"] is not None else ""
+            raise ValueError(f"map store {store_dir}: {name} has non-finite values (NaN or inf) in {len(bad)} "
+                             f"row(s), first in {paths[part].name} row {row}{who}; recompute it (--force maps)")
     return MapStore(**out, provenance=provenance, n_rows=table.num_rows)
 
 

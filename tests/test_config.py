@@ -1,4 +1,5 @@
 """Config loading: defaults validate, overrides apply, typos and wrong types name file and key."""
+import re
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,27 @@ def test_r100_twins_follow_their_method_unless_spelled_out():
     assert cfg.method("paric_mean_r100").weight == 2 and cfg.method("paric_mean").weight == 1
     assert cfg.method("gals_exact").regularizer == "gradient_outside" and cfg.method("gals_exact").grad_target == "ce"
     assert cfg.method("gals").regularizer == cfg.method("oracle_mask").regularizer == "background_swap"
+
+
+@pytest.mark.parametrize("overrides, names", [
+    (["sweep.spaces.paric_mean.reference=[foo]"], r"sweep.spaces.paric_mean.reference.0': Input should be 'det'"),
+    (["report.before=gals_rrr"], r"report.before='gals_rrr' is not trained"),
+    (["train.seeds=[]"], r"key 'train.seeds': List should have at least 1 item"),
+    (["maps.splits=[train,dev]"], r"key 'maps.splits.1': Input should be 'train', 'val' or 'test'"),
+    (["eval.fgsm_eps=[-0.1]"], r"key 'eval.fgsm_eps.0': Input should be greater than or equal to 0"),
+    (["adapter.alpha_range=[5,1]"], r"key 'adapter.alpha_range'.*0 < low < high"),
+    (["sweep.spaces.gals.grid=false", "sweep.spaces.gals.weight=[3,0.3]"],
+     r"key 'sweep.spaces.gals'.*weight: expected \[low, high\] with low ≤ high"),
+    (["run.output_dir=''"], r"key 'run.output_dir'"),
+])
+def test_bad_values_fail_at_load_time_naming_the_override_and_key(overrides, names):
+    """Caught before any stage runs (each would otherwise fail, or pass silently, stages later); the
+    override blamed is the last one that touched the key."""
+    with pytest.raises(ConfigError, match=rf"override '{re.escape(overrides[-1])}'.*{names}"):
+        load_config(REPO / "conf" / "default.yaml", overrides)
+
+
+def test_overrides_are_validated_together():
+    cfg = load_config(REPO / "conf" / "default.yaml", ["sweep.spaces.gals.grid=false", "sweep.spaces.gals.weight=[0.3,3]",
+                                                        "train.compare=[vanilla,gals]", "report.after=gals"])
+    assert cfg.sweep.spaces["gals"].weight == [0.3, 3.0] and cfg.report.after == "gals"

@@ -314,3 +314,23 @@ def test_validation_other_errors() -> None:
         build_table(rows, PROV)
     with pytest.raises(ValueError, match="shard"):
         part_path(Path("."), -1)
+
+
+def test_non_finite_maps_are_refused_when_written_and_when_read(tmp_path: Path) -> None:
+    rows = make_rows(4)
+    rows["map_mean"][2, 3, 3] = np.nan
+    with pytest.raises(ValueError, match=r"map_mean has non-finite .* 1 row\(s\), first at row 2: image_id \['img0002'\]"):
+        build_table(rows, PROV)
+    # a part written by another tool (or damaged) with an inf in its second file's row 1
+    d = tmp_path / "maps"
+    write_store(d, parts=(3, 2))
+    good = pq.read_table(part_path(d, 1))
+    std = good.column("map_std").combine_chunks().to_numpy_ndarray().astype(np.float16)
+    std[1, 0, 0] = np.inf
+    from paric.store import _tensor_array
+
+    bad = good.set_column(good.schema.get_field_index("map_std"), good.schema.field("map_std"), _tensor_array(std))
+    pq.write_table(bad, part_path(d, 1))
+    mark_complete(d, 5, PROV)
+    with pytest.raises(ValueError, match=r"map_std has non-finite .* first in part-00001\.parquet row 1 \(image_id 'img0004'\)"):
+        read_store(d)

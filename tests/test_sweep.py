@@ -84,7 +84,8 @@ def test_sweep_reads_stored_samples_only_and_survives_crashing_trials(precompute
     # the final runs' seeds and methods are not the sweep's inputs; its space and the training are
     base = ["sweep.num_samples=4", "sweep.spaces.paric_mean.weight=[0.01,1.0e30]", "sweep.spaces.paric_mean.k=[1,4]",
             "train.max_failures=0"]
-    more_seeds = quick(out, *base, "train.seeds=[4,5]", "train.compare=[vanilla]", "sweep.spaces.gals.weight=[1,2]")
+    more_seeds = quick(out, *base, "train.seeds=[4,5]", "train.compare=[vanilla,paric_mean]",
+                       "sweep.spaces.gals.weight=[1,2]")
     assert sweep_key(more_seeds, "paric_mean") == sweep_key(cfg, "paric_mean")
     assert sweep_key(quick(out, *base, "train.lr=0.02"), "paric_mean") != sweep_key(cfg, "paric_mean")
 

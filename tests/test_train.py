@@ -156,7 +156,8 @@ def _kill_a_train_worker(stop: threading.Event, ckpt_root: Path, killed: list) -
 
 def test_killed_worker_resumes_from_last_checkpoint(tiny, tmp_path):
     cfg, backbone = tiny
-    ray_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"num_workers": 1, "epochs": 30})})
+    every_epoch = {"num_workers": 1, "epochs": 30, "patience": None}  # no early stop: all 30 epochs, once each
+    ray_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update=every_epoch)})
     out = tmp_path / "killed" / "vanilla-s0"
     stop, killed = threading.Event(), []
     killer = threading.Thread(target=_kill_a_train_worker, args=(stop, out.parent / "_ray", killed), daemon=True)

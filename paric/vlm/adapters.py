@@ -116,7 +116,7 @@ def train_adapters(img_emb: torch.Tensor, txt_emb: torch.Tensor, cfg: AdapterCon
             losses["loss"].backward()
             opt.step()
             sched.step()
-        bar.set_postfix(loss=f"{float(losses['loss']):.3f}")
+        bar.set_postfix(loss=f"{float(losses['loss'].detach()):.3f}")
     pair.eval()
     with torch.no_grad():
         v = adapter_loss(pair, img_emb[val], txt_emb[val], cfg)
