@@ -406,17 +406,6 @@ class Config(_Section):
     report: ReportConfig = ReportConfig()
 
     @model_validator(mode="after")
-    def _report_methods_trained(self) -> "Config":
-        """The map figure shows ``report.before`` / ``after``'s trained classifiers: both must be trained."""
-        trained = [self.train.method, *self.train.compare]
-        for key in ("before", "after"):
-            name = getattr(self.report, key)
-            if name not in trained:
-                raise ValueError(f"report.{key}='{name}' is not trained by this config (train.compare: "
-                                 f"{self.train.compare}); name one of those")
-        return self
-
-    @model_validator(mode="after")
     def _k_within_K(self) -> "Config":
         for name, m in self.train.methods.items():
             if m.k is not None and m.k > self.maps.K:

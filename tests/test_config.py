@@ -100,7 +100,6 @@ def test_r100_twins_follow_their_method_unless_spelled_out():
 
 @pytest.mark.parametrize("overrides, names", [
     (["sweep.spaces.paric_mean.reference=[foo]"], r"sweep.spaces.paric_mean.reference.0': Input should be 'det'"),
-    (["report.before=gals_rrr"], r"report.before='gals_rrr' is not trained"),
     (["train.seeds=[]"], r"key 'train.seeds': List should have at least 1 item"),
     (["maps.splits=[train,dev]"], r"key 'maps.splits.1': Input should be 'train', 'val' or 'test'"),
     (["eval.fgsm_eps=[-0.1]"], r"key 'eval.fgsm_eps.0': Input should be greater than or equal to 0"),
@@ -114,6 +113,14 @@ def test_bad_values_fail_at_load_time_naming_the_override_and_key(overrides, nam
     override blamed is the last one that touched the key."""
     with pytest.raises(ConfigError, match=rf"override '{re.escape(overrides[-1])}'.*{names}"):
         load_config(REPO / "conf" / "default.yaml", overrides)
+
+
+def test_pipeline_refuses_a_report_method_it_does_not_train():
+    from paric.stages.pipeline import check_pipeline_config
+
+    check_pipeline_config(load_config(REPO / "conf" / "default.yaml"))
+    with pytest.raises(ValueError, match=r"report.before='gals_rrr' is not trained by this config"):
+        check_pipeline_config(load_config(REPO / "conf" / "default.yaml", ["report.before=gals_rrr"]))
 
 
 def test_overrides_are_validated_together():

@@ -40,6 +40,11 @@ def check_pipeline_config(cfg: Config) -> None:
             raise ValueError(f"sweep.methods: '{m}' is not defined in train.methods")
         if m not in cfg.sweep.spaces:
             raise ValueError(f"sweep.methods: '{m}' has no search space in sweep.spaces ({sorted(cfg.sweep.spaces)})")
+    for key in ("before", "after"):  # the map figure shows these methods' trained classifiers
+        name = getattr(cfg.report, key)
+        if name not in cfg.train.compare:
+            raise ValueError(f"report.{key}='{name}' is not trained by this config (train.compare: "
+                             f"{cfg.train.compare}); name one of those")
 
 
 def report_stage(cfg: Config, root: Path, summary: dict, sweeps: dict[str, dict], tracking: Tracking) -> Path:
