@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 from paric.config import Config, load_config, profile_overlays
+from paric.stages.lock import OutputDirInUse, OutputLock
 
 
 def parser(doc: str | None) -> argparse.ArgumentParser:
@@ -30,3 +34,18 @@ def setup_logging() -> None:
     """Our ``[stage]`` lines at INFO; other libraries' chatter (open_clip, MLflow) at WARNING."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("paric").setLevel(logging.INFO)
+
+
+@contextmanager
+def exclusive(cfg: Config) -> Iterator[None]:
+    """Hold ``run.output_dir`` for this invocation; a second one exits at once (status 3) saying who holds it."""
+    lock = OutputLock(cfg.output_path())
+    try:
+        lock.acquire()
+    except OutputDirInUse as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(3) from None
+    try:
+        yield
+    finally:
+        lock.release()

@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    result = run_full(cfg, force=force, progress=not args.no_progress)
+    with cli.exclusive(cfg):  # one invocation per run.output_dir
+        result = run_full(cfg, force=force, progress=not args.no_progress)
     print()
     print(stage_table(result["stages"]))
     print()

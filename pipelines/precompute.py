@@ -20,8 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    t0 = time.time()
-    summary = run_precompute(cfg, progress=not args.no_progress)
+    with cli.exclusive(cfg):  # one invocation per run.output_dir
+        t0 = time.time()
+        summary = run_precompute(cfg, progress=not args.no_progress)
     q = summary["quality"]["splits"].get("test")
     if q:
         e = q["energy_in_mask"]

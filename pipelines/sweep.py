@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    sweeps = run_sweeps(cfg, methods, force=["sweep"] if args.force else [], progress=not args.no_progress)
+    with cli.exclusive(cfg):  # one invocation per run.output_dir
+        sweeps = run_sweeps(cfg, methods, force=["sweep"] if args.force else [], progress=not args.no_progress)
     for m, sw in sweeps.items():
         print(f"{m}: best val balanced acc {sw['best_score']:.3f} with {json.dumps(sw['best'])} "
               f"({len(sw['trials'])} trials, {sw['failed']} failed)")

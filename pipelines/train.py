@@ -41,25 +41,26 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    t0 = time.time()
-    progress = not args.no_progress
-    run_precompute(cfg, progress=progress)
-    root = cfg.data_root()
-    backbone = backbone_stage(cfg, root, progress)
-    if cfg.train.num_workers > 0:
-        ensure_ray()
-    uri = tracking_uri(cfg.output_path())
-    tracking = Tracking(uri, ensure_experiment(uri, cfg.run.name))
-    with start_run(uri, tracking.experiment_id, f"train {','.join(methods)}", params=cfg.model_dump(mode="json")) as rid:
-        tracking.parent_id = rid
-        result = compare_stage(cfg, root, methods, seeds, backbone, tracking)
-        table = methods_table(result["methods"])
-        (cfg.output_path("train", "table.md")).write_text(table + "\n")
-        log_artifact(uri, rid, cfg.output_path("train", "table.md"))
-        log_artifact(uri, rid, cfg.output_path("train", "summary.json"))
-        report = write_report(cfg, build_results(cfg, load_quality(cfg), result))
-        for name in ("results.json", "report.md"):
-            log_artifact(uri, rid, report / name, "report")
+    with cli.exclusive(cfg):  # one invocation per run.output_dir
+        t0 = time.time()
+        progress = not args.no_progress
+        run_precompute(cfg, progress=progress)
+        root = cfg.data_root()
+        backbone = backbone_stage(cfg, root, progress)
+        if cfg.train.num_workers > 0:
+            ensure_ray()
+        uri = tracking_uri(cfg.output_path())
+        tracking = Tracking(uri, ensure_experiment(uri, cfg.run.name))
+        with start_run(uri, tracking.experiment_id, f"train {','.join(methods)}", params=cfg.model_dump(mode="json")) as rid:
+            tracking.parent_id = rid
+            result = compare_stage(cfg, root, methods, seeds, backbone, tracking)
+            table = methods_table(result["methods"])
+            (cfg.output_path("train", "table.md")).write_text(table + "\n")
+            log_artifact(uri, rid, cfg.output_path("train", "table.md"))
+            log_artifact(uri, rid, cfg.output_path("train", "summary.json"))
+            report = write_report(cfg, build_results(cfg, load_quality(cfg), result))
+            for name in ("results.json", "report.md"):
+                log_artifact(uri, rid, report / name, "report")
     print(table)
     print(f"train finished in {time.time() - t0:.1f}s; results under {cfg.output_path('train')}")
     return 0
