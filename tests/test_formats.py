@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from PIL import Image
 
 from paric.config import ConfigError, load_config
 from paric.data import CaptionCorpus, WaterbirdsDataset
@@ -288,6 +289,13 @@ def test_check_masks_and_empty_split(natives, tmp_path):
     assert "masks folder not found" in check_dataset(root, "waterbirds", masks=tmp_path / "nope").render()
     assert "metadata.csv: file not found" in check_dataset(tmp_path / "seg", "waterbirds").render()
     assert "dataset directory not found" in check_dataset(tmp_path / "nowhere", "waterbirds").render()
+    # a mask whose size differs from its image: named with both sizes at check time, not as a numpy error later
+    second = (seg / meta["img_filename"][1]).with_suffix(".png")
+    with Image.open(second) as m:
+        w, h = m.size
+        m.resize((w + 3, h)).save(second)
+    text = check_dataset(root, "waterbirds", masks=seg).render()
+    assert f"row 2 (line 3): mask {second} is {w + 3}×{h} but its image {root / meta['img_filename'][1]} is {w}×{h}" in text
 
 
 def test_check_food_problems(natives, tmp_path):

@@ -49,6 +49,7 @@ class Listing:
     file: Path
     where: str
     kind: str = "image"
+    same_size_as: Path | None = None  # a mask: the image it must match pixel for pixel
 
 
 @dataclass
@@ -166,6 +167,7 @@ def _check_one(item: Listing, mode: ImageCheck) -> str | None:
         return None
     try:
         with Image.open(item.path) as im:
+            size = im.size  # from the header, before any draft scaling
             if mode == "open":
                 im.verify()
             else:
@@ -174,6 +176,15 @@ def _check_one(item: Listing, mode: ImageCheck) -> str | None:
                 im.load()
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
         return f"{item.kind} file cannot be decoded: {item.path} ({exc}); expected a readable image"
+    if item.same_size_as is not None and item.same_size_as.is_file():
+        try:
+            with Image.open(item.same_size_as) as ref:
+                want = ref.size  # from the header: no decoding
+        except (OSError, UnidentifiedImageError):
+            return None  # the image's own listing reports it
+        if size != want:
+            return (f"{item.kind} {item.path} is {size[0]}×{size[1]} but its image {item.same_size_as} is "
+                    f"{want[0]}×{want[1]}; expected the same size")
     return None
 
 

@@ -97,7 +97,8 @@ def scan(src: Path, report: CheckReport, masks: str | Path | None = None,
             if f:
                 listings.append(Listing(src / f, meta, row_where(i)))
                 if mask_dir is not None:
-                    listings.append(Listing((mask_dir / f).with_suffix(".png"), meta, row_where(i), "mask"))
+                    listings.append(Listing((mask_dir / f).with_suffix(".png"), meta, row_where(i), "mask",
+                                            same_size_as=src / f))
     frame = df[ok].copy()
     frame["img_filename"] = names[ok]
     frame["y"], frame["place"], frame["split"] = y[ok], place[ok], split[ok]
