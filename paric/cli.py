@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from paric.config import Config, load_config, profile_overlays
+from paric.stages.cache import write_invocation_config, write_resolved_config
 from paric.stages.lock import OutputDirInUse, OutputLock
 
 
@@ -38,7 +39,9 @@ def setup_logging() -> None:
 
 @contextmanager
 def exclusive(cfg: Config) -> Iterator[None]:
-    """Hold ``run.output_dir`` for this invocation; a second one exits at once (status 3) saying who holds it."""
+    """Hold ``run.output_dir`` for this invocation (a second one exits at once, status 3, saying who
+    holds it); record the config in ``invocations/`` at the start and as ``config.resolved.yaml`` once
+    the invocation has succeeded."""
     lock = OutputLock(cfg.output_path())
     try:
         lock.acquire()
@@ -46,6 +49,8 @@ def exclusive(cfg: Config) -> Iterator[None]:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(3) from None
     try:
+        write_invocation_config(cfg)
         yield
+        write_resolved_config(cfg)  # only after success: it describes the outputs beside it
     finally:
         lock.release()

@@ -29,11 +29,28 @@ def tracking_uri(output_dir: Path) -> str:
     return f"sqlite:///{path}"
 
 
+class TrackingStoreError(RuntimeError):
+    """The MLflow store cannot be opened (e.g. a corrupt ``mlflow.db``)."""
+
+
 def ensure_experiment(uri: str, name: str) -> str:
-    """Create (or find) the experiment; returns its id. Call on the driver before trials start."""
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp is not None else client.create_experiment(name)
+    """Create (or find) the experiment; returns its id. Call on the driver before trials start.
+
+    A store that cannot be opened fails here, before any stage, naming the store and the way out:
+    tracking is a record of the runs, not their results (those are the files beside it).
+    """
+    try:
+        client = MlflowClient(uri)
+        exp = client.get_experiment_by_name(name)
+        return exp.experiment_id if exp is not None else client.create_experiment(name)
+    except Exception as exc:  # SQLAlchemy / MLflow errors of every kind: the store, not the pipeline, is broken
+        where = uri.removeprefix("sqlite:///")
+        first = (str(exc).splitlines() or [""])[0][:200]
+        raise TrackingStoreError(
+            f"the MLflow tracking store {where} cannot be opened ({type(exc).__name__}: {first}). "
+            f"Move it aside (mv {where} {where}.broken) and rerun: the cached results are files under the output "
+            "directory and are kept; only the run history in the store starts afresh. Or set MLFLOW_TRACKING_URI "
+            "to another store.") from exc
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

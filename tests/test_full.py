@@ -135,5 +135,8 @@ def test_job_submit_quick_pipeline_then_cached_rerun(ray_head, tmp_path):
     states = {s["stage"]: s["state"] for s in json.loads((out / "pipeline_summary.json").read_text())["stages"]}
     assert states.pop("report") == "done"
     assert set(states.values()) == {"skipped (cached)"}, states
+    # each finished invocation recorded its config; the last one is the resolved config beside the outputs
+    assert len(list((out / "invocations").glob("*.yaml"))) == 3 and (out / ".paric.lock").is_file()
+    assert "name: quick" in (out / "config.resolved.yaml").read_text()
     bad = subprocess.run([*plain, "--force", "everything"], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown stage" in bad.stderr

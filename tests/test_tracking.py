@@ -41,3 +41,16 @@ def test_failed_run_is_marked_failed(tmp_path):
 def test_env_overrides_store(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert tracking_uri(tmp_path) == "http://127.0.0.1:5000"
+
+
+def test_corrupt_store_names_the_file_and_the_way_out(tmp_path, monkeypatch):
+    import pytest
+
+    from paric.tracking import TrackingStoreError
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    db = tmp_path / "out" / "mlflow.db"
+    db.parent.mkdir()
+    db.write_bytes(b"this is not an sqlite database" * 100)
+    with pytest.raises(TrackingStoreError, match=rf"{db} cannot be opened .*Move it aside"):
+        ensure_experiment(tracking_uri(tmp_path / "out"), "default")

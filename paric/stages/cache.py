@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from paric.io import write_json
+from paric.config import Config, dump_config
+from paric.io import atomic_path, write_json
 
 log = logging.getLogger("paric")
 MARKER = "_DONE.json"
@@ -69,3 +71,24 @@ def record_stage(name: str, state: str, seconds: float, output: Path) -> None:
     """Log a stage's line and add it to :data:`EVENTS` (for stages timed elsewhere, e.g. in a Ray task)."""
     EVENTS.append({"stage": name, "state": state, "seconds": round(seconds, 1), "output": str(output)})
     log.info("[stage] %-18s %-16s %7.1fs  -> %s", name, state, seconds, output)
+
+
+#: the config of the last invocation that finished, beside the outputs it describes
+RESOLVED_CONFIG = "config.resolved.yaml"
+
+
+def write_invocation_config(cfg: Config) -> Path:
+    """``invocations/<UTC time>-<pid>.yaml``: what each invocation set out to run, kept even if it fails."""
+    path = cfg.output_path("invocations", f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}.yaml")
+    with atomic_path(path) as tmp:
+        tmp.write_text(dump_config(cfg))
+    return path
+
+
+def write_resolved_config(cfg: Config) -> Path:
+    """``config.resolved.yaml``, written (atomically) only when an invocation has finished, so it never
+    names a config whose outputs a failed run left half-made."""
+    path = cfg.output_path(RESOLVED_CONFIG)
+    with atomic_path(path) as tmp:
+        tmp.write_text(dump_config(cfg))
+    return path

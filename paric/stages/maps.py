@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 from paric.attention.gradcam import resolve_layer
-from paric.config import Config, dump_config
+from paric.config import Config
 from paric.io import write_json
 from paric.stages.precompute import precompute_split
 from paric.stages.prepare import adapter_stage, data_stage, set_threads, vlm_stage
@@ -23,7 +23,6 @@ def run_precompute(cfg: Config, progress: bool = True) -> dict:
     set_threads(cfg)
     out = cfg.output_path()
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.resolved.yaml").write_text(dump_config(cfg))
     root = data_stage(cfg, progress)
     vlm_art = vlm_stage(cfg, root, progress)
     adapter_ckpt = adapter_stage(cfg, root, vlm_art, progress)

@@ -122,8 +122,6 @@ def run_full(cfg: Config, force: list[str] | tuple[str, ...] = (), progress: boo
     tracking = Tracking(uri, ensure_experiment(uri, cfg.run.name))
     with start_run(uri, tracking.experiment_id, f"full {cfg.run.name}", params=cfg.model_dump(mode="json")) as parent:
         tracking.parent_id = parent
-        (out / "config.resolved.yaml").write_text(dump_config(cfg))
-        log_artifact(uri, parent, out / "config.resolved.yaml")
         run_precompute(cfg, progress=progress)
         root = cfg.data_root()
         backbone = backbone_stage(cfg, root, progress)
