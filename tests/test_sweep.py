@@ -131,3 +131,21 @@ def test_address_file_points_at_the_session_cluster(ray_cluster):
     write_ray_address("192.0.2.1:1")
     advertise_local_cluster()
     assert read_ray_address() == ray_cluster.get_runtime_context().gcs_address
+
+
+def test_a_plain_run_keeps_its_address_file_to_itself(ray_cluster, tmp_path):
+    """Another local cluster (this session's) runs beside it: the plain run's address file is in its own
+    temp dir and names its own cluster, and the machine-wide file is left alone."""
+    from ray._private.utils import read_ray_address
+
+    before = read_ray_address()
+    code = ("import os, ray; from paric.stages.ray_env import ensure_ray; "
+            "from ray._private.utils import read_ray_address; ensure_ray(num_cpus=1, object_store_mb=100); "
+            "print('RESULT', os.environ['RAY_TMPDIR'], read_ray_address() == ray.get_runtime_context().gcs_address, "
+            "ray.get_runtime_context().gcs_address); ray.shutdown()")
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_TMPDIR")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env, cwd=REPO)
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))
+    _, tmp, own, address = line.split()
+    assert tmp.startswith("/tmp/paric-ray-") and own == "True"
+    assert address != ray_cluster.get_runtime_context().gcs_address and read_ray_address() == before

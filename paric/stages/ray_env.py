@@ -6,6 +6,7 @@ plain run must start a small local cluster; GPU requests on a CPU-only cluster h
 from __future__ import annotations
 
 import os
+import tempfile
 
 import ray
 import ray.data
@@ -18,6 +19,7 @@ def ensure_ray(num_cpus: int | None = None, object_store_mb: int = 512) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
     else:
+        own_temp_dir()
         ray.init(
             address="local",  # a fresh local cluster even when a `ray start` head runs on this machine
             num_cpus=num_cpus,
@@ -26,6 +28,19 @@ def ensure_ray(num_cpus: int | None = None, object_store_mb: int = 512) -> None:
             log_to_driver=True,
         )
         advertise_local_cluster()
+
+
+def own_temp_dir() -> str:
+    """Give the local cluster this process starts a temp dir of its own (``RAY_TMPDIR``, which its
+    raylet and workers inherit), unless one is set already.
+
+    Why: Ray's address file (``ray_current_cluster``) lives in the temp dir, so two pipelines started
+    plainly on one machine would otherwise point each other's placement-group cleaners at the wrong
+    cluster ("Found multiple active Ray instances … Connecting to latest cluster").
+    """
+    if not os.environ.get("RAY_TMPDIR"):
+        os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="paric-ray-", dir="/tmp")  # short: socket paths
+    return os.environ["RAY_TMPDIR"]
 
 
 def advertise_local_cluster() -> None:
