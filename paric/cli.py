@@ -13,9 +13,17 @@ from paric.stages.cache import write_invocation_config, write_resolved_config
 from paric.stages.lock import OutputDirInUse, OutputLock
 
 
+class _Parser(argparse.ArgumentParser):
+    """``parse_args`` accepts ``key=value`` overrides anywhere on the line (``--force data k=v``),
+    as users type them; plain argparse stops filling a ``nargs="*"`` positional at the first flag."""
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        return self.parse_intermixed_args(args, namespace)
+
+
 def parser(doc: str | None) -> argparse.ArgumentParser:
     """An argument parser with --config, --profile, --quick, --no-progress and the overrides."""
-    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="conf/default.yaml", help="YAML config file")
     p.add_argument("--profile", action="append", default=[],
                    help="overlay profiles/<name>.yaml beside the config file (e.g. conf/profiles/quick.yaml)")

@@ -1,10 +1,10 @@
 """A small named registry: the seam through which a new regulariser, dataset format or map source
 joins the pipeline (one module that registers itself, no if/elif chain on names elsewhere).
 
-    REGULARIZERS = Registry[Callable[[MethodConfig], Regularizer]]("regularizer")
+    REGULARIZERS: Registry[type[Regularizer]] = Registry("regularizer")
 
     @REGULARIZERS.register("mine")
-    def _build(m: MethodConfig) -> Regularizer: ...
+    class Mine(Regularizer): ...
 
 Lookups of an unknown name fail with the registry's kind and the known names, so a typo in a
 config names what was expected.
@@ -43,9 +43,6 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return list(self._entries)
-
-    def items(self) -> list[tuple[str, T]]:
-        return list(self._entries.items())
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -26,7 +26,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p = cli.parser(__doc__)
     p.add_argument("--force", action="append", default=[], metavar="STAGE",
                    help=f"redo a stage even if cached (repeatable or comma-separated): {', '.join(STAGES)}")
-    return p.parse_intermixed_args(argv)
+    return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

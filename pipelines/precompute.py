@@ -13,7 +13,7 @@ from paric.stages.maps import run_precompute
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = cli.parser(__doc__).parse_intermixed_args(argv)
+    args = cli.parser(__doc__).parse_args(argv)
     cli.setup_logging()
     try:
         cfg = cli.config_from(args)

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     p = cli.parser(__doc__)
     p.add_argument("--methods", default=None, help="comma-separated methods (default: sweep.methods)")
     p.add_argument("--force", action="store_true", help="start the sweep afresh instead of reusing / resuming it")
-    args = p.parse_intermixed_args(argv)
+    args = p.parse_args(argv)
     cli.setup_logging()
     try:
         cfg = cli.config_from(args)

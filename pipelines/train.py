@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = cli.parser(__doc__)
     parser.add_argument("--methods", default=None, help="comma-separated methods, or 'compare' (train.compare)")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds, or 'all' (train.seeds)")
-    args = parser.parse_intermixed_args(argv)
+    args = parser.parse_args(argv)
     cli.setup_logging()
     try:
         cfg = cli.config_from(args)

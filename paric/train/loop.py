@@ -219,20 +219,10 @@ class Trainer:
         return out
 
 
-def stale_epochs(trainer: Trainer) -> int:
-    """Epochs since the best validation epoch (derived from state, so a resumed run agrees)."""
-    return trainer.epoch - (trainer.best["epoch"] + 1)
-
-
-def should_stop(trainer: Trainer) -> bool:
-    """Early stopping: ``train.patience`` epochs without a new best validation score."""
-    p = trainer.cfg.train.patience
-    return p is not None and trainer.epoch > 0 and stale_epochs(trainer) >= p
-
-
 def completed(history: list[dict], train_cfg: TrainConfig) -> bool:
-    """Whether a run's history is a finished run: every epoch trained, or stopped by ``patience``
-    (as opposed to a trial ASHA or a failure cut short)."""
+    """Whether a run's history is a finished run: every epoch trained, or ``patience`` epochs without
+    a new best (as opposed to a trial ASHA or a failure cut short). :func:`fit` stops on the same
+    rule, read from the history, so a resumed run agrees."""
     if not history:
         return False
     last = history[-1]
@@ -249,7 +239,7 @@ def fit(trainer: Trainer, train_batches: Callable[[int], Iterable[Batch]], val_b
     checkpoint (Ray Train's ``report``) or log.
     """
     for epoch in range(trainer.epoch, trainer.cfg.train.epochs):
-        if should_stop(trainer):
+        if completed(trainer.history, trainer.cfg.train):  # early stopping (train.patience)
             break
         metrics = trainer.train_epoch(train_batches(epoch))
         metrics.update(trainer.validate(val_batches()))

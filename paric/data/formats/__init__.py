@@ -69,9 +69,7 @@ __all__ = [
 
 
 def _scanner(fmt: str, opts: dict[str, Any]) -> Scanner:
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown dataset format '{fmt}': expected one of {', '.join(FORMATS)}")
-    scan = FORMATS[fmt]
+    scan = FORMATS.get(fmt)
     allowed = [p for p in inspect.signature(scan).parameters if p not in ("src", "report")]
     unknown = sorted(set(opts) - set(allowed))
     if unknown:
