@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= conf/default.yaml
 
-.PHONY: run precompute sweep table test test-fast bench bench-train clean
+.PHONY: run precompute sweep table test test-fast bench bench-train clean head submit stop-head
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -38,6 +38,28 @@ bench: $(BIN)/.installed
 
 bench-train: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_train_io.py --config $(CONFIG)
+
+# `ray job submit` against a local head, as on a cluster (README "Under ray job submit"). The head is
+# started with this venv first on PATH, so the job's `python` is the venv's; Ray >= 2.59 turns on token
+# auth for local clusters and the job CLI sends the token only with RAY_AUTH_MODE=token.
+RAY_PORT ?= 6379
+DASHBOARD_PORT ?= 8265
+HEAD_FLAGS ?=
+ARGS ?= --quick run.output_dir=$(CURDIR)/outputs/quick
+RAY_ENV := PATH="$(CURDIR)/$(BIN):$$PATH" RAY_AUTH_MODE=token
+
+head: $(BIN)/.installed
+	$(RAY_ENV) $(BIN)/ray start --head --port=$(RAY_PORT) --dashboard-port=$(DASHBOARD_PORT) \
+		--include-dashboard=true --disable-usage-stats $(HEAD_FLAGS)
+
+submit: $(BIN)/.installed
+	@chmod 600 $(HOME)/.ray/auth_token 2>/dev/null || true  # Ray writes the token world-readable
+	$(RAY_ENV) $(BIN)/ray job submit --address http://127.0.0.1:$(DASHBOARD_PORT) --working-dir . -- \
+		python pipelines/full.py $(ARGS)
+
+# Stops every Ray process of this user on this machine (Ray's own `ray stop`).
+stop-head:
+	$(BIN)/ray stop
 
 clean:
 	rm -rf outputs

@@ -419,7 +419,10 @@ def finished_parts(store_dir: Path, provenance_hash: str) -> set[int]:
     finished, so a resumed run recomputes (and atomically overwrites) them.
     """
     done: set[int] = set()
+    damaged = damaged_parts(store_dir)
     for shard, path in list_parts(store_dir).items():
+        if path.name in damaged:
+            continue
         prov = _part_provenance(path)
         if prov is not None and prov.get("hash") == provenance_hash:
             done.add(shard)
@@ -467,13 +470,53 @@ def mark_complete(store_dir: Path, n_rows: int, provenance: Mapping[str, Any]) -
     manifest = {
         "n_rows": int(n_rows),
         "parts": [p.name for p in parts.values()],
+        "files": {p.name: {"bytes": p.stat().st_size, "sha256": _part_digest(p)} for p in parts.values()},
         "provenance": prov,
     }
     _write_json(store_dir / SUCCESS_NAME, manifest)
 
 
+_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256: each part hashed once per process
+
+
+def _part_digest(path: Path) -> str:
+    st = path.stat()
+    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if memo not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _DIGESTS[memo] = h.hexdigest()
+    return _DIGESTS[memo]
+
+
+def damaged_parts(store_dir: Path) -> dict[str, str]:
+    """Parts whose size or sha256 differs from what ``_SUCCESS.json`` recorded: {name: what differs}.
+
+    Why: a part truncated or overwritten after the store was finished still looks complete to a
+    footer check (or fails deep inside Arrow); its recorded checksum finds it before any stage reads it.
+    """
+    try:
+        files = json.loads((Path(store_dir) / SUCCESS_NAME).read_text("utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    bad: dict[str, str] = {}
+    for name, rec in (files or {}).items() if isinstance(files, dict) else ():
+        path = Path(store_dir) / name
+        if not path.is_file():
+            continue  # a missing part is found by the manifest check itself
+        size = path.stat().st_size
+        if size != rec.get("bytes"):
+            bad[name] = f"{size} bytes, {SUCCESS_NAME} recorded {rec.get('bytes')}"
+        elif _part_digest(path) != rec.get("sha256"):
+            bad[name] = f"sha256 differs from the one {SUCCESS_NAME} recorded"
+    return bad
+
+
 def _read_manifest(store_dir: Path) -> dict[str, Any] | None:
-    """Parsed ``_SUCCESS.json`` if present and well-formed with all its parts on disk."""
+    """Parsed ``_SUCCESS.json`` if present and well-formed with all its parts on disk, each of the
+    size and checksum it recorded."""
     path = Path(store_dir) / SUCCESS_NAME
     try:
         manifest = json.loads(path.read_text("utf-8"))
@@ -491,6 +534,12 @@ def _read_manifest(store_dir: Path) -> dict[str, Any] | None:
         warnings.warn(f"ignoring malformed manifest {path}", RuntimeWarning, stacklevel=3)
         return None
     if not all((Path(store_dir) / name).is_file() for name in manifest["parts"]):
+        return None
+    bad = damaged_parts(store_dir)
+    if bad:
+        msg = f"map store {store_dir}: damaged part(s) {bad}; the store counts as incomplete"
+        log.warning(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
         return None
     return manifest
 
@@ -590,7 +639,10 @@ def read_store(
             )
         provenance = manifest["provenance"]
     elif require_complete:
+        bad = damaged_parts(store_dir)
         raise IncompleteStoreError(
+            f"map store {store_dir}: damaged part(s) {bad}; rerun the maps stage, which recomputes them"
+            if bad else
             f"map store {store_dir} is not complete (no valid {SUCCESS_NAME}); "
             f"{len(present)} part(s) present. Pass require_complete=False to read anyway."
         )

@@ -70,30 +70,56 @@ def numeric(metrics: dict[str, Any]) -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
 
 
+OUTPUT_TAG = "paric.output"  # the output directory a top-level run belongs to (to find it after a kill)
+
+
+def start_run_id(uri: str, experiment_id: str, name: str, parent_id: str | None = None,
+                 params: dict[str, Any] | None = None, tags: dict[str, str] | None = None) -> str:
+    """Create a run (a child when ``parent_id`` is given) with its params; returns its id. The caller
+    ends it (``set_terminated``); :func:`start_run` is the context-managed form."""
+    client = MlflowClient(uri)
+    all_tags = {"mlflow.runName": name, **(tags or {})}
+    if parent_id:
+        all_tags[PARENT_TAG] = parent_id
+    rid = client.create_run(experiment_id, tags=all_tags).info.run_id
+    if params:
+        flat = {k: str(v)[:6000] for k, v in _flat(params).items()}
+        items = list(flat.items())
+        for i in range(0, len(items), 100):
+            client.log_batch(rid, params=[mlflow.entities.Param(k, v) for k, v in items[i:i + 100]])
+    return rid
+
+
 @contextmanager
 def start_run(uri: str, experiment_id: str, name: str, parent_id: str | None = None,
-              params: dict[str, Any] | None = None) -> Iterator[str]:
-    """A run (a child when ``parent_id`` is given) as a context; yields the run id.
+              params: dict[str, Any] | None = None, tags: dict[str, str] | None = None) -> Iterator[str]:
+    """A run as a context; yields the run id, ends ``FINISHED`` (``FAILED`` on an exception).
 
     Uses the client API, not the fluent global state, so it is safe in Ray workers and threads.
     """
-    client = MlflowClient(uri)
-    tags = {"mlflow.runName": name}
-    if parent_id:
-        tags[PARENT_TAG] = parent_id
-    run = client.create_run(experiment_id, tags=tags)
-    rid = run.info.run_id
+    rid = start_run_id(uri, experiment_id, name, parent_id, params, tags)
     status = "FAILED"
     try:
-        if params:
-            flat = {k: str(v)[:6000] for k, v in _flat(params).items()}
-            items = list(flat.items())
-            for i in range(0, len(items), 100):
-                client.log_batch(rid, params=[mlflow.entities.Param(k, v) for k, v in items[i:i + 100]])
         yield rid
         status = "FINISHED"
     finally:
-        client.set_terminated(rid, status)
+        MlflowClient(uri).set_terminated(rid, status)
+
+
+def close_stale_runs(uri: str, experiment_id: str, output: str) -> list[str]:
+    """Mark ``KILLED`` the runs a killed invocation on ``output`` left ``RUNNING`` (its top-level run,
+    found by :data:`OUTPUT_TAG`, and that run's children); returns their ids.
+
+    Safe only while holding the output directory's lock: then no live invocation owns a run there.
+    """
+    client = MlflowClient(uri)
+    running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=5000)
+    parents = {r.info.run_id for r in running if r.data.tags.get(OUTPUT_TAG) == output}
+    stale = [r.info.run_id for r in running if r.info.run_id in parents or r.data.tags.get(PARENT_TAG) in parents]
+    for rid in stale:
+        client.set_tag(rid, "paric.killed", "the invocation ended without closing this run (killed)")
+        client.set_terminated(rid, "KILLED")
+    return stale
 
 
 def log_metrics(uri: str, run_id: str, metrics: dict[str, Any], step: int | None = None) -> None:

@@ -18,8 +18,9 @@ from paric.report.table import methods_table
 from paric.stages.classifier import backbone_stage
 from paric.stages.maps import run_precompute
 from paric.stages.ray_env import ensure_ray
-from paric.stages.train import Tracking, compare_stage
-from paric.tracking import ensure_experiment, log_artifact, start_run, tracking_uri
+from paric.stages.pipeline import invocation
+from paric.stages.train import compare_stage
+from paric.tracking import log_artifact
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,10 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         backbone = backbone_stage(cfg, root, progress)
         if cfg.train.num_workers > 0:
             ensure_ray()
-        uri = tracking_uri(cfg.output_path())
-        tracking = Tracking(uri, ensure_experiment(uri, cfg.run.name))
-        with start_run(uri, tracking.experiment_id, f"train {','.join(methods)}", params=cfg.model_dump(mode="json")) as rid:
-            tracking.parent_id = rid
+        with invocation(cfg, f"train {','.join(methods)}") as tracking:
+            uri, rid = tracking.uri, tracking.parent_id
             result = compare_stage(cfg, root, methods, seeds, backbone, tracking)
             table = methods_table(result["methods"])
             (cfg.output_path("train", "table.md")).write_text(table + "\n")

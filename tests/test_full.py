@@ -27,32 +27,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _env() -> dict:
-    # the head's workers (and so the job's `python`) must be this virtualenv's; Ray >= 2.59 turns on
-    # token auth for local clusters, and the job CLI sends the token only in token mode
-    return {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
+def _env(**extra: str) -> dict:
+    """The environment as a user types the README's make targets in: no venv on PATH, no
+    RAY_AUTH_MODE (the targets set both)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "VIRTUAL_ENV", "RAY_AUTH_MODE")}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if Path(p) != BIN)
+    return {**env, **extra}
 
 
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
-    """A separate Ray head (``ray start --head --block``), stopped by killing its process group, so
-    the test session's own cluster is left alone."""
+    """A separate Ray head started by the README's ``make head`` (blocking, so it is stopped by killing
+    its process group and the test session's own cluster is left alone); yields its dashboard port."""
     port, dash = _free_port(), _free_port()
     # every agent port explicit: the test session's own cluster already holds the defaults (e.g. the
     # dashboard agent's 52365), and a head whose agent cannot bind accepts no job
     agents = [f"--{name}={_free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
                                                       "metrics-export-port", "runtime-env-agent-port",
                                                       "ray-client-server-port")]
+    flags = " ".join(["--block", "--num-cpus=2", "--object-store-memory=536870912", *agents])
     log = tmp_path_factory.mktemp("head") / "head.log"
     with open(log, "w") as fh:
-        proc = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", f"--port={port}",
-                                 f"--dashboard-port={dash}", "--include-dashboard=true", "--num-cpus=2",
-                                 "--object-store-memory=536870912", "--disable-usage-stats", *agents],
-                                env=_env(), stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(["make", "head", f"RAY_PORT={port}", f"DASHBOARD_PORT={dash}", f"HEAD_FLAGS={flags}"],
+                                cwd=REPO, env=_env(), stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dash}"
     deadline = time.time() + 90
     while time.time() < deadline:
-        ok = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address], env=_env(),
+        ok = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address], env=_env(RAY_AUTH_MODE="token"),
                             capture_output=True, text=True)
         if ok.returncode == 0:
             break
@@ -60,7 +61,7 @@ def ray_head(tmp_path_factory):
         time.sleep(2)
     else:
         pytest.fail(f"Ray head did not come up: {log.read_text()[-2000:]}")
-    yield address
+    yield dash
     os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=10)
@@ -72,12 +73,12 @@ def ray_head(tmp_path_factory):
         advertise_local_cluster()
 
 
-def _submit(address: str, out: Path) -> subprocess.CompletedProcess:
+def _submit(dash: int, out: Path) -> subprocess.CompletedProcess:
+    """The README's ``make submit`` with the quick profile into ``out``."""
     for _ in range(15):  # the head's job agent can come up a little after the dashboard
-        done = subprocess.run(
-            [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".", "--",
-             "python", "pipelines/full.py", "--quick", "--no-progress", f"run.output_dir={out}"],
-            cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+        done = subprocess.run(["make", "submit", f"DASHBOARD_PORT={dash}",
+                               f"ARGS=--quick --no-progress run.output_dir={out}"],
+                              cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
         if "No available agent to submit job" not in done.stdout + done.stderr:
             return done
         time.sleep(2)
@@ -89,6 +90,9 @@ def test_job_submit_quick_pipeline_then_cached_rerun(ray_head, tmp_path):
     first = _submit(ray_head, out)
     assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
     assert "succeeded" in first.stdout + first.stderr
+    token = Path.home() / ".ray" / "auth_token"
+    if token.is_file():  # `make submit` tightens the token file Ray writes world-readable
+        assert token.stat().st_mode & 0o077 == 0, oct(token.stat().st_mode)
     report = out / "report"
     results = json.loads((report / "results.json").read_text())
     for m in ("vanilla", "upweight", "gals", "paric_mean", "paric_median", "oracle_mask"):
@@ -116,6 +120,9 @@ def test_job_submit_quick_pipeline_then_cached_rerun(ray_head, tmp_path):
     names = {r.info.run_name for r in children}
     assert {"stage sweep paric_mean", "stage report", "vanilla seed0", "paric_mean seed0"} <= names
     assert sum(n.startswith("trial paric_mean") for n in names) == 2
+    # issue 14 item 4: every run ends, each trial with its objective (both trials succeed here)
+    assert all(r.info.status == "FINISHED" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
+    assert all("val_balanced_acc" in r.data.metrics for r in children if r.info.run_name.startswith("trial"))
     trained = next(r for r in children if r.info.run_name == "paric_mean seed0")
     assert "test_worst_group_acc" in trained.data.metrics and "train_loss" in trained.data.metrics
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from paric import store
 from paric.config import load_config
@@ -65,6 +66,32 @@ def test_rerun_skips_every_stage(run, caplog):
     assert cfg.output_path("vlm", "clip", "model.pt").stat().st_mtime_ns == ckpt
     stage_lines = [r.getMessage() for r in caplog.records if "[stage]" in r.getMessage()]
     assert stage_lines and all("skipped" in line for line in stage_lines), stage_lines
+
+
+def _states(caplog) -> dict[str, str]:
+    lines = [r.getMessage().split() for r in caplog.records if r.getMessage().startswith("[stage]")]
+    return {w[1]: " ".join(w[2:-3]) for w in lines}
+
+
+def test_caches_follow_the_content_not_the_path(run, tmp_path, caplog):
+    """Issue 14 item 1: a moved output directory is still cached; other pixels under the same file
+    names recompute the VLM, the adapters, every map store and the quality report."""
+    cfg, _ = run
+    moved = tmp_path / "moved"
+    shutil.copytree(cfg.output_path(), moved)
+    c = load_config(None, [*_dump(cfg), f"run.output_dir={moved}"])
+    caplog.set_level("INFO", logger="paric")
+    run_precompute(c, progress=False)
+    assert set(_states(caplog).values()) == {"skipped (cached)"}, _states(caplog)
+    caplog.clear()
+    for img in sorted((c.data_root() / "images").rglob("*.jpg"))[:6]:
+        arr = np.asarray(Image.open(img))
+        Image.fromarray((255 - arr).astype(np.uint8)).save(img)
+    run_precompute(c, progress=False)
+    states = _states(caplog)
+    assert states.pop("data") == "skipped (cached)"
+    assert set(states.values()) == {"done"}, states
+    assert set(states) >= {"vlm", "adapters", "maps:train", "maps:val", "maps:test", "quality"}
 
 
 def test_interrupted_run_resumes_only_missing_shards(run):

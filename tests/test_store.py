@@ -334,3 +334,30 @@ def test_non_finite_maps_are_refused_when_written_and_when_read(tmp_path: Path) 
     mark_complete(d, 5, PROV)
     with pytest.raises(ValueError, match=r"map_std has non-finite .* first in part-00001\.parquet row 1 \(image_id 'img0004'\)"):
         read_store(d)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_a_damaged_part_is_found_by_its_recorded_checksum(tmp_path: Path, damage: str) -> None:
+    """Issue 14 item 5: a part truncated (or overwritten with other bytes of the same size) after the
+    store was finished makes it incomplete, names the part, and only that shard counts as unfinished."""
+    write_store(tmp_path, parts=(3, 2))
+    mark_complete(tmp_path, 5, PROV)
+    prov = provenance_hash(PROV)
+    assert is_complete(tmp_path, prov) and store.damaged_parts(tmp_path) == {}
+    part = part_path(tmp_path, 1)
+    data = bytearray(part.read_bytes())
+    if damage == "truncate":
+        part.write_bytes(bytes(data[: len(data) // 2]))
+    else:
+        mid = len(data) // 2
+        data[mid] ^= 0xFF
+        part.write_bytes(bytes(data))
+    bad = store.damaged_parts(tmp_path)
+    assert list(bad) == [part.name]
+    with pytest.warns(RuntimeWarning, match="damaged part"):
+        assert not is_complete(tmp_path, prov)
+    with pytest.warns(RuntimeWarning), pytest.raises(IncompleteStoreError, match=part.name):
+        read_store(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert finished_parts(tmp_path, prov) == {0}  # the resumed maps stage recomputes shard 1 only

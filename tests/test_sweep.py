@@ -17,7 +17,10 @@ from paric.stages.classifier import backbone_stage
 from paric.stages.maps import run_precompute
 from paric.stages.sweep import adopt_best_trial, apply_best, finished_trial, sweep_key, sweep_stage
 from paric.stages.train import cached_result
+from paric.stages.train import Tracking
 from paric.store import list_parts
+from paric.tracking import PARENT_TAG, ensure_experiment, start_run_id, tracking_uri
+from mlflow.tracking import MlflowClient
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf" / "default.yaml"
@@ -44,8 +47,11 @@ def test_sweep_reads_stored_samples_only_and_survives_crashing_trials(precompute
              for s in ("train", "val")}
     # without the VLM and adapter checkpoints no map could be computed: trials must read the store
     os.rename(cfg.output_path("vlm"), cfg.output_path("vlm.hidden"))
+    uri = tracking_uri(out)
+    tracking = Tracking(uri, ensure_experiment(uri, "sweep-test"))
+    tracking.parent_id = start_run_id(uri, tracking.experiment_id, "sweep")
     try:
-        summary = sweep_stage(cfg, cfg.data_root(), "paric_mean", backbone)
+        summary = sweep_stage(cfg, cfg.data_root(), "paric_mean", backbone, tracking)
     finally:
         os.rename(cfg.output_path("vlm.hidden"), cfg.output_path("vlm"))
     trials = summary["trials"]
@@ -54,6 +60,16 @@ def test_sweep_reads_stored_samples_only_and_survives_crashing_trials(precompute
     ok = [t for t in trials if not t["error"]]
     assert failed and ok, trials  # the sweep went on past a crashed trial
     assert all("TrainingDiverged" in t["error"] or "loss is" in t["error"] for t in failed), failed
+    # issue 14 item 4: every trial's MLflow run ends, finished ones with the objective, crashed ones FAILED
+    runs = MlflowClient(uri).search_runs([tracking.experiment_id], f"tags.`{PARENT_TAG}` = '{tracking.parent_id}'")
+    assert len(runs) == 4
+    states = sorted(r.info.status for r in runs)
+    assert states == sorted(["FAILED"] * len(failed) + ["FINISHED"] * len(ok)), states
+    for r in runs:
+        if r.info.status == "FINISHED":
+            assert "val_balanced_acc" in r.data.metrics and "train_loss" in r.data.metrics
+        else:
+            assert r.data.tags.get("paric.error")
     assert summary["best"] in [t["params"] for t in ok]
     # nothing stays reserved after the sweep (Train V2 leaks failed trials' groups; the stage removes them)
     import ray

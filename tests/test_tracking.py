@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
 
-from paric.tracking import PARENT_TAG, ensure_experiment, log_artifact, log_history, start_run, tracking_uri
+from paric.tracking import (OUTPUT_TAG, PARENT_TAG, close_stale_runs, ensure_experiment, log_artifact, log_history,
+                            start_run, start_run_id, tracking_uri)
 
 
 def test_nested_runs_with_history_and_artifacts(tmp_path, monkeypatch):
@@ -54,3 +55,21 @@ def test_corrupt_store_names_the_file_and_the_way_out(tmp_path, monkeypatch):
     db.write_bytes(b"this is not an sqlite database" * 100)
     with pytest.raises(TrackingStoreError, match=rf"{db} cannot be opened .*Move it aside"):
         ensure_experiment(tracking_uri(tmp_path / "out"), "default")
+
+
+def test_runs_a_killed_invocation_left_running_are_marked_killed(tmp_path):
+    """Issue 14 item 4: a SIGKILLed invocation never closes its runs; the next one on the same output
+    marks its parent and the parent's children KILLED, and leaves other outputs' live runs alone."""
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    exp = ensure_experiment(uri, "e")
+    out, other = str(tmp_path / "out"), str(tmp_path / "other")
+    parent = start_run_id(uri, exp, "full e", tags={OUTPUT_TAG: out})
+    trial = start_run_id(uri, exp, "trial x", parent)
+    with start_run(uri, exp, "vanilla seed0", parent) as done:
+        pass
+    live = start_run_id(uri, exp, "full other", tags={OUTPUT_TAG: other})
+    assert sorted(close_stale_runs(uri, exp, out)) == sorted([parent, trial])
+    client = MlflowClient(uri)
+    status = {r: client.get_run(r).info.status for r in (parent, trial, done, live)}
+    assert status == {parent: "KILLED", trial: "KILLED", done: "FINISHED", live: "RUNNING"}
+    assert close_stale_runs(uri, exp, out) == []

@@ -10,7 +10,8 @@ import torch
 
 from paric.config import Config
 from paric.data import WaterbirdsDataset
-from paric.stages.cache import is_done, mark_done, timed_stage
+from paric.data.fingerprint import dataset_fingerprint
+from paric.stages.cache import is_done, mark_done, read_marker, timed_stage
 from paric.stages.prepare import load_corpus
 from paric.train.backbone import pretrain_backbone
 
@@ -33,15 +34,28 @@ def corpus_labels(root: Path) -> tuple[np.ndarray, np.ndarray, list[str], list[s
     return shape, place, shapes, places
 
 
+def backbone_key(cfg: Config, root: Path) -> str:
+    """The backbone's cache key: its config, the seed and the corpus' content."""
+    return cfg.section_hash("classifier.arch", "classifier.width", "classifier.image_size", "classifier.pretrain",
+                            "run.seed") + ":" + dataset_fingerprint(root)
+
+
+def backbone_id(cfg: Config) -> str:
+    """What a classifier starts from, for the training keys: the corpus backbone's stage key (so a
+    retrained backbone retrains every run), else the named initialisation."""
+    if cfg.classifier.weights != "corpus":
+        return cfg.classifier.weights
+    marker = read_marker(cfg.output_path("classifier", "backbone"))
+    return str(marker.get("key")) if marker else "missing"
+
+
 def backbone_stage(cfg: Config, root: Path, progress: bool = True) -> Path | None:
     """Pretrain (or reuse) the corpus backbone; None when the classifier starts otherwise."""
     if cfg.classifier.weights != "corpus":
         return None
     out = cfg.output_path("classifier", "backbone")
     ckpt = out / "backbone.pt"
-    key = cfg.section_hash("classifier.arch", "classifier.width", "classifier.image_size", "classifier.pretrain",
-                           "run.seed") + ":" + (cfg.section_hash("data.synthetic") if cfg.data.format == "synthetic"
-                                                else str(root))
+    key = backbone_key(cfg, root)
     with timed_stage("backbone", out) as info:
         if not info["forced"] and is_done(out, key) and ckpt.is_file():
             info["skipped"] = True

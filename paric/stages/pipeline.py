@@ -13,9 +13,11 @@ import json
 import logging
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
-from paric.config import Config, dump_config
+from paric.config import Config
 from paric.io import write_json
 from paric.report.results import build_results, load_quality, write_report
 from paric.stages.cache import EVENTS, is_done, mark_done, set_forced, timed_stage
@@ -24,7 +26,8 @@ from paric.stages.maps import run_precompute
 from paric.stages.ray_env import quiet_data
 from paric.stages.sweep import adopt_best_trial, apply_best, distributions, is_sampled, sweep_stage
 from paric.stages.train import MODEL, Tracking, compare_stage, run_datasets
-from paric.tracking import ensure_experiment, log_artifact, log_metrics, start_run, tracking_uri
+from paric.tracking import (OUTPUT_TAG, close_stale_runs, ensure_experiment, log_artifact, log_metrics, start_run,
+                            tracking_uri)
 
 log = logging.getLogger("paric")
 
@@ -45,6 +48,23 @@ def check_pipeline_config(cfg: Config) -> None:
         if name not in cfg.train.compare:
             raise ValueError(f"report.{key}='{name}' is not trained by this config (train.compare: "
                              f"{cfg.train.compare}); name one of those")
+
+
+@contextmanager
+def invocation(cfg: Config, name: str) -> Iterator[Tracking]:
+    """This invocation's MLflow parent run (tagged with its output directory), after marking ``KILLED``
+    whatever a killed earlier invocation on the same output left running. Hold the output lock."""
+    out = cfg.output_path()
+    uri = tracking_uri(out)
+    tracking = Tracking(uri, ensure_experiment(uri, cfg.run.name))
+    output = str(Path(out).resolve())
+    stale = close_stale_runs(uri, tracking.experiment_id, output)
+    if stale:
+        log.info("tracking: marked %d run(s) of a killed earlier invocation KILLED", len(stale))
+    with start_run(uri, tracking.experiment_id, name, params=cfg.model_dump(mode="json"),
+                   tags={OUTPUT_TAG: output}) as rid:
+        tracking.parent_id = rid
+        yield tracking
 
 
 def report_stage(cfg: Config, root: Path, summary: dict, sweeps: dict[str, dict], tracking: Tracking) -> Path:
@@ -96,10 +116,7 @@ def run_sweeps(cfg: Config, methods: list[str], force: list[str] | tuple[str, ..
     set_forced(list(force))
     EVENTS.clear()
     quiet_data(progress)
-    uri = tracking_uri(cfg.output_path())
-    tracking = Tracking(uri, ensure_experiment(uri, cfg.run.name))
-    with start_run(uri, tracking.experiment_id, f"sweep {','.join(methods)}", params=cfg.model_dump(mode="json")) as rid:
-        tracking.parent_id = rid
+    with invocation(cfg, f"sweep {','.join(methods)}") as tracking:
         run_precompute(cfg, progress=progress)
         root = cfg.data_root()
         backbone = backbone_stage(cfg, root, progress)
@@ -118,10 +135,8 @@ def run_full(cfg: Config, force: list[str] | tuple[str, ...] = (), progress: boo
     out.mkdir(parents=True, exist_ok=True)
     if "data" in force and cfg.data.format == "synthetic" and cfg.data_root().exists():
         shutil.rmtree(cfg.data_root())  # the generator skips an existing benchmark otherwise
-    uri = tracking_uri(out)
-    tracking = Tracking(uri, ensure_experiment(uri, cfg.run.name))
-    with start_run(uri, tracking.experiment_id, f"full {cfg.run.name}", params=cfg.model_dump(mode="json")) as parent:
-        tracking.parent_id = parent
+    with invocation(cfg, f"full {cfg.run.name}") as tracking:
+        uri, parent = tracking.uri, tracking.parent_id
         run_precompute(cfg, progress=progress)
         root = cfg.data_root()
         backbone = backbone_stage(cfg, root, progress)

@@ -16,11 +16,12 @@ import torch
 from paric import __version__
 from paric.config import Config
 from paric.data import CaptionCorpus, WaterbirdsDataset, generate_benchmark
+from paric.data.fingerprint import dataset_fingerprint
 from paric.data.formats import prepare_index
 from paric.io import write_json
 from paric.stages.cache import is_done, mark_done, timed_stage
 from paric.vlm.adapters import embed_pairs, train_adapters
-from paric.vlm.factory import CUSTOM_MODELS, VLM, VLMLoadError, file_hash, load_vlm
+from paric.vlm.factory import CUSTOM_MODELS, VLM, VLMLoadError, file_hash, load_vlm, weights_id
 from paric.vlm.pretrain import pretrain_clip, zero_shot_accuracy
 
 
@@ -57,22 +58,39 @@ def load_corpus(root: Path, image_size: int) -> tuple[torch.Tensor, list[str]]:
 
 @dataclass
 class VLMArtifact:
-    """Which VLM the later stages load, and how to name it in provenance."""
+    """Which VLM the later stages load, and how to name it in provenance. ``key`` is content-derived:
+    published weights by their file hash (or tag), a VLM pretrained here by its config and data."""
 
     name: str
     pretrained: str | None
     checkpoint: Path | None
     key: str
 
+    def weights(self) -> str:
+        """The weights' content id for map provenance (a checkpoint's hash, or the published tag)."""
+        return weights_id(self.pretrained) if self.checkpoint is None else f"sha256:{file_hash(self.checkpoint)}"
+
     def load(self) -> VLM:
         return load_vlm(self.name, self.pretrained, self.checkpoint)
+
+
+def vlm_key(cfg: Config, root: Path) -> str:
+    """Cache key of a VLM pretrained here: its config, the seed and the caption corpus' content
+    (published weights are keyed by their own content instead, see :class:`VLMArtifact`)."""
+    return cfg.section_hash("vlm.name", "vlm.pretrain", "run.seed") + ":" + dataset_fingerprint(root)
+
+
+def adapter_key(cfg: Config, root: Path, vlm_art: VLMArtifact) -> str:
+    """Cache key of the adapters: their config, the VLM's key and the corpus they fit (the data's,
+    whichever VLM embeds it, a published one included)."""
+    return cfg.section_hash("adapter", "run.seed") + ":" + vlm_art.key + ":" + dataset_fingerprint(root)
 
 
 def vlm_stage(cfg: Config, root: Path, progress: bool = True) -> VLMArtifact:
     """Use published weights when ``vlm.pretrained`` is set; otherwise pretrain a custom config."""
     out = cfg.output_path("vlm", "clip")
     if cfg.vlm.pretrained is not None:
-        art = VLMArtifact(cfg.vlm.name, cfg.vlm.pretrained, None, f"{cfg.vlm.name}:{cfg.vlm.pretrained}")
+        art = VLMArtifact(cfg.vlm.name, cfg.vlm.pretrained, None, f"{cfg.vlm.name}:{weights_id(cfg.vlm.pretrained)}")
         with timed_stage("vlm", out) as info:
             info["skipped"] = True  # nothing to train; load once to fail early on missing weights
             art.load()
@@ -82,10 +100,9 @@ def vlm_stage(cfg: Config, root: Path, progress: bool = True) -> VLMArtifact:
             f"vlm.pretrained: '{cfg.vlm.name}' is a published architecture; give its weights tag or "
             f"checkpoint path (custom configs that are pretrained here: {sorted(CUSTOM_MODELS)})"
         )
-    key = cfg.section_hash("data.synthetic", "vlm.name", "vlm.pretrain", "run.seed") if cfg.data.format == "synthetic" \
-        else cfg.section_hash("data.root", "vlm.name", "vlm.pretrain", "run.seed")
     ckpt = out / "model.pt"
-    art = VLMArtifact(cfg.vlm.name, None, ckpt, key)
+    art = VLMArtifact(cfg.vlm.name, None, ckpt, vlm_key(cfg, root))
+    key = art.key
     with timed_stage("vlm", out) as info:
         if not info["forced"] and is_done(out, key) and ckpt.is_file():
             info["skipped"] = True
@@ -120,7 +137,7 @@ def adapter_stage(cfg: Config, root: Path, vlm_art: VLMArtifact, progress: bool 
     """Train the ProbVLM adapters on the frozen VLM's embeddings of the caption corpus."""
     out = cfg.output_path("vlm", "adapters")
     ckpt = out / "adapters.pt"
-    key = cfg.section_hash("adapter", "run.seed") + ":" + vlm_art.key
+    key = adapter_key(cfg, root, vlm_art)
     with timed_stage("adapters", out) as info:
         if not info["forced"] and is_done(out, key) and ckpt.is_file():
             info["skipped"] = True
@@ -138,10 +155,9 @@ def adapter_stage(cfg: Config, root: Path, vlm_art: VLMArtifact, progress: bool 
 
 def map_provenance(cfg: Config, vlm_art: VLMArtifact, adapter_ckpt: Path, layer: str) -> dict:
     """What produced a map store: enough to tell two stores apart and to reproduce one."""
-    weights = vlm_art.pretrained if vlm_art.checkpoint is None else f"sha256:{file_hash(vlm_art.checkpoint)}"
     return {
         "vlm": vlm_art.name,
-        "vlm_weights": weights,
+        "vlm_weights": vlm_art.weights(),
         "adapters": f"sha256:{file_hash(adapter_ckpt)}",
         "prompts": list(cfg.vlm.prompts),
         "K": cfg.maps.K,
@@ -149,7 +165,7 @@ def map_provenance(cfg: Config, vlm_art: VLMArtifact, adapter_ckpt: Path, layer:
         "saliency_layer": layer,
         "shard_size": cfg.maps.shard_size,
         "batch_size": cfg.maps.batch_size,
-        "dataset": str(cfg.data_root()),
+        "data": dataset_fingerprint(cfg.data_root()),  # content, not a path: a moved output stays valid
         "paric_version": __version__,
     }
 

@@ -9,8 +9,6 @@ datasets are built once on the driver and shared by every trial.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import functools
 import hashlib
 import json
@@ -34,11 +32,10 @@ from paric.config import R100, Config, SearchSpace, TrainConfig
 from paric.io import write_json
 from paric.stages.cache import forced, is_done, mark_done, timed_stage
 from paric.stages.train import (MODEL, RESULT, STATE, TRAINING_KEYS, Tracking, method_train_data, run_datasets,
-                                run_on_ray, store_result)
+                                run_on_ray, store_result, upstream_key)
 from paric.train.loop import completed
 from paric.train.run import evaluate_saved, save_best
-from paric.store import read_provenance
-from paric.tracking import log_history, log_metrics, start_run
+from paric.stages.trial_runs import ACTIVE, TrialRuns
 
 log = logging.getLogger("paric")
 OBJECTIVE = "val_balanced_acc"
@@ -98,21 +95,15 @@ def trial_config(base: Config, method: str, params: dict) -> Config:
     return base.model_copy(update={"train": base.train.model_copy(update={"methods": methods})})
 
 
-def _trial(params: dict, base: dict, root: str, method: str, backbone: str | None, datasets: dict,
-           tracking: dict | None) -> None:
+def _trial(params: dict, base: dict, root: str, method: str, backbone: str | None, datasets: dict) -> None:
     """One Tune trial: a Ray Train run of ``method`` with the trial's values (validation only)."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
     cfg = trial_config(Config.model_validate(base), method, params)
     out = Path(tune.get_context().get_trial_dir()) / "train"
-    tr = Tracking(**tracking) if tracking else None
-    with (start_run(tr.uri, tr.experiment_id, f"trial {method} {json.dumps(params, sort_keys=True)}", tr.parent_id,
-                    {"method": method, **params}) if tr else nullcontext()) as rid:
-        result = run_on_ray(cfg, Path(root), method, cfg.run.seed, Path(backbone) if backbone else None, out,
-                            datasets=datasets, callbacks=[TuneReportCallback()], prepared=True)
-        if tr:
-            log_history(tr.uri, rid, result.get("history", []))
-            log_metrics(tr.uri, rid, {OBJECTIVE: result[OBJECTIVE]})
+    # its MLflow run is written on the driver (paric.stages.trial_runs), which outlives the trial
+    run_on_ray(cfg, Path(root), method, cfg.run.seed, Path(backbone) if backbone else None, out,
+               datasets=datasets, callbacks=[TuneReportCallback()], prepared=True)
 
 
 def _tuner(cfg: Config, method: str, trainable, exp_dir: Path, key: str, fresh: bool) -> tune.Tuner:
@@ -144,7 +135,7 @@ def _tuner(cfg: Config, method: str, trainable, exp_dir: Path, key: str, fresh: 
                                     scheduler=scheduler, num_samples=num_samples),
         run_config=tune.RunConfig(name=exp_dir.name, storage_path=str(exp_dir.parent),
                                   failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
-                                  verbose=0),
+                                  callbacks=[TrialRuns(str(exp_dir), method)], verbose=0),
     )
 
 
@@ -169,8 +160,7 @@ def sweep_key(cfg: Config, method: str) -> str:
     blob = {"settings": settings, "space": cfg.sweep.spaces[method].model_dump(mode="json"),
             "method": cfg.method(method).model_dump(mode="json"), "workers": max(1, cfg.train.num_workers)}
     return cfg.section_hash(*TRAINING_KEYS, "run.seed") + ":" + hashlib.sha256(
-        json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16] + ":" + \
-        str(read_provenance(cfg.output_path("maps", "train")).get("hash", ""))
+        json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16] + ":" + upstream_key(cfg)
 
 
 def sweep_stage(cfg: Config, root: Path, method: str, backbone: Path | None, tracking: Tracking | None = None,
@@ -193,12 +183,17 @@ def sweep_stage(cfg: Config, root: Path, method: str, backbone: Path | None, tra
         data = method_train_data(cfg, data, method, cfg.sweep.spaces[method].reference or None)
         trainable = tune.with_resources(tune.with_parameters(
             _trial, base=cfg.model_dump(mode="json"), root=str(root), method=method,
-            backbone=str(backbone) if backbone else None, datasets=data,
-            tracking=tracking.__dict__ if tracking else None),
+            backbone=str(backbone) if backbone else None, datasets=data),
             {"cpu": 0, "memory": 1})  # a trial only drives its TorchTrainer, whose workers hold the CPUs
         t0 = time.time()
         groups_before = set(ray.util.placement_group_table())
-        grid = _tuner(cfg, method, trainable, out / "_tune" / method, key, fresh=info["forced"]).fit()
+        exp_dir = out / "_tune" / method
+        if tracking is not None:
+            ACTIVE[str(exp_dir)] = tracking  # the trial runs' parent: this invocation's run
+        try:
+            grid = _tuner(cfg, method, trainable, exp_dir, key, fresh=info["forced"]).fit()
+        finally:
+            ACTIVE.pop(str(exp_dir), None)
         _remove_leaked_groups(groups_before)
         trials = []
         for r in grid:

@@ -28,6 +28,7 @@ from ray.train.torch import TorchTrainer
 from paric.config import Config
 from paric.io import write_json
 from paric.regularizers import REGULARIZERS
+from paric.stages.classifier import backbone_id
 from paric.stages.cache import forced, is_done, mark_done, record_stage, timed_stage
 from paric.stages.ray_env import cluster_gpus, ensure_ray, ordered_data
 from paric.store import list_parts, read_provenance, read_store
@@ -237,10 +238,16 @@ TRAINING_KEYS = ("classifier", "train.epochs", "train.patience", "train.batch_si
                  "train.head_lr", "train.momentum", "train.weight_decay", "train.warmup_epochs", "train.flip")
 
 
+def upstream_key(cfg: Config) -> str:
+    """What every trained run reads besides its config: the map store (which carries the data's and the
+    VLM's content hashes) and the backbone it starts from."""
+    return str(read_provenance(cfg.output_path("maps", "train")).get("hash", "")) + ":" + backbone_id(cfg)
+
+
 def run_key(cfg: Config, method: str) -> str:
     """Cache key of a (method, seed) run: what its result depends on."""
     return cfg.section_hash(*TRAINING_KEYS, "eval") + ":" + json.dumps(cfg.method(method).model_dump(), sort_keys=True) \
-        + ":" + str(read_provenance(cfg.output_path("maps", "train")).get("hash", ""))
+        + ":" + upstream_key(cfg)
 
 
 def cached_result(cfg: Config, method: str, seed: int) -> dict | None:

@@ -68,6 +68,12 @@ def file_hash(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def weights_id(pretrained: str) -> str:
+    """What published weights are, for cache keys: a checkpoint file by its content (replacing the file
+    in place changes it), an open_clip tag by name."""
+    return f"sha256:{file_hash(Path(pretrained))}" if Path(pretrained).expanduser().is_file() else pretrained
+
+
 def build_model(name: str, seed: int = 0) -> torch.nn.Module:
     """A randomly initialised model of the named architecture (seeded)."""
     if name not in open_clip.list_models():
@@ -96,7 +102,7 @@ def load_vlm(name: str, pretrained: str | None = None, checkpoint: Path | None =
                 "Without network access, download the checkpoint elsewhere and set "
                 "vlm.pretrained to its local file path."
             ) from exc
-        weights = pretrained if not Path(pretrained).is_file() else f"sha256:{file_hash(Path(pretrained))}"
+        weights = weights_id(pretrained)
     else:
         model = build_model(name, seed)
         weights = "random"

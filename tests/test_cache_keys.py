@@ -1,0 +1,134 @@
+"""Caches keyed on content (issue 14 item 1): every stage key follows the data's and the weights'
+bytes, never a path. Unit level, no Ray: the keys are computed exactly as the stages compute them;
+tests/test_precompute.py reruns real stages on changed data."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from paric.config import load_config
+from paric.data.fingerprint import dataset_fingerprint
+from paric.stages.cache import mark_done
+from paric.stages.classifier import backbone_key
+from paric.stages.prepare import VLMArtifact, adapter_key, data_stage, map_provenance, vlm_key, vlm_stage
+from paric.stages.train import run_key
+from paric import store
+from paric.store import provenance_hash
+from paric.vlm.factory import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory, tiny_overrides):
+    out = tmp_path_factory.mktemp("keys") / "out"
+    cfg = load_config(REPO / "conf" / "default.yaml", tiny_overrides + [f"run.output_dir={out}"])
+    return cfg, data_stage(cfg, progress=False)
+
+
+def _copy(made, dest: Path):
+    cfg, root = made
+    shutil.copytree(cfg.output_path(), dest)  # new inodes and mtimes, same bytes
+    moved = cfg.model_copy(update={"run": cfg.run.model_copy(update={"output_dir": str(dest)})})
+    return moved, moved.data_root()
+
+
+def _keys(cfg, root: Path, adapters: Path) -> dict[str, str]:
+    art = VLMArtifact(cfg.vlm.name, None, None, vlm_key(cfg, root))
+    return {"data": dataset_fingerprint(root), "vlm": art.key, "adapters": adapter_key(cfg, root, art),
+            "backbone": backbone_key(cfg, root)}
+
+
+def _first_image(root: Path) -> Path:
+    return next(p for p in sorted((root / "images").rglob("*")) if p.is_file())
+
+
+def test_a_moved_or_copied_output_keeps_every_key(made, tmp_path):
+    cfg, root = made
+    adapters = tmp_path / "adapters.pt"
+    adapters.write_bytes(b"weights")
+    moved, moved_root = _copy(made, tmp_path / "elsewhere")
+    assert _keys(moved, moved_root, adapters) == _keys(cfg, root, adapters)
+    art = VLMArtifact(cfg.vlm.name, "openai", None, "k")
+    for c in (cfg, moved):
+        assert str(c.output_path()) not in json.dumps(map_provenance(c, art, adapters, "visual.trunk"))
+    assert provenance_hash(map_provenance(cfg, art, adapters, "l")) == provenance_hash(
+        map_provenance(moved, art, adapters, "l"))
+
+
+@pytest.mark.parametrize("what", ["image", "mask", "caption", "label"])
+def test_changed_data_under_the_same_names_changes_every_data_key(made, tmp_path, what):
+    """Item 1(a): other pixels (or masks, captions, labels) under the same file names."""
+    cfg, root = made
+    adapters = tmp_path / "adapters.pt"
+    adapters.write_bytes(b"weights")
+    moved, moved_root = _copy(made, tmp_path / "changed")
+    before = _keys(moved, moved_root, adapters)
+    if what in ("image", "mask"):
+        path = _first_image(moved_root) if what == "image" else next(p for p in sorted(
+            (moved_root / "masks").rglob("*.png")))
+        arr = np.asarray(Image.open(path))
+        Image.fromarray((255 - arr).astype(np.uint8)).save(path)  # same name, other content
+    elif what == "caption":
+        path = moved_root / "captions.csv"
+        lines = path.read_text().splitlines()
+        lines[1] = lines[1].rsplit(",", 1)[0] + ",a different caption"
+        path.write_text("\n".join(lines) + "\n")
+    else:
+        path = moved_root / "metadata.csv"
+        text = path.read_text().splitlines()
+        header, row = text[0].split(","), text[1].split(",")
+        iy = header.index("y")
+        row[iy] = "1" if row[iy] == "0" else "0"
+        text[1] = ",".join(row)
+        path.write_text("\n".join(text) + "\n")
+    after = _keys(moved, moved_root, adapters)
+    assert all(after[k] != before[k] for k in before), (before, after)
+    art = VLMArtifact(cfg.vlm.name, "openai", None, "k")
+    assert provenance_hash(map_provenance(moved, art, adapters, "l")) != provenance_hash(
+        map_provenance(cfg, art, adapters, "l"))
+
+
+def test_published_weights_replaced_in_place_change_the_vlm_and_everything_after(made, tmp_path):
+    """Item 1(b, c): ``vlm.pretrained=<file>`` rewritten with other weights; the adapters' key also
+    holds the data, so new data under a published VLM retrains them."""
+    cfg, root = made
+    weights = tmp_path / "clip.pt"
+    torch.save(build_model(cfg.vlm.name, seed=0).state_dict(), weights)
+    pub = cfg.model_copy(update={"vlm": cfg.vlm.model_copy(update={"pretrained": str(weights)})})
+    first = vlm_stage(pub, root, progress=False)
+    provenance_before = first.weights()
+    torch.save(build_model(cfg.vlm.name, seed=1).state_dict(), weights)
+    second = vlm_stage(pub, root, progress=False)
+    assert first.key != second.key and second.weights() != provenance_before
+    assert str(weights) not in first.key
+    assert adapter_key(pub, root, first) != adapter_key(pub, root, second)
+    moved, moved_root = _copy(made, tmp_path / "newdata")
+    img = _first_image(moved_root)
+    Image.fromarray(255 - np.asarray(Image.open(img))).save(img)
+    assert adapter_key(pub, moved_root, second) != adapter_key(pub, root, second)
+
+
+def test_final_runs_are_keyed_on_the_backbone(made, tmp_path):
+    """Item 1(c): a retrained backbone (another key in its marker) retrains the final runs."""
+    cfg, _ = made
+    moved, _ = _copy(made, tmp_path / "bb")
+    n, k, h = 2, 2, 3
+    rows = {"image_id": ["a", "b"], "split": ["train"] * n, "label": np.zeros(n, int), "group": np.zeros(n, int),
+            "map_det": np.ones((n, h, h)), "map_samples": np.ones((n, k, h, h)), "map_mean": np.ones((n, h, h)),
+            "map_median": np.ones((n, h, h)), "map_std": np.zeros((n, h, h))}
+    maps = moved.output_path("maps", "train")
+    shutil.rmtree(maps, ignore_errors=True)
+    store.write_part(store.build_table(rows, {"K": k}), store.part_path(maps, 0))
+    store.mark_complete(maps, n, {"K": k})
+    marker_dir = moved.output_path("classifier", "backbone")
+    mark_done(marker_dir, "backbone-a")
+    a = run_key(moved, "vanilla")
+    mark_done(marker_dir, "backbone-b")
+    assert run_key(moved, "vanilla") != a
