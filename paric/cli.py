@@ -40,9 +40,10 @@ def config_from(args: argparse.Namespace) -> Config:
 
 
 def setup_logging() -> None:
-    """Our ``[stage]`` lines at INFO; other libraries' chatter (open_clip, MLflow) at WARNING."""
+    """Our ``[stage]`` lines at INFO; other libraries' chatter (open_clip, MLflow, Ray Data) at WARNING."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("paric").setLevel(logging.INFO)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-dataset INFO lines; the [stage] lines say it
 
 
 @contextmanager

@@ -77,7 +77,7 @@ def _submit(dash: int, out: Path) -> subprocess.CompletedProcess:
     """The README's ``make submit`` with the quick profile into ``out``."""
     for _ in range(15):  # the head's job agent can come up a little after the dashboard
         done = subprocess.run(["make", "submit", f"DASHBOARD_PORT={dash}",
-                               f"ARGS=--quick --no-progress run.output_dir={out}"],
+                               f"ARGS=--quick run.output_dir={out}"],
                               cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
         if "No available agent to submit job" not in done.stdout + done.stderr:
             return done
@@ -90,6 +90,9 @@ def test_job_submit_quick_pipeline_then_cached_rerun(ray_head, tmp_path):
     first = _submit(ray_head, out)
     assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
     assert "succeeded" in first.stdout + first.stderr
+    # issue 14 item 13: with progress on (the default) a quick run's log stays readable
+    lines = (first.stdout + first.stderr).splitlines()
+    assert len(lines) < 300, f"{len(lines)} lines:\n" + "\n".join(lines[:400])
     token = Path.home() / ".ray" / "auth_token"
     if token.is_file():  # `make submit` tightens the token file Ray writes world-readable
         assert token.stat().st_mode & 0o077 == 0, oct(token.stat().st_mode)

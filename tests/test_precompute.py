@@ -125,6 +125,29 @@ def test_one_or_two_actors_give_bit_identical_maps(run, tmp_path):
     assert np.array_equal(outs[1].map_samples, store.read_store(cfg.output_path("maps", "test")).map_samples)
 
 
+def test_maps_match_the_stored_fixture(run):
+    """Issue 13: refactors keep the maps bit-identical for the same config. The fixture is this tiny
+    config's test store as written before the map-source refactor (``tests/make_map_fixture.py``);
+    floats are compared exactly on the CPU it was written on, and the check is skipped elsewhere
+    (another CPU's kernels round differently; README "Not bit-identical across machines")."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from cpu_signature import cpu_signature
+
+    fixture = REPO / "tests" / "fixtures" / "maps_tiny"
+    cfg, _ = run
+    now = store.read_store(cfg.output_path("maps", "test"))
+    old = store.read_store(fixture)
+    assert now.image_id == old.image_id and np.array_equal(now.label, old.label)
+    written_on = json.loads((fixture / "cpu.json").read_text())
+    if written_on != cpu_signature():
+        pytest.skip(f"fixture written on {written_on}, this is {cpu_signature()}")
+    for col in ("map_det", "map_samples", "map_mean", "map_median", "map_std"):
+        assert np.array_equal(getattr(now, col), getattr(old, col)), col
+
+
 def _dump(cfg) -> list[str]:
     """The tiny config as overrides (so a copy can change a few keys)."""
     import json

@@ -22,7 +22,8 @@ import numpy as np
 import ray
 import torch
 from ray.data import ActorPoolStrategy
-from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import (Checkpoint, CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig,
+                       ScalingConfig)
 from ray.train.torch import TorchTrainer
 
 from paric.config import Config
@@ -30,7 +31,7 @@ from paric.io import write_json
 from paric.regularizers import REGULARIZERS
 from paric.stages.classifier import backbone_id
 from paric.stages.cache import forced, is_done, mark_done, record_stage, timed_stage
-from paric.stages.ray_env import cluster_gpus, ensure_ray, ordered_data
+from paric.stages.ray_env import cluster_gpus, ensure_ray, ordered_data, without_progress
 from paric.store import list_parts, read_provenance, read_store
 from paric.tracking import log_artifact, log_history, log_metrics, start_run
 from paric.train.data import ImageJoiner, majority_groups, train_view
@@ -189,6 +190,7 @@ def run_on_ray(cfg: Config, root: Path, method: str, seed: int, backbone: Path |
         datasets = run_datasets(cfg, root, [method])
     if not prepared:
         datasets = method_train_data(cfg, datasets, method)
+    datasets = {name: without_progress(ds) for name, ds in datasets.items()}  # they run in the workers
     use_gpu = cfg.train.use_gpu if cfg.train.use_gpu is not None else cluster_gpus() > 0
     trainer = TorchTrainer(
         _worker,
@@ -196,7 +198,8 @@ def run_on_ray(cfg: Config, root: Path, method: str, seed: int, backbone: Path |
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
         run_config=RunConfig(name=out.name, storage_path=str(out.parent / "_ray"),
                              failure_config=FailureConfig(max_failures=cfg.train.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=1), callbacks=callbacks or None),
+                             checkpoint_config=CheckpointConfig(num_to_keep=1), callbacks=callbacks or None,
+                             logging_config=LoggingConfig(log_level="WARNING")),  # the controller's INFO lines
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )

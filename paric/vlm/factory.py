@@ -6,6 +6,7 @@ the same way, and a missing download must fail with an error that says what to d
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,7 +83,16 @@ def build_model(name: str, seed: int = 0) -> torch.nn.Module:
             f"(timm towers they use: {', '.join(TIMM_TOWERS)})"
         )
     torch.manual_seed(seed)
-    return open_clip.create_model(name, pretrained=None)
+    root = logging.getLogger()
+    root.addFilter(_random_init_notice)  # random init is what we asked for; weights, if any, load next
+    try:
+        return open_clip.create_model(name, pretrained=None)
+    finally:
+        root.removeFilter(_random_init_notice)
+
+
+def _random_init_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("No pretrained weights loaded for model")
 
 
 def _image_size(model: torch.nn.Module) -> int:
