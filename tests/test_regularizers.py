@@ -10,7 +10,7 @@ from paric.attention.reference import aggregate_samples
 from paric.config import MethodConfig
 from paric.models import build_classifier, classifier_gradcam
 from paric.models.cam import forward_with_features
-from paric.regularizers import REGULARIZERS, StepInputs, balance_weights, build_reference, build_regularizer
+from paric.regularizers import REGULARIZERS, StepInputs, balance_weights, build_reference, build_regularizer, total
 
 
 def _model(seed: int = 0):
@@ -39,7 +39,7 @@ CAM = MethodConfig(regularizer="gradcam", weight=1.0, reference="oracle")
 def test_gradient_outside_zero_when_reference_covers_image(target):
     method = GRAD.model_copy(update={"grad_target": target})
     _, s = _inputs(method, torch.ones(4, 32, 32))
-    assert float(build_regularizer(method)(s)) == 0.0
+    assert float(total(build_regularizer(method)(s))) == 0.0
 
 
 @pytest.mark.parametrize("target", ["ce", "log_prob"])
@@ -48,7 +48,7 @@ def test_gradient_outside_trains_the_model(target):
     ref = torch.zeros(4, 32, 32)
     ref[:, 8:24, 8:24] = 1.0
     model, s = _inputs(method, ref)
-    penalty = build_regularizer(method)(s)
+    penalty = total(build_regularizer(method)(s))
     assert float(penalty) > 0
     penalty.backward()  # double backprop: the penalty's gradient reaches the parameters
     grads = [p.grad for p in model.parameters() if p.grad is not None]
@@ -62,7 +62,7 @@ def test_gradient_outside_matches_manual_formula():
     _, s = _inputs(method, ref)
     (g,) = torch.autograd.grad(s.ce.sum(), s.x, retain_graph=True)
     manual = 3.0 * (g * (1 - ref).unsqueeze(1)).abs().flatten(1).mean(1).mean()
-    assert float(build_regularizer(method)(s)) == pytest.approx(float(manual), rel=1e-5)
+    assert float(total(build_regularizer(method)(s))) == pytest.approx(float(manual), rel=1e-5)
 
 
 def test_all_zero_reference_gets_no_attention_loss():
@@ -70,9 +70,9 @@ def test_all_zero_reference_gets_no_attention_loss():
     ref[0, :8, :8] = 1.0  # only the first image has a reference
     _, s = _inputs(GRAD, ref)
     assert s.ref.valid.tolist() == [True, False, False, False]
-    full = build_regularizer(GRAD)(s)
+    full = total(build_regularizer(GRAD)(s))
     _, s0 = _inputs(GRAD, torch.zeros(4, 32, 32))
-    assert float(build_regularizer(GRAD)(s0)) == 0.0
+    assert float(total(build_regularizer(GRAD)(s0))) == 0.0
     assert float(full) > 0
 
 
@@ -81,13 +81,13 @@ def test_gradcam_regularizer(mode):
     method = CAM.model_copy(update={"cam_mode": mode})
     ones = torch.ones(4, 32, 32)
     model, s = _inputs(method, ones, features=True)
-    value = float(build_regularizer(method)(s))
+    value = float(total(build_regularizer(method)(s)))
     if mode == "suppress_outside":
         assert value == pytest.approx(0.0, abs=1e-7)  # nothing is outside an all-ones reference
     ref = torch.zeros(4, 32, 32)
     ref[:, :4, :4] = 1.0
     model, s = _inputs(method, ref, features=True)
-    penalty = build_regularizer(method)(s)
+    penalty = total(build_regularizer(method)(s))
     assert float(penalty) > 0
     penalty.backward()
     assert sum(float(p.grad.abs().sum()) for p in model.parameters() if p.grad is not None) > 0
@@ -104,7 +104,7 @@ def test_gradcam_match_is_zero_at_the_models_own_cam():
     logits, feats = forward_with_features(model, x)
     s = StepInputs(model, x, y, logits, feats, F.cross_entropy(logits, y, reduction="none"),
                    build_reference({"mask": ref}, method, (32, 32)))
-    assert float(build_regularizer(method)(s)) == pytest.approx(0.0, abs=1e-5)
+    assert float(total(build_regularizer(method)(s))) == pytest.approx(0.0, abs=1e-5)
 
 
 def test_reference_sources():
@@ -145,13 +145,13 @@ def test_energy_outside_is_share_outside_and_empty_cam_costs_most():
     ref = torch.zeros(4, 32, 32)
     ref[:, :16] = 1.0
     model, s = _inputs(method, ref, features=True)
-    share = float(build_regularizer(method)(s))
+    share = float(total(build_regularizer(method)(s)))
     assert 0.0 <= share <= 1.0
     # a model whose class evidence is zero everywhere (dead CAM) pays the maximum, 1 per image
     zero_feats = torch.zeros_like(s.features).requires_grad_(True)
     logits = zero_feats.mean((2, 3)) @ torch.ones(zero_feats.shape[1], 2)  # depends on feats, CAM = 0
     dead = StepInputs(s.model, s.x, s.y, logits, zero_feats, s.ce, s.ref)
-    assert float(build_regularizer(method)(dead)) == pytest.approx(1.0, abs=1e-4)
+    assert float(total(build_regularizer(method)(dead))) == pytest.approx(1.0, abs=1e-4)
 
 
 def test_dilate_grows_the_reference_by_whole_pixels():
@@ -194,12 +194,12 @@ def test_background_swap_trains_the_model_and_is_zero_without_background(loss):
     method = SWAP.model_copy(update={"swap_loss": loss})
     _, s_full = _inputs(method, torch.ones(4, 32, 32))  # the reference covers everything: x̃ = x
     if loss == "kl":
-        assert float(build_regularizer(method)(s_full)) == pytest.approx(0.0, abs=1e-6)
+        assert float(total(build_regularizer(method)(s_full))) == pytest.approx(0.0, abs=1e-6)
     ref = torch.zeros(4, 32, 32)
     ref[:, 8:24, 8:24] = 1.0
     model, s = _inputs(method, ref)
     reg = build_regularizer(method)
-    penalty = reg(s)
+    penalty = total(reg(s))
     assert float(penalty) > 0 and reg.last.shape == (4,)
     penalty.backward()
     assert sum(float(p.grad.abs().sum()) for p in model.parameters() if p.grad is not None) > 0
@@ -249,7 +249,7 @@ def test_input_gradient_of_a_skipped_step_is_not_the_previous_steps():
     reg(s)
     assert reg.input_grad is not None and reg.last is not None
     _, empty = _inputs(GRAD, torch.zeros(4, 32, 32))  # no image has a reference: the term is skipped
-    assert float(reg(empty)) == 0.0
+    assert float(total(reg(empty))) == 0.0
     assert reg.input_grad is None and reg.last is None
 
 
@@ -261,9 +261,60 @@ def test_every_registered_regularizer_is_finite_and_trains_the_model(name):
     ref[:, 8:24, 8:24] = 1.0
     reg = build_regularizer(method)
     model, s = _inputs(method, ref, features=reg.needs_features)
-    term = reg(s)
+    terms = reg(s)
+    assert isinstance(reg, torch.nn.Module) and set(terms) == set(reg.terms), terms  # the named terms it declares
+    assert not set(terms) & {"loss", "ce", "acc"}  # the trainer logs them beside these
+    term = total(terms)
     assert term.dim() == 0 and bool(torch.isfinite(term)) and float(term) > 0
     assert reg.last is not None and reg.last.shape == (4,)
     assert (reg.input_grad is not None) == reg.needs_input_grad
     term.backward()
     assert sum(float(p.grad.abs().sum()) for p in model.parameters() if p.grad is not None) > 0
+    for p in reg.parameters():  # a regulariser's own parameters must train too
+        assert p.grad is not None and bool(torch.isfinite(p.grad).all()), name
+
+
+def test_the_trainer_optimises_checkpoints_and_logs_a_regularizers_own_parameters():
+    """Issue 13: a regulariser is an nn.Module; its parameters train with the model, travel in the
+    trainer's checkpoint, and each of its named terms is logged (the seam LICO's projection needs)."""
+    from sklearn.datasets import load_digits
+
+    from paric.config import Config
+    from paric.regularizers.base import Regularizer
+    from paric.train.data import iterate
+    from paric.train.loop import Trainer
+
+    class Projected(Regularizer):
+        terms = ("mm", "ot")
+
+        def __init__(self, weight: float) -> None:
+            super().__init__(weight)
+            self.scale = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, s):
+            p = s.logits.softmax(1)
+            return {"mm": self.weight * (self.scale - 2.0) ** 2, "ot": self.weight * p.var() * self.scale}
+
+    REGULARIZERS.add("toy_projected", Projected)
+    try:
+        method = MethodConfig().model_copy(update={"regularizer": "toy_projected", "weight": 1.0})
+        cfg = Config.model_validate({"classifier": {"arch": "small_resnet", "weights": "none", "width": 4,
+                                                    "image_size": 16},
+                                     "train": {"epochs": 1, "batch_size": 16, "lr": 0.05, "flip": False}})
+        methods = {**cfg.train.methods, "toy": method}
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"methods": methods})})
+        d = load_digits()
+        x = (np.repeat(d.images[:64, :, :, None], 3, axis=3) * 15).astype(np.uint8)
+        data = {"image": x, "label": (d.target[:64] % 2).astype(np.int64), "group": np.zeros(64, np.int64)}
+        trainer = Trainer(cfg, "toy", 2, 1, 4, seed=0)
+        assert any(p is trainer.regularizer.scale for g in trainer.opt.param_groups for p in g["params"])
+        out = trainer.train_epoch(iterate(data, 16, True, 0, 0))
+        assert {"train_mm", "train_ot", "train_loss"} <= set(out)
+        moved = float(trainer.regularizer.scale)
+        assert moved > 1.0  # pulled toward 2 by its own term
+        state = trainer.state_dict()
+        again = Trainer(cfg, "toy", 2, 1, 4, seed=0)
+        again.load_state_dict(state)
+        assert float(again.regularizer.scale) == moved
+    finally:
+        REGULARIZERS._entries.pop("toy_projected")

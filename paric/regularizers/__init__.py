@@ -5,14 +5,14 @@ from paric.config import MethodConfig
 # each module registers its class in REGULARIZERS on import (a new regulariser: one module + its import here)
 from paric.regularizers import background_swap, gradcam, gradient_outside  # noqa: F401
 from paric.regularizers.balance import balance_weights
-from paric.regularizers.base import REGULARIZERS, NoRegularizer, Regularizer, StepInputs
+from paric.regularizers.base import REGULARIZERS, NoRegularizer, Regularizer, RunContext, StepInputs, total
 from paric.regularizers.reference import Reference, build_reference, needed_columns
 
 
-def build_regularizer(method: MethodConfig) -> Regularizer:
-    """The attention term a method adds to its CE loss."""
-    return REGULARIZERS.get(method.regularizer).from_method(method)
+def build_regularizer(method: MethodConfig, context: RunContext | None = None) -> Regularizer:
+    """The loss terms a method adds to its CE loss."""
+    return REGULARIZERS.get(method.regularizer).build(method, context)
 
 
-__all__ = ["REGULARIZERS", "NoRegularizer", "Reference", "Regularizer", "StepInputs", "balance_weights",
-           "build_reference", "build_regularizer", "needed_columns"]
+__all__ = ["REGULARIZERS", "NoRegularizer", "Reference", "Regularizer", "RunContext", "StepInputs", "balance_weights",
+           "build_reference", "build_regularizer", "needed_columns", "total"]

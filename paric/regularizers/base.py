@@ -1,15 +1,17 @@
 """What a regulariser sees at each step, and the interface all of them share.
 
 Why one small interface: the training loop computes the forward pass once and hands each
-regulariser exactly what it needs (input gradients, the classifier's features); adding LICO or a
-new map source later means one module here, not another training loop.
+regulariser exactly what it needs (input gradients, the classifier's features, the class names and
+text embeddings of its run); adding LICO or another regulariser means one module and its
+``@REGULARIZERS.register`` line, not another training loop.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, ClassVar
 
 import torch
+from torch import nn
 
 from paric.models.classifier import Classifier
 from paric.registry import Registry
@@ -33,22 +35,47 @@ class StepInputs:
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # the (possibly DDP-wrapped) model's forward
 
 
-class Regularizer:
-    """An attention term λ·L_att added to the classification loss.
+@dataclass
+class RunContext:
+    """What a regulariser may ask of its run beyond one batch.
 
-    Subclasses give ``per_image`` (B,) values; the term is λ times their mean over the images that
-    have a reference. The last call's per-image values (``last``) and, for input-gradient
-    regularisers, its input gradient (``input_grad``) are kept detached for the training
-    diagnostics; both are reset at every call, so a skipped step never reports a stale one.
+    ``class_names`` are the dataset's classes in label order; ``text_features`` loads (on first call,
+    so runs that never ask pay nothing) the frozen text tower's embeddings of those classes, for
+    regularisers with ``needs_text`` (LICO's text branch).
+    """
+
+    class_names: list[str] = field(default_factory=list)
+    text_features: Callable[[], torch.Tensor] | None = None
+
+
+class Regularizer(nn.Module):
+    """A loss term added to the classification loss, as named terms: ``{"att": λ·L_att}`` here, a
+    regulariser with several parts returns each (``terms`` names them; the trainer logs every term
+    as ``train_<name>`` and adds them all to the loss).
+
+    An ``nn.Module``, so a regulariser may own parameters (a projection head, a learned prompt): the
+    trainer optimises them with the model, checkpoints them and wraps them for DDP. Capability flags
+    tell the trainer what to compute: ``needs_input_grad`` (x requires grad), ``needs_features`` (the
+    classifier's feature map at its CAM layer), ``needs_text`` (``context.text_features``).
+
+    Subclasses of this attention base give ``per_image`` (B,) values; the term is λ times their mean
+    over the images that have a reference. The last call's per-image values (``last``) and, for
+    input-gradient regularisers, its input gradient (``input_grad``) are kept detached for the
+    training diagnostics; both are reset at every call, so a skipped step never reports a stale one.
     """
 
     needs_input_grad: ClassVar[bool] = False
     needs_features: ClassVar[bool] = False
+    needs_text: ClassVar[bool] = False
+    #: the names of the terms ``forward`` returns (logged every epoch, zero when a step skips them)
+    terms: ClassVar[tuple[str, ...]] = ("att",)
     #: relative cost of a training step with this term (1 = a plain step): final runs start costliest first
     cost: ClassVar[float] = 1.0
 
     def __init__(self, weight: float) -> None:
+        super().__init__()
         self.weight = weight
+        self.context = RunContext()
         self.last: torch.Tensor | None = None
         self.input_grad: torch.Tensor | None = None
 
@@ -56,6 +83,13 @@ class Regularizer:
     def from_method(cls, m: "MethodConfig") -> "Regularizer":
         """Build from a method's config (subclasses read their own keys)."""
         return cls(m.weight)
+
+    @classmethod
+    def build(cls, m: "MethodConfig", context: RunContext | None = None) -> "Regularizer":
+        """``from_method`` with the run's context attached."""
+        reg = cls.from_method(m)
+        reg.context = context or RunContext()
+        return reg
 
     def per_image(self, s: StepInputs) -> torch.Tensor:
         """L_att of each image (B,)."""
@@ -67,11 +101,19 @@ class Regularizer:
         self.last = per.detach()
         return masked_mean(per, s.ref.valid)
 
-    def __call__(self, s: StepInputs) -> torch.Tensor:
+    def zeros(self, s: StepInputs) -> dict[str, torch.Tensor]:
+        return {name: s.logits.new_zeros(()) for name in self.terms}
+
+    def forward(self, s: StepInputs) -> dict[str, torch.Tensor]:
         self.last = self.input_grad = None
         if self.weight == 0 or s.ref is None or not bool(s.ref.valid.any()):
-            return s.logits.new_zeros(())
-        return self.weight * self.penalty(s)
+            return self.zeros(s)
+        return {"att": self.weight * self.penalty(s)}
+
+
+def total(terms: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The sum of a regulariser's terms: what is added to the loss."""
+    return torch.stack(list(terms.values())).sum()
 
 
 #: regularizer name (``MethodConfig.regularizer``) -> its class; a class joins with ``@REGULARIZERS.register``

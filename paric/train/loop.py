@@ -21,7 +21,7 @@ from paric.config import Config, MethodConfig, TrainConfig
 from paric.eval.groups import group_metrics
 from paric.models.cam import forward_with_features
 from paric.models.classifier import Classifier, build_classifier
-from paric.regularizers import StepInputs, build_reference, build_regularizer
+from paric.regularizers import RunContext, StepInputs, build_reference, build_regularizer, total
 from paric.schedule import warmup_cosine
 from paric.train.data import prepare
 
@@ -42,7 +42,7 @@ class Trainer:
     def __init__(self, cfg: Config, method_name: str, n_classes: int, n_groups: int, steps_per_epoch: int,
                  seed: int, class_weights: torch.Tensor | None = None, backbone: dict | None = None,
                  device: torch.device | str = "cpu", wrap: Callable[[nn.Module], nn.Module] | None = None,
-                 majority_groups: list[int] | None = None) -> None:
+                 majority_groups: list[int] | None = None, context: RunContext | None = None) -> None:
         self.cfg, self.method_name = cfg, method_name
         self.method: MethodConfig = cfg.method(method_name)
         self.n_classes, self.n_groups, self.seed = n_classes, n_groups, seed
@@ -54,7 +54,9 @@ class Trainer:
             self.load_backbone(backbone)
         self.model.to(self.device)
         self.forward_model = wrap(self.model) if wrap else self.model  # e.g. DDP; hooks use self.model
-        self.regularizer = build_regularizer(self.method)
+        self.regularizer = build_regularizer(self.method, context).to(self.device)
+        own = list(self.regularizer.parameters())  # a regulariser's own parameters train with the model
+        self.forward_reg = wrap(self.regularizer) if wrap and own else self.regularizer
         self.class_weights = class_weights.to(self.device) if class_weights is not None else None
         t = cfg.train
         lr = self.method.lr or t.lr
@@ -63,6 +65,8 @@ class Trainer:
         body = [p for p in self.model.parameters() if id(p) not in head_ids]
         groups = [{"params": body, "lr": lr, "base_lr": lr},
                   {"params": head, "lr": t.head_lr or lr, "base_lr": t.head_lr or lr}]
+        if own:
+            groups.append({"params": own, "lr": lr, "base_lr": lr})
         if t.optimizer == "sgd":
             self.opt = torch.optim.SGD(groups, lr=lr, momentum=t.momentum, weight_decay=t.weight_decay)
         else:
@@ -90,12 +94,14 @@ class Trainer:
         self.model.load_state_dict(keep, strict=False)
 
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
+        return {"model": self.model.state_dict(), "regularizer": self.regularizer.state_dict(),
+                "opt": self.opt.state_dict(), "step": self.step,
                 "epoch": self.epoch, "history": self.history, "best": self.best,
                 "flip_gen": self.flip_gen.get_state(), "resumed_at": self.resumed_at}
 
     def load_state_dict(self, s: dict) -> None:
         self.model.load_state_dict(s["model"])
+        self.regularizer.load_state_dict(s.get("regularizer", {}))
         self.opt.load_state_dict(s["opt"])
         self.step, self.epoch, self.history, self.best = s["step"], s["epoch"], s["history"], s["best"]
         self.flip_gen.set_state(s["flip_gen"])
@@ -130,8 +136,8 @@ class Trainer:
             logits, feats = self.forward_model(x), None
         ce = self._weighted_ce(logits, b)
         ref = build_reference(b, self.method, (size, size))
-        att = reg(StepInputs(self.model, x, b["label"], logits, feats, ce, ref, self.forward_model))
-        loss = ce.mean() + att
+        terms = self.forward_reg(StepInputs(self.model, x, b["label"], logits, feats, ce, ref, self.forward_model))
+        loss = ce.mean() + total(terms)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"{self.method_name} seed {self.seed}: loss is {float(loss)} at epoch {self.epoch + 1}, step "
@@ -145,7 +151,8 @@ class Trainer:
         self.opt.step()
         self.step += 1
         acc = (logits.argmax(1) == b["label"]).float().mean()
-        return {"loss": loss.detach(), "ce": ce.mean().detach(), "att": att.detach(), "acc": acc}
+        return {"loss": loss.detach(), "ce": ce.mean().detach(), **{k: v.detach() for k, v in terms.items()},
+                "acc": acc}
 
     def _weighted_ce(self, logits: torch.Tensor, b: Batch) -> torch.Tensor:
         ce = F.cross_entropy(logits, b["label"], reduction="none")

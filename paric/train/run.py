@@ -20,7 +20,7 @@ from paric.data import WaterbirdsDataset
 from paric.eval.classifier import evaluate_classifier
 from paric.models.classifier import build_classifier
 from paric.io import atomic_path
-from paric.regularizers import balance_weights, needed_columns
+from paric.regularizers import RunContext, balance_weights, needed_columns
 from paric.train.data import iterate, load_split, majority_groups, prepare, train_view
 from paric.train.fit_log import epoch_line
 from paric.train.loop import Batch, Trainer, fit
@@ -89,7 +89,8 @@ def make_trainer(spec: RunSpec, device: torch.device | str = "cpu", wrap=None) -
     backbone = torch.load(spec.backbone, map_location="cpu")["model"] if spec.backbone else None
     weights = torch.tensor(spec.class_weights) if spec.class_weights is not None else None
     return Trainer(cfg, spec.method, spec.n_classes, spec.n_groups, spec.steps_per_epoch(cfg.train.batch_size),
-                   spec.seed, weights, backbone, device, wrap, spec.majority_groups)
+                   spec.seed, weights, backbone, device, wrap, spec.majority_groups,
+                   RunContext(class_names=list(spec.classes)))
 
 
 def evaluate_model(cfg: Config, model: torch.nn.Module, n_classes: int, n_groups: int, batches: Iterable[Batch],
