@@ -162,12 +162,26 @@ class AdapterConfig(_Section):
 class MapsConfig(_Section):
     """Reference-map precompute: deterministic GALS map + K sampled PARIC maps per image."""
 
+    sources: list[str] = Field(["gals", "paric"], min_length=1,
+                               description="map sources the store holds (paric.attention.sources.MAP_SOURCES)")
     K: int = Field(32, ge=1)
     seed: int = 0
     batch_size: int = Field(64, ge=1)
     shard_size: int = Field(256, ge=1, description="images per Parquet part; the unit of resume")
     num_actors: int = Field(2, ge=1)
     splits: list[Literal["train", "val", "test"]] = Field(["train", "val", "test"], min_length=1)
+
+    @field_validator("sources")
+    @classmethod
+    def _known_sources(cls, v: list[str]) -> list[str]:
+        from paric.attention.sources import MAP_SOURCES  # the registry imports torch: only when validating
+
+        unknown = [n for n in v if n not in MAP_SOURCES]
+        if unknown:
+            raise ValueError(f"unknown map source(s) {unknown}; registered: {MAP_SOURCES.names()}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"a map source is listed twice: {v}")
+        return v
 
 
 class BackbonePretrainConfig(_Section):

@@ -57,11 +57,13 @@ METADATA_KEY = b"paric"
 SUCCESS_NAME = "_SUCCESS.json"
 COMPRESSION = "zstd"
 
-#: Per-image [h, w] maps; ``map_samples`` is [K, h, w] and handled separately.
-MAP_COLUMNS: tuple[str, ...] = ("map_det", "map_mean", "map_median", "map_std")
-_ALL_MAPS: tuple[str, ...] = ("map_det", "map_samples", "map_mean", "map_median", "map_std")
+#: every map column starts with this; a column's shape is (h, w) per image, or (K, h, w) for samples.
+#: Which map columns a store holds is up to its map sources (paric/attention/sources.py): the store
+#: checks shapes and finiteness, not names.
+MAP_PREFIX = "map_"
+#: the columns of the default sources (gals + paric), in their schema order
+MAP_COLUMNS: tuple[str, ...] = ("map_det", "map_samples", "map_mean", "map_median", "map_std")
 _ID_COLUMNS: tuple[str, ...] = ("image_id", "split", "label", "group", "place")
-_ALL_COLUMNS: tuple[str, ...] = _ID_COLUMNS + _ALL_MAPS
 _PART_RE = re.compile(r"^part-(\d+)\.parquet$")
 
 
@@ -125,16 +127,19 @@ def _tensor_type(shape: Sequence[int]) -> pa.FixedShapeTensorType:
     return pa.fixed_shape_tensor(pa.float16(), list(shape))
 
 
-def map_schema(K: int, h: int, w: int, with_place: bool = True) -> pa.Schema:
+def map_schema(K: int, h: int, w: int, with_place: bool = True,
+               maps: Mapping[str, str] | None = None) -> pa.Schema:
     """Arrow schema of a map part: ids/labels plus float16 fixed-shape tensor maps.
 
-    ``place`` is nullable and omitted entirely (``with_place=False``) for datasets
-    without a place attribute, rather than stored as an all-null column.
+    ``maps``: column name -> ``"map"`` (h, w) or ``"samples"`` (K, h, w), in schema order (default:
+    the gals + paric columns). ``place`` is nullable and omitted entirely (``with_place=False``) for
+    datasets without a place attribute, rather than stored as an all-null column.
     """
     for name, v in (("K", K), ("h", h), ("w", w)):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
             raise ValueError(f"map_schema: {name} must be a positive int, got {v!r}")
-    hw = _tensor_type((h, w))
+    if maps is None:
+        maps = {c: "samples" if c == "map_samples" else "map" for c in MAP_COLUMNS}
     fields = [
         pa.field("image_id", pa.string(), nullable=False),
         pa.field("split", pa.string(), nullable=False),
@@ -143,13 +148,8 @@ def map_schema(K: int, h: int, w: int, with_place: bool = True) -> pa.Schema:
     ]
     if with_place:
         fields.append(pa.field("place", pa.int64(), nullable=True))
-    fields += [
-        pa.field("map_det", hw, nullable=False),
-        pa.field("map_samples", _tensor_type((K, h, w)), nullable=False),
-        pa.field("map_mean", hw, nullable=False),
-        pa.field("map_median", hw, nullable=False),
-        pa.field("map_std", hw, nullable=False),
-    ]
+    for name, kind in maps.items():
+        fields.append(pa.field(name, _tensor_type((K, h, w) if kind == "samples" else (h, w)), nullable=False))
     return pa.schema(fields)
 
 
@@ -249,13 +249,17 @@ def build_table(rows: Mapping[str, Any], provenance: Mapping[str, Any]) -> pa.Ta
     key ``b"paric"`` with a ``hash`` entry added if absent (see ``provenance_hash``).
     Validation happens here, before any I/O, so a bad shard fails fast and loudly.
     """
-    required = ("image_id", "split", "label", "group") + _ALL_MAPS
+    required = ("image_id", "split", "label", "group")
     missing = [k for k in required if k not in rows]
     if missing:
         raise ValueError(f"build_table: missing column(s) {missing}")
-    unknown = sorted(set(rows) - set(_ALL_COLUMNS))
+    map_names = [k for k in rows if k.startswith(MAP_PREFIX)]
+    unknown = sorted(set(rows) - set(_ID_COLUMNS) - set(map_names))
     if unknown:
-        raise ValueError(f"build_table: unknown column(s) {unknown}; expected {list(_ALL_COLUMNS)}")
+        raise ValueError(f"build_table: unknown column(s) {unknown}; expected {list(_ID_COLUMNS)} and "
+                         f"map columns named '{MAP_PREFIX}*'")
+    if not map_names:
+        raise ValueError(f"build_table: no map column ('{MAP_PREFIX}*'); a map source writes at least one")
 
     image_id = _as_str_list("image_id", rows["image_id"], None)
     n = len(image_id)
@@ -266,32 +270,39 @@ def build_table(rows: Mapping[str, Any], provenance: Mapping[str, Any]) -> pa.Ta
     label = _as_int_array("label", rows["label"], n)
     group = _as_int_array("group", rows["group"], n)
 
-    det = np.asarray(rows["map_det"])
-    if det.ndim != 3 or det.shape[0] != n:
-        raise ValueError(f"map_det: expected shape (N={n}, h, w), got {det.shape}")
-    h, w = int(det.shape[1]), int(det.shape[2])
-    samples = np.asarray(rows["map_samples"])
-    if samples.ndim != 4:
-        raise ValueError(
-            f"map_samples: expected shape (N={n}, K, h={h}, w={w}), got {samples.shape}"
-        )
-    K = int(samples.shape[1])
-    if min(h, w, K) < 1:
-        raise ValueError(f"maps must have positive K, h, w; got K={K}, h={h}, w={w}")
-
-    maps = {
-        "map_samples": _as_map(
-            "map_samples", samples, (n, K, h, w), f"(N={n}, K={K}, h={h}, w={w})"
-        )
-    }
-    for name in MAP_COLUMNS:
-        maps[name] = _as_map(name, rows[name], (n, h, w), f"(N={n}, h={h}, w={w})")
+    arrays_in = {k: np.asarray(rows[k]) for k in map_names}
+    first = next((k for k in map_names if arrays_in[k].ndim == 3), None)
+    if first is None:  # samples only: the grid comes from them
+        first = map_names[0]
+    ref = arrays_in[first]
+    if ref.ndim not in (3, 4) or ref.shape[0] != n:
+        raise ValueError(f"{first}: expected shape (N={n}, h, w) or (N={n}, K, h, w), got {ref.shape}")
+    h, w = int(ref.shape[-2]), int(ref.shape[-1])
+    K = 1
+    maps: dict[str, np.ndarray] = {}
+    kinds: dict[str, str] = {}
+    for name in map_names:
+        arr = arrays_in[name]
+        if arr.ndim == 4:
+            K = int(arr.shape[1])
+            if min(h, w, K) < 1:
+                raise ValueError(f"maps must have positive K, h, w; got K={K}, h={h}, w={w}")
+            maps[name] = _as_map(name, arr, (n, K, h, w), f"(N={n}, K={K}, h={h}, w={w})")
+            kinds[name] = "samples"
+        else:
+            if min(h, w) < 1:
+                raise ValueError(f"maps must have positive h, w; got h={h}, w={w}")
+            maps[name] = _as_map(name, arr, (n, h, w), f"(N={n}, h={h}, w={w})")
+            kinds[name] = "map"
+    if len({maps[k].shape[1] for k in maps if kinds[k] == "samples"}) > 1:
+        raise ValueError(f"build_table: sample columns with different K: "
+                         f"{ {k: maps[k].shape[1] for k in maps if kinds[k] == 'samples'} }")
     for name, arr in maps.items():
         _require_finite(name, arr, image_id)
 
     place = rows.get("place")
     with_place = place is not None
-    schema = map_schema(K, h, w, with_place=with_place)
+    schema = map_schema(K, h, w, with_place=with_place, maps=kinds)
     prov = _with_hash(provenance)
     schema = schema.with_metadata({METADATA_KEY: _canonical_json(prov).encode("utf-8")})
 
@@ -303,7 +314,7 @@ def build_table(rows: Mapping[str, Any], provenance: Mapping[str, Any]) -> pa.Ta
     }
     if with_place:
         arrays["place"] = _place_array(place, n)
-    for name in _ALL_MAPS:
+    for name in kinds:
         arrays[name] = _tensor_array(maps[name])
     return pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema)
 
@@ -555,20 +566,22 @@ def is_complete(store_dir: Path, provenance_hash: str) -> bool:
 
 @dataclass
 class MapStore:
-    """A split's maps as numpy arrays; columns not requested are None."""
+    """A split's ids and labels, and its map columns by name (``maps``; ``store.map_det`` reads
+    ``maps["map_det"]``). Columns not requested, or not in the store, are None."""
 
     image_id: list[str] | None
     split: list[str] | None
     label: np.ndarray | None
     group: np.ndarray | None
     place: np.ndarray | None
-    map_det: np.ndarray | None
-    map_samples: np.ndarray | None
-    map_mean: np.ndarray | None
-    map_median: np.ndarray | None
-    map_std: np.ndarray | None
+    maps: dict[str, np.ndarray]
     provenance: dict[str, Any]
     n_rows: int = 0
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith(MAP_PREFIX):
+            return self.__dict__.get("maps", {}).get(name)
+        raise AttributeError(name)
 
     def __len__(self) -> int:
         return self.n_rows
@@ -617,10 +630,10 @@ def read_store(
     """
     store_dir = Path(store_dir)
     if columns is not None:
-        unknown = sorted(set(columns) - set(_ALL_COLUMNS))
+        unknown = sorted(c for c in columns if c not in _ID_COLUMNS and not c.startswith(MAP_PREFIX))
         if unknown:
-            raise ValueError(f"read_store: unknown column(s) {unknown}; valid: {list(_ALL_COLUMNS)}")
-    wanted = list(_ALL_COLUMNS) if columns is None else [c for c in _ALL_COLUMNS if c in columns]
+            raise ValueError(f"read_store: unknown column(s) {unknown}; valid: {list(_ID_COLUMNS)} and the "
+                             f"store's map columns ('{MAP_PREFIX}*')")
 
     if not store_dir.is_dir():
         raise FileNotFoundError(f"map store {store_dir} does not exist")
@@ -658,7 +671,13 @@ def read_store(
         if manifest is None and not provenance:
             raw = (t.schema.metadata or {}).get(METADATA_KEY)
             provenance = json.loads(raw) if raw else {}
-        keep = [c for c in wanted if c in t.column_names]
+        if columns is not None:
+            absent = [c for c in columns if c.startswith(MAP_PREFIX) and c not in t.column_names]
+            if absent:
+                have = [c for c in t.column_names if c.startswith(MAP_PREFIX)]
+                raise ValueError(f"map store {store_dir} has no column(s) {absent}; it holds {have} "
+                                 "(maps.sources decides which)")
+        keep = [c for c in t.column_names if columns is None or c in columns]
         tables.append(t.select(keep).replace_schema_metadata(None))
     try:
         table = pa.concat_tables(tables)
@@ -670,7 +689,8 @@ def read_store(
             f"{SUCCESS_NAME} says {manifest['n_rows']}"
         )
 
-    out: dict[str, Any] = {name: None for name in _ALL_COLUMNS}
+    out: dict[str, Any] = {name: None for name in _ID_COLUMNS}
+    maps: dict[str, np.ndarray] = {}
     for name in table.column_names:
         col = table.column(name)
         if name in ("image_id", "split"):
@@ -680,9 +700,9 @@ def read_store(
         elif name == "place":
             out[name] = _place_to_numpy(col)
         else:
-            out[name] = _tensor_to_numpy(col)
-    for name in _ALL_MAPS:
-        bad = _nonfinite_rows(out[name]) if out[name] is not None else []
+            maps[name] = _tensor_to_numpy(col)
+    for name in maps:
+        bad = _nonfinite_rows(maps[name])
         if len(bad):
             first = int(bad[0])
             ends = np.cumsum([t.num_rows for t in tables])
@@ -691,7 +711,7 @@ def read_store(
             who = f" (image_id {out['image_id'][first]!r})" if out["image_id"] is not None else ""
             raise ValueError(f"map store {store_dir}: {name} has non-finite values (NaN or inf) in {len(bad)} "
                              f"row(s), first in {paths[part].name} row {row}{who}; recompute it (--force maps)")
-    return MapStore(**out, provenance=provenance, n_rows=table.num_rows)
+    return MapStore(**out, maps=maps, provenance=provenance, n_rows=table.num_rows)
 
 
 def read_provenance(store_dir: Path) -> dict[str, Any]:

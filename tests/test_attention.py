@@ -58,7 +58,8 @@ def test_image_uncertainty_reaches_the_map(setup):
     """With one shared text sample for every k, the K maps must still differ (public-code pitfall)."""
     vlm, adapters, x, ids = setup
     mapper = ReferenceMapper(vlm, PROMPTS, adapters, K=4, seed=0)
-    mapper.text_samples = mapper.text_samples[:, :1].expand_as(mapper.text_samples).clone()
+    sampler = mapper.engine.samplers[1]
+    sampler.text_samples = sampler.text_samples[:, :1].expand_as(sampler.text_samples).clone()
     out = mapper(x, ids)
     assert np.abs(out.samples[:, 0] - out.samples[:, 1]).max() > 1e-3
 
@@ -79,7 +80,7 @@ def test_det_map_is_gals_gradcam(setup):
     xx = x.clone().requires_grad_(True)  # so that the activations are part of a graph
     with torch.enable_grad():
         v = vlm.model.encode_image(xx)
-        (v @ mapper.text[0]).sum().backward()
+        (v @ mapper.engine.text[0]).sum().backward()
     h.remove()
     a, g = saved["a"].detach(), saved["a"].grad
     if layer.layout == "tokens":

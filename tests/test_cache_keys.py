@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from paric.attention.sources import configured_sources
 from paric.config import load_config
 from paric.data.fingerprint import dataset_fingerprint
 from paric.stages.cache import mark_done
@@ -45,6 +46,10 @@ def _keys(cfg, root: Path, adapters: Path) -> dict[str, str]:
             "backbone": backbone_key(cfg, root)}
 
 
+def _prov(cfg, art, adapters: Path) -> dict:
+    return map_provenance(cfg, art, configured_sources(cfg, adapters), "layer")
+
+
 def _first_image(root: Path) -> Path:
     return next(p for p in sorted((root / "images").rglob("*")) if p.is_file())
 
@@ -57,9 +62,9 @@ def test_a_moved_or_copied_output_keeps_every_key(made, tmp_path):
     assert _keys(moved, moved_root, adapters) == _keys(cfg, root, adapters)
     art = VLMArtifact(cfg.vlm.name, "openai", None, "k")
     for c in (cfg, moved):
-        assert str(c.output_path()) not in json.dumps(map_provenance(c, art, adapters, "visual.trunk"))
-    assert provenance_hash(map_provenance(cfg, art, adapters, "l")) == provenance_hash(
-        map_provenance(moved, art, adapters, "l"))
+        assert str(c.output_path()) not in json.dumps(_prov(c, art, adapters))
+    assert provenance_hash(_prov(cfg, art, adapters)) == provenance_hash(
+        _prov(moved, art, adapters))
 
 
 @pytest.mark.parametrize("what", ["image", "mask", "caption", "label"])
@@ -91,8 +96,8 @@ def test_changed_data_under_the_same_names_changes_every_data_key(made, tmp_path
     after = _keys(moved, moved_root, adapters)
     assert all(after[k] != before[k] for k in before), (before, after)
     art = VLMArtifact(cfg.vlm.name, "openai", None, "k")
-    assert provenance_hash(map_provenance(moved, art, adapters, "l")) != provenance_hash(
-        map_provenance(cfg, art, adapters, "l"))
+    assert provenance_hash(_prov(moved, art, adapters)) != provenance_hash(
+        _prov(cfg, art, adapters))
 
 
 def test_published_weights_replaced_in_place_change_the_vlm_and_everything_after(made, tmp_path):

@@ -81,7 +81,7 @@ def test_round_trip_two_parts(tmp_path: Path) -> None:
         assert ms.__dict__[key].dtype == np.int64
         np.testing.assert_array_equal(ms.__dict__[key], cat(rows, key))
     for key in ("map_det", "map_mean", "map_median", "map_std", "map_samples"):
-        got = ms.__dict__[key]
+        got = getattr(ms, key)
         assert got.dtype == np.float16 and got.flags.writeable
         np.testing.assert_array_equal(got, cat(rows, key).astype(np.float16))
     assert ms.map_samples.shape == (5, K, H, W)
@@ -105,8 +105,10 @@ def test_read_selected_columns_and_no_place(tmp_path: Path) -> None:
     assert ms.image_id == rows["image_id"]
     assert ms.place is None and ms.map_det is None and ms.label is None
     np.testing.assert_array_equal(ms.map_mean, rows["map_mean"].astype(np.float16))
-    with pytest.raises(ValueError, match="unknown column"):
+    with pytest.raises(ValueError, match=r"no column\(s\) \['map_nope'\]; it holds \['map_det'"):
         read_store(d, columns=["map_nope"])
+    with pytest.raises(ValueError, match="unknown column"):
+        read_store(d, columns=["nope"])
 
 
 def test_nullable_place(tmp_path: Path) -> None:
@@ -301,8 +303,13 @@ def test_validation_other_errors() -> None:
     with pytest.raises(ValueError, match=r"label: expected shape \(3,\), got \(2,\)"):
         build_table(rows, PROV)
     rows = make_rows(3)
-    del rows["map_det"]
-    with pytest.raises(ValueError, match="missing column.*map_det"):
+    for name in [k for k in rows if k.startswith("map_")]:
+        del rows[name]
+    with pytest.raises(ValueError, match="no map column"):
+        build_table(rows, PROV)
+    rows = make_rows(3)
+    del rows["label"]
+    with pytest.raises(ValueError, match="missing column.*label"):
         build_table(rows, PROV)
     rows = make_rows(3)
     rows["map_det"] = rows["map_det"] * 1e6
@@ -361,3 +368,20 @@ def test_a_damaged_part_is_found_by_its_recorded_checksum(tmp_path: Path, damage
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert finished_parts(tmp_path, prov) == {0}  # the resumed maps stage recomputes shard 1 only
+
+
+def test_a_store_holds_the_columns_its_sources_write(tmp_path: Path) -> None:
+    """Issue 13: a GALS-only store (no samples), or one with another source's columns, writes and
+    reads back; the schema is what the rows hold."""
+    rows = make_rows(3)
+    gals_only = {k: v for k, v in rows.items() if not k.startswith("map_") or k == "map_det"}
+    t = build_table(gals_only, PROV)
+    assert [n for n in t.schema.names if n.startswith("map_")] == ["map_det"]
+    other = {**gals_only, "map_other_samples": np.random.default_rng(0).random((3, 2, H, W))}
+    write_part(build_table(other, PROV), part_path(tmp_path, 0))
+    mark_complete(tmp_path, 3, PROV)
+    ms = read_store(tmp_path)
+    assert set(ms.maps) == {"map_det", "map_other_samples"} and ms.map_samples is None
+    assert ms.map_other_samples.shape == (3, 2, H, W)
+    with pytest.raises(ValueError, match="unknown column"):
+        build_table({**gals_only, "det": rows["map_det"]}, PROV)

@@ -57,8 +57,105 @@ def aggregate_samples(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return mean, median, std
 
 
+class TextMatch:
+    """GALS' embedding side: the image embedding itself against each prompt, v·t̂_p (one score)."""
+
+    n_scores = 1
+
+    def setup(self, text: torch.Tensor, prompts: list[str]) -> None:
+        self.text = text  # (P, d), unit norm
+
+    def scores(self, v: torch.Tensor, image_ids: list[str]) -> torch.Tensor:
+        return (v @ self.text.T)[..., None]  # (B, P, 1)
+
+
+class GGDSampler:
+    """PARIC's embedding side: K samples z_k of the image adapter's GGD at the tower's unit-norm
+    output against K samples of the text adapter's GGD per prompt (z_k·t_{p,k}); sample k depends
+    on (seed, image_id or prompt, k) only."""
+
+    def __init__(self, adapters: AdapterPair, K: int, seed: int) -> None:
+        if K < 1:
+            raise ValueError(f"sampled maps need K >= 1, got K={K}")
+        self.adapters, self.n_scores, self.seed = adapters, K, seed
+
+    def setup(self, text: torch.Tensor, prompts: list[str]) -> None:
+        with torch.no_grad():
+            mu, alpha, beta = self.adapters.text(text)
+            d = mu.shape[-1]
+            u = torch.stack(
+                [torch.from_numpy(sample_uniforms(self.seed, f"text\x1f{p}", self.n_scores, d)) for p in prompts]
+            ).to(mu.device, mu.dtype)
+            t = sample_ggd(mu[:, None], alpha[:, None], beta[:, None], u)
+        self.text_samples = F.normalize(t, dim=-1)  # (P, K, d)
+
+    def image_uniforms(self, image_ids: list[str], d: int) -> torch.Tensor:
+        """(B, K, d, 2) uniforms for the image samples, keyed by (seed, image_id)."""
+        return torch.from_numpy(
+            np.stack([sample_uniforms(self.seed, f"image\x1f{i}", self.n_scores, d) for i in image_ids])
+        ).float()
+
+    def scores(self, v: torch.Tensor, image_ids: list[str]) -> torch.Tensor:
+        mu, alpha, beta = self.adapters.image(F.normalize(v, dim=-1))
+        u = self.image_uniforms(image_ids, v.shape[-1]).to(v.device, v.dtype)
+        z = sample_ggd(mu[:, None], alpha[:, None], beta[:, None], u)  # (B, K, d)
+        return torch.einsum("bkd,pkd->bpk", z, self.text_samples)  # (B, P, K)
+
+
+class GradCamEngine:
+    """Grad-CAM maps of a VLM's image tower for any number of score columns at once.
+
+    Why one engine: GALS' map and PARIC's K sampled maps differ only in how the image embedding
+    meets the prompts (an *embedding sampler*: :class:`TextMatch`, :class:`GGDSampler`, ProLIP's
+    Gaussian next); one forward pass and one batched vector-Jacobian product serve every sampler's
+    columns, so adding a sampler costs its columns, not another pass over the tower.
+    """
+
+    def __init__(self, vlm: VLM, prompts: list[str], samplers: list, layer: str = "auto",
+                 vjp: Literal["batched", "looped"] = "batched") -> None:
+        self.vlm, self.prompts, self.samplers = vlm, list(prompts), list(samplers)
+        self.layer: SaliencyLayer = resolve_layer(vlm.model.visual, vlm.image_size, layer)
+        self.head = ClsHead.build(vlm.model.visual, self.layer)
+        self._vjp = batched_vjp if vjp == "batched" else looped_vjp
+        self.text = vlm.encode_text(self.prompts)  # (P, d), unit norm
+        for sampler in self.samplers:
+            sampler.setup(self.text, self.prompts)
+
+    def scores(self, images: torch.Tensor, image_ids: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One forward pass -> (layer activations, gradient leaf, scores (B, P, Σ n_scores)).
+
+        The leaf is the activations themselves, or for a [CLS] ViT (:class:`ClsHead`) one offset per
+        channel whose gradient is N times the Grad-CAM weights.
+        """
+        visual = self.vlm.model.visual
+        with torch.set_grad_enabled(self.head is None), capture_as_leaf(visual, self.layer) as cap:
+            v = self.vlm.model.encode_image(images)  # (B, d), graph starts at the leaf
+        leaf = cap["acts"]
+        with torch.enable_grad():
+            if self.head is not None:  # recompute only what reaches the output, from the offset
+                leaf = leaf.new_zeros(leaf.shape[0], leaf.shape[-1]).requires_grad_(True)
+                v = self.head(cap, leaf)
+            scores = torch.cat([s.scores(v, image_ids) for s in self.samplers], dim=-1)
+        return cap["acts"].detach(), leaf, scores
+
+    def __call__(self, images: torch.Tensor, image_ids: list[str]) -> list[torch.Tensor]:
+        """Maps for normalised images (B, 3, H, W): one (B, n_scores, h, w) tensor per sampler, in [0, 1]."""
+        if len(image_ids) != images.shape[0]:
+            raise ValueError(f"{len(image_ids)} image ids for {images.shape[0]} images")
+        acts, leaf, scores = self.scores(images, image_ids)
+        B, P, V = scores.shape
+        grads = self._vjp(scores.reshape(B, P * V), leaf)  # (P*V, B, ...)
+        weights = grads / acts.shape[1] if self.head is not None else channel_weights(grads, self.layer)
+        cams = gradcam(acts, weights, self.layer)  # (P*V, B, h, w)
+        cams = minmax_normalise(cams).reshape(P, V, B, *self.layer.grid)
+        maps = combine_prompts(cams).transpose(0, 1)  # (B, V, h, w)
+        return list(maps.split([s.n_scores for s in self.samplers], dim=1))
+
+
 class ReferenceMapper:
-    """Computes deterministic and (with adapters) K sampled Grad-CAM maps for image batches."""
+    """GALS' deterministic map and (with adapters) PARIC's K sampled maps of image batches: the
+    engine with :class:`TextMatch` and :class:`GGDSampler` (the map sources ``gals`` and ``paric``
+    in :mod:`paric.attention.sources` are the same two samplers)."""
 
     def __init__(
         self,
@@ -72,70 +169,16 @@ class ReferenceMapper:
     ):
         if adapters is None and K > 0:
             raise ValueError("K > 0 sampled maps need the probabilistic adapters")
-        self.vlm, self.prompts, self.adapters, self.K, self.seed = vlm, list(prompts), adapters, K, seed
-        self.layer: SaliencyLayer = resolve_layer(vlm.model.visual, vlm.image_size, layer)
-        self.head = ClsHead.build(vlm.model.visual, self.layer)
-        self._vjp = batched_vjp if vjp == "batched" else looped_vjp
-        self.text = vlm.encode_text(self.prompts)  # (P, d), unit norm
-        self.text_samples = self._sample_text() if K > 0 else None  # (P, K, d), unit norm
-
-    def _sample_text(self) -> torch.Tensor:
-        """K text-embedding samples per prompt; sample k depends on (seed, prompt, k) only."""
-        with torch.no_grad():
-            mu, alpha, beta = self.adapters.text(self.text)
-            d = mu.shape[-1]
-            u = torch.stack(
-                [torch.from_numpy(sample_uniforms(self.seed, f"text\x1f{p}", self.K, d)) for p in self.prompts]
-            ).to(mu.device, mu.dtype)
-            t = sample_ggd(mu[:, None], alpha[:, None], beta[:, None], u)
-        return F.normalize(t, dim=-1)
-
-    def image_uniforms(self, image_ids: list[str], d: int) -> torch.Tensor:
-        """(B, K, d, 2) uniforms for the image samples, keyed by (seed, image_id)."""
-        return torch.from_numpy(
-            np.stack([sample_uniforms(self.seed, f"image\x1f{i}", self.K, d) for i in image_ids])
-        ).float()
-
-    def scores(self, images: torch.Tensor, image_ids: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One forward pass -> (layer activations, gradient leaf, scores (B, P, 1 + K)).
-
-        Column 0: GALS' score v·t̂_p. Columns 1..K: z_k·t_{p,k}, with z_k a reparameterised sample
-        of the image adapter's GGD at the tower's unit-norm output. The leaf is the activations
-        themselves, or for a [CLS] ViT (:class:`ClsHead`) one offset per channel whose gradient
-        is N times the Grad-CAM weights.
-        """
-        visual = self.vlm.model.visual
-        with torch.set_grad_enabled(self.head is None), capture_as_leaf(visual, self.layer) as cap:
-            v = self.vlm.model.encode_image(images)  # (B, d), graph starts at the leaf
-        leaf = cap["acts"]
-        with torch.enable_grad():
-            if self.head is not None:  # recompute only what reaches the output, from the offset
-                leaf = leaf.new_zeros(leaf.shape[0], leaf.shape[-1]).requires_grad_(True)
-                v = self.head(cap, leaf)
-            det = v @ self.text.T  # (B, P)
-            cols = [det[..., None]]
-            if self.K > 0:
-                mu, alpha, beta = self.adapters.image(F.normalize(v, dim=-1))
-                u = self.image_uniforms(image_ids, v.shape[-1]).to(v.device, v.dtype)
-                z = sample_ggd(mu[:, None], alpha[:, None], beta[:, None], u)  # (B, K, d)
-                cols.append(torch.einsum("bkd,pkd->bpk", z, self.text_samples))
-            scores = torch.cat(cols, dim=-1)
-        return cap["acts"].detach(), leaf, scores
+        self.K = K
+        samplers = [TextMatch()] + ([GGDSampler(adapters, K, seed)] if K > 0 else [])
+        self.engine = GradCamEngine(vlm, prompts, samplers, layer, vjp)
+        self.layer = self.engine.layer
 
     def __call__(self, images: torch.Tensor, image_ids: list[str]) -> MapBatch:
         """Maps for normalised images (B, 3, H, W) with their ids."""
-        if len(image_ids) != images.shape[0]:
-            raise ValueError(f"{len(image_ids)} image ids for {images.shape[0]} images")
-        acts, leaf, scores = self.scores(images, image_ids)
-        B, P, V = scores.shape
-        grads = self._vjp(scores.reshape(B, P * V), leaf)  # (P*V, B, ...)
-        weights = grads / acts.shape[1] if self.head is not None else channel_weights(grads, self.layer)
-        cams = gradcam(acts, weights, self.layer)  # (P*V, B, h, w)
-        cams = minmax_normalise(cams).reshape(P, V, B, *self.layer.grid)
-        maps = combine_prompts(cams).transpose(0, 1)  # (B, V, h, w)
-        det = maps[:, 0].cpu().numpy()
+        maps = self.engine(images, image_ids)
+        det = maps[0][:, 0].cpu().numpy()
         if self.K == 0:
             return MapBatch(det, None, None, None, None)
-        samples = maps[:, 1:]
-        mean, median, std = (t.cpu().numpy() for t in aggregate_samples(samples))
-        return MapBatch(det, samples.cpu().numpy(), mean, median, std)
+        mean, median, std = (t.cpu().numpy() for t in aggregate_samples(maps[1]))
+        return MapBatch(det, maps[1].cpu().numpy(), mean, median, std)

@@ -7,12 +7,14 @@ holds, so a sweep over k or the aggregation never recomputes a map.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from paric.attention.reference import aggregate_samples
 from paric.config import MethodConfig
+from paric.registry import Registry
 
 
 @dataclass
@@ -43,38 +45,71 @@ def resize_mask(mask: torch.Tensor, size: tuple[int, int], mode: str = "nearest"
     return (up > 1e-6).to(mask.dtype)
 
 
+@dataclass(frozen=True)
+class ReferenceKind:
+    """How a method's ``reference`` reads the batch: the columns it needs and the raw map it makes
+    (with the per-pixel spread when it aggregates samples). A new kind of reference (another
+    source's map) is one entry in :data:`REFERENCES`."""
+
+    columns: tuple[str, ...]
+    read: Callable[[dict[str, torch.Tensor], MethodConfig, tuple[int, int]],
+                   tuple[torch.Tensor, torch.Tensor | None]]
+    is_map: bool = True  # a VLM map (renormalised / floored as the method says), not a ground-truth mask
+
+    @property
+    def sampled(self) -> bool:
+        """Whether it reads stored samples (so k, aggregation and uncertainty weighting apply)."""
+        return any(c.endswith("samples") for c in self.columns)
+
+
+def _column(name: str) -> ReferenceKind:
+    return ReferenceKind((name,), lambda b, m, size: (b[name].float(), None))
+
+
+def _aggregate(name: str, which: str) -> ReferenceKind:
+    def read(b: dict[str, torch.Tensor], m: MethodConfig, size: tuple[int, int]):
+        samples = b[name].float()
+        if m.k is not None:
+            samples = samples[:, : m.k]
+        mean, median, std = aggregate_samples(samples)
+        return (mean if which == "mean" else median), std
+    return ReferenceKind((name,), read)
+
+
+def _oracle(b: dict[str, torch.Tensor], m: MethodConfig, size: tuple[int, int]):
+    ref = b["mask"].float()
+    if tuple(ref.shape[-2:]) != tuple(size):
+        ref = resize_mask(ref, size, m.mask_resize)
+    return ref, None
+
+
+#: ``MethodConfig.reference`` -> how it is read: GALS' map, PARIC's mean / median of the first k
+#: stored samples, the ground-truth mask
+REFERENCES: Registry[ReferenceKind] = Registry("reference")
+REFERENCES.add("det", _column("map_det"))
+REFERENCES.add("mean", _aggregate("map_samples", "mean"))
+REFERENCES.add("median", _aggregate("map_samples", "median"))
+REFERENCES.add("oracle", ReferenceKind(("mask",), _oracle, is_map=False))
+
+
 def needed_columns(method: MethodConfig) -> list[str]:
     """Batch columns this method's reference reads (so loaders carry nothing else)."""
-    return {"none": [], "det": ["map_det"], "mean": ["map_samples"], "median": ["map_samples"],
-            "oracle": ["mask"]}[method.reference]
+    return [] if method.reference == "none" else list(REFERENCES.get(method.reference).columns)
 
 
 def build_reference(batch: dict[str, torch.Tensor], method: MethodConfig,
                     size: tuple[int, int]) -> Reference | None:
-    """The method's reference for a batch (None for methods without one).
-
-    Batch keys used: ``map_det`` (B, h, w), ``map_samples`` (B, K, h, w), ``mask`` (B, H, W).
-    """
+    """The method's reference for a batch (None for methods without one); the columns it reads are
+    its :data:`REFERENCES` entry's."""
     if method.reference == "none":
         return None
-    std = None
-    if method.reference == "det":
-        ref = batch["map_det"].float()
-    elif method.reference == "oracle":
-        ref = batch["mask"].float()
-        if tuple(ref.shape[-2:]) != tuple(size):
-            ref = resize_mask(ref, size, method.mask_resize)
-    else:
-        samples = batch["map_samples"].float()
-        if method.k is not None:
-            samples = samples[:, : method.k]
-        mean, median, std = aggregate_samples(samples)
-        ref = mean if method.reference == "mean" else median
+    kind = REFERENCES.get(method.reference)
+    ref, std = kind.read(batch, method, size)
     ref = _upsample(ref, size).clamp(0, 1)
-    if method.renormalise and method.reference != "oracle":
+    if method.renormalise and kind.is_map:
         # GALS upsamples, then renormalises: bilinear upsampling of a coarse map lowers its peak
         ref = ref / ref.flatten(1).amax(1).clamp_min(1e-8).view(-1, 1, 1)
-    if method.reference_floor > 0 and method.reference != "oracle":
+    if method.reference_floor > 0 and kind.is_map:
         # only the map's core counts as the object: everything below the floor is background
         ref = ((ref - method.reference_floor) / (1.0 - method.reference_floor)).clamp(0, 1)
     if method.dilate > 0:

@@ -20,6 +20,7 @@ import optuna  # noqa: E402
 import torch  # noqa: E402
 from optuna.distributions import BaseDistribution  # noqa: E402
 
+from paric.attention.sources import declared_columns  # noqa: E402
 from paric.config import Config  # noqa: E402
 from paric.data import WaterbirdsDataset  # noqa: E402
 from paric.io import atomic_path  # noqa: E402
@@ -61,10 +62,11 @@ def pick_examples(group: np.ndarray, per_group: int) -> list[int]:
 
 def maps_figure(cfg: Config, root: Path, before: tuple[str, Path], after: tuple[str, Path], out: Path,
                 per_group: int = 1) -> Path:
-    """Rows: test images (``per_group`` per group); columns: image, deterministic map, mean map, std
-    map, the classifier's Grad-CAM (true class) of the ``before`` run and of the ``after`` run."""
-    store = read_store(cfg.output_path("maps", "test"), columns=["image_id", "label", "group", "map_det", "map_mean",
-                                                                  "map_std"])
+    """Rows: test images (``per_group`` per group); columns: image, each source's figure maps (GALS'
+    map, PARIC's mean and std by default), the classifier's Grad-CAM (true class) of the ``before``
+    run and of the ``after`` run."""
+    shown = [c for c in declared_columns(cfg.maps.sources).values() if c.in_figure]
+    store = read_store(cfg.output_path("maps", "test"), columns=["image_id", "label", "group", *[c.name for c in shown]])
     ds = WaterbirdsDataset(root, "test", image_size=cfg.classifier.image_size, with_masks=False)
     index = {f: i for i, f in enumerate(ds.rows["img_filename"])}
     rows = pick_examples(store.group, per_group)
@@ -77,11 +79,11 @@ def maps_figure(cfg: Config, root: Path, before: tuple[str, Path], after: tuple[
         model = load_classifier(cfg, ds.n_classes, path)
         _, cam = classifier_gradcam(model, x, labels)
         cams[title] = cam.detach().numpy()
-    cols = ["image", "GALS map (det)", "PARIC mean", "PARIC std", f"Grad-CAM {before[0]}", f"Grad-CAM {after[0]}"]
+    cols = ["image", *[c.title for c in shown], f"Grad-CAM {before[0]}", f"Grad-CAM {after[0]}"]
     fig, axes = plt.subplots(len(rows), len(cols), figsize=(2.0 * len(cols), 2.0 * len(rows)), squeeze=False)
     extent = (-0.5, images.shape[2] - 0.5, images.shape[1] - 0.5, -0.5)  # imshow pixel-centre convention
     for i, r in enumerate(rows):
-        panels = [None, store.map_det[r], store.map_mean[r], store.map_std[r], cams[before[0]][i], cams[after[0]][i]]
+        panels = [None, *[store.maps[c.name][r] for c in shown], cams[before[0]][i], cams[after[0]][i]]
         for j, panel in enumerate(panels):
             ax = axes[i, j]
             ax.imshow(images[i])

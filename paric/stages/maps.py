@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 from paric.attention.gradcam import resolve_layer
+from paric.attention.sources import MAP_SOURCES
 from paric.config import Config
 from paric.io import write_json
 from paric.stages.precompute import precompute_split
@@ -19,13 +20,14 @@ log = logging.getLogger("paric")
 
 
 def run_precompute(cfg: Config, progress: bool = True) -> dict:
-    """data → VLM → adapters → maps per split → map quality. Returns a summary dict."""
+    """data → VLM → adapters (when a source samples through them) → maps per split → map quality."""
     set_threads(cfg)
     out = cfg.output_path()
     out.mkdir(parents=True, exist_ok=True)
     root = data_stage(cfg, progress)
     vlm_art = vlm_stage(cfg, root, progress)
-    adapter_ckpt = adapter_stage(cfg, root, vlm_art, progress)
+    needs_adapters = any(MAP_SOURCES.get(name).needs_adapters for name in cfg.maps.sources)
+    adapter_ckpt = adapter_stage(cfg, root, vlm_art, progress) if needs_adapters else None
     vlm = vlm_art.load()
     layer = resolve_layer(vlm.model.visual, vlm.image_size, cfg.vlm.saliency_layer).path
     stores: dict[str, Path] = {}
@@ -33,7 +35,7 @@ def run_precompute(cfg: Config, progress: bool = True) -> dict:
         stores[split] = precompute_split(cfg, root, split, vlm_art, adapter_ckpt, layer)
     quality = quality_stage(cfg, root, layer)
     summary = {"data": str(root), "vlm": str(vlm_art.checkpoint or vlm_art.pretrained),
-               "adapters": str(adapter_ckpt), "maps": {s: str(p) for s, p in stores.items()},
+               "adapters": str(adapter_ckpt) if adapter_ckpt else None, "maps": {s: str(p) for s, p in stores.items()},
                "quality": quality}
     write_json(out / "precompute_summary.json", summary)
     return summary

@@ -17,7 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from paric.attention.sources import declared_columns
 from paric.config import Config
+from paric.regularizers.reference import REFERENCES
 from paric.io import write_json
 from paric.report.results import build_results, load_quality, write_report
 from paric.stages.cache import EVENTS, is_done, mark_done, set_forced, timed_stage
@@ -43,6 +45,14 @@ def check_pipeline_config(cfg: Config) -> None:
             raise ValueError(f"sweep.methods: '{m}' is not defined in train.methods")
         if m not in cfg.sweep.spaces:
             raise ValueError(f"sweep.methods: '{m}' has no search space in sweep.spaces ({sorted(cfg.sweep.spaces)})")
+    written = set(declared_columns(cfg.maps.sources))
+    for m in sorted({*cfg.train.compare, *cfg.sweep.methods}):
+        refs = {cfg.method(m).reference, *(cfg.sweep.spaces[m].reference if m in cfg.sweep.methods else [])}
+        for ref in sorted(refs - {"none"}):
+            missing = [c for c in REFERENCES.get(ref).columns if c != "mask" and c not in written]
+            if missing:
+                raise ValueError(f"train.methods.{m}: reference '{ref}' reads {missing}, which maps.sources "
+                                 f"{cfg.maps.sources} do not write; add the source that does")
     for key in ("before", "after"):  # the map figure shows these methods' trained classifiers
         name = getattr(cfg.report, key)
         if name not in cfg.train.compare:

@@ -20,47 +20,45 @@ import torch
 from ray.data import ActorPoolStrategy
 
 from paric import store
-from paric.attention.reference import ReferenceMapper
+from paric.attention.reference import GradCamEngine
+from paric.attention.sources import MapSource, configured_sources
 from paric.config import Config
 from paric.data import WaterbirdsDataset
 from paric.stages.cache import timed_stage
 from paric.stages.prepare import VLMArtifact, map_provenance
 from paric.stages.ray_env import cluster_gpus, ensure_ray
-from paric.vlm.adapters import load_adapters
 
 log = logging.getLogger("paric")
 
 
 class ShardMapper:
-    """Ray Data callable class: builds the mapper once per actor, then maps whole shards."""
+    """Ray Data callable class: builds the Grad-CAM engine and every source's sampler once per actor,
+    then maps whole shards."""
 
-    def __init__(self, root: str, split: str, vlm_art: VLMArtifact, adapter_ckpt: str, prompts: list[str],
-                 K: int, seed: int, layer: str, shard_size: int, batch_size: int, out_dir: str,
-                 provenance: dict, threads: int):
+    def __init__(self, root: str, split: str, vlm_art: VLMArtifact, sources: list[MapSource], prompts: list[str],
+                 layer: str, shard_size: int, batch_size: int, out_dir: str, provenance: dict, threads: int):
         torch.set_num_threads(max(1, threads))
         self.vlm = vlm_art.load()
         self.device = torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
         self.vlm.model.to(self.device)
-        adapters = load_adapters(Path(adapter_ckpt))
-        adapters.image.to(self.device)
-        adapters.text.to(self.device)
-        self.mapper = ReferenceMapper(self.vlm, prompts, adapters, K=K, seed=seed, layer=layer)
+        self.sources = sources
+        self.engine = GradCamEngine(self.vlm, prompts, [src.sampler(self.device) for src in sources], layer=layer)
         self.ds = WaterbirdsDataset(root, split, image_size=self.vlm.image_size, with_masks=False)
         self.split, self.shard_size, self.batch_size = split, shard_size, batch_size
         self.out_dir, self.provenance = Path(out_dir), provenance
 
     def compute_shard(self, shard: int) -> dict[str, np.ndarray | list]:
-        """All map columns for the images of one shard, in dataset order."""
+        """Every source's map columns for the images of one shard, in dataset order."""
         lo, hi = shard * self.shard_size, min(len(self.ds), (shard + 1) * self.shard_size)
         items = [self.ds[i] for i in range(lo, hi)]
-        cols: dict[str, list] = {k: [] for k in ("map_det", "map_samples", "map_mean", "map_median", "map_std")}
+        cols: dict[str, list] = {}
         for b in range(0, len(items), self.batch_size):
             batch = items[b : b + self.batch_size]
             x = self.vlm.normalise(torch.from_numpy(np.stack([it["image"] for it in batch]))).to(self.device)
-            out = self.mapper(x, [it["image_id"] for it in batch])
-            for k, v in (("map_det", out.det), ("map_samples", out.samples), ("map_mean", out.mean),
-                         ("map_median", out.median), ("map_std", out.std)):
-                cols[k].append(v)
+            maps = self.engine(x, [it["image_id"] for it in batch])
+            for src, m in zip(self.sources, maps):
+                for k, v in src.to_columns(m).items():
+                    cols.setdefault(k, []).append(v)
         rows: dict[str, np.ndarray | list] = {k: np.concatenate(v) for k, v in cols.items()}
         rows["image_id"] = [it["image_id"] for it in items]
         rows["split"] = [self.split] * len(items)
@@ -81,11 +79,13 @@ class ShardMapper:
         return {"shard": np.array(shards), "rows": np.array(counts), "seconds": np.array(secs)}
 
 
-def precompute_split(cfg: Config, root: Path, split: str, vlm_art: VLMArtifact, adapter_ckpt: Path,
+def precompute_split(cfg: Config, root: Path, split: str, vlm_art: VLMArtifact, adapter_ckpt: Path | None,
                      layer: str) -> Path:
-    """Write (or finish) ``maps/<split>/``; returns its directory."""
+    """Write (or finish) ``maps/<split>/`` with the columns of every source in ``maps.sources``;
+    returns its directory."""
     out_dir = cfg.output_path("maps", split)
-    prov = map_provenance(cfg, vlm_art, adapter_ckpt, layer)
+    sources = configured_sources(cfg, adapter_ckpt)
+    prov = map_provenance(cfg, vlm_art, sources, layer)
     prov["split"] = split
     prov["hash"] = store.provenance_hash(prov)
     with timed_stage(f"maps:{split}", out_dir) as info:
@@ -109,10 +109,9 @@ def precompute_split(cfg: Config, root: Path, split: str, vlm_art: VLMArtifact, 
             mapped = ds.map_batches(
                 ShardMapper,
                 fn_constructor_kwargs=dict(
-                    root=str(root), split=split, vlm_art=vlm_art, adapter_ckpt=str(adapter_ckpt),
-                    prompts=list(cfg.vlm.prompts), K=cfg.maps.K, seed=cfg.maps.seed, layer=layer,
-                    shard_size=cfg.maps.shard_size, batch_size=cfg.maps.batch_size, out_dir=str(out_dir),
-                    provenance=prov, threads=threads,
+                    root=str(root), split=split, vlm_art=vlm_art, sources=sources, prompts=list(cfg.vlm.prompts),
+                    layer=layer, shard_size=cfg.maps.shard_size, batch_size=cfg.maps.batch_size,
+                    out_dir=str(out_dir), provenance=prov, threads=threads,
                 ),
                 batch_size=1,
                 compute=ActorPoolStrategy(size=n_actors),

@@ -153,12 +153,14 @@ def adapter_stage(cfg: Config, root: Path, vlm_art: VLMArtifact, progress: bool 
     return ckpt
 
 
-def map_provenance(cfg: Config, vlm_art: VLMArtifact, adapter_ckpt: Path, layer: str) -> dict:
-    """What produced a map store: enough to tell two stores apart and to reproduce one."""
+def map_provenance(cfg: Config, vlm_art: VLMArtifact, sources: list, layer: str) -> dict:
+    """What produced a map store: enough to tell two stores apart and to reproduce one. What every
+    source shares (VLM, prompts, layer, data, sharding) at the top; each source's own under
+    ``sources`` (e.g. PARIC's K, seed and adapters hash)."""
     return {
         "vlm": vlm_art.name,
         "vlm_weights": vlm_art.weights(),
-        "adapters": f"sha256:{file_hash(adapter_ckpt)}",
+        "sources": {name: src.provenance() for name, src in zip(cfg.maps.sources, sources)},
         "prompts": list(cfg.vlm.prompts),
         "K": cfg.maps.K,
         "seed": cfg.maps.seed,
@@ -168,4 +170,3 @@ def map_provenance(cfg: Config, vlm_art: VLMArtifact, adapter_ckpt: Path, layer:
         "data": dataset_fingerprint(cfg.data_root()),  # content, not a path: a moved output stays valid
         "paric_version": __version__,
     }
-

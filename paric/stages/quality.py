@@ -13,6 +13,7 @@ import torch
 
 from paric import store
 from paric.attention.reference import ReferenceMapper
+from paric.attention.sources import declared_columns
 from paric.config import Config
 from paric.data import WaterbirdsDataset
 from paric.eval.map_quality import summarise
@@ -46,13 +47,14 @@ def quality_stage(cfg: Config, root: Path, layer: str, control_split: str = "tes
             return json.loads(out_path.read_text())
         report: dict = {"splits": {}}
         for split in cfg.maps.splits:
-            ms = store.read_store(cfg.output_path("maps", split), columns=["image_id", "map_det", "map_mean", "map_median"])
+            refs = [c for c in declared_columns(cfg.maps.sources).values() if c.role == "reference"]
+            ms = store.read_store(cfg.output_path("maps", split), columns=["image_id", *[c.name for c in refs]])
             ds = WaterbirdsDataset(root, split, with_masks=True)
             if not len(ds) or ds[0]["mask"] is None:
                 continue
             by_id = {ds.rows["img_filename"].iloc[i]: i for i in range(len(ds))}
             masks = np.stack([ds[by_id[i]]["mask"] for i in ms.image_id])
-            kinds = {"det": ms.map_det, "mean": ms.map_mean, "median": ms.map_median}
+            kinds = {c.short: ms.maps[c.name] for c in refs}  # every reference column the sources declare
             if split == control_split:
                 kinds["random_init_det"] = control_maps(cfg, root, split, layer)
             summary = summarise(kinds, masks)

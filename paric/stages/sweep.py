@@ -33,6 +33,7 @@ from paric.io import write_json
 from paric.stages.cache import forced, is_done, mark_done, timed_stage
 from paric.stages.train import (MODEL, RESULT, STATE, TRAINING_KEYS, Tracking, method_train_data, run_datasets,
                                 run_on_ray, store_result, upstream_key)
+from paric.regularizers.reference import REFERENCES
 from paric.train.loop import completed
 from paric.train.run import evaluate_saved, save_best
 from paric.stages.trial_runs import ACTIVE, TrialRuns
@@ -85,7 +86,8 @@ def define_by_run(space: SearchSpace, sampled: bool, K: int):
 
 def is_sampled(cfg: Config, method: str) -> bool:
     """Whether a method's reference reads the stored samples (so k / aggregation are swept)."""
-    return cfg.method(method).reference in ("mean", "median")
+    ref = cfg.method(method).reference
+    return ref != "none" and REFERENCES.get(ref).sampled
 
 
 def trial_config(base: Config, method: str, params: dict) -> Config:

@@ -16,9 +16,12 @@ import torch.nn.functional as F
 from paric.data import WaterbirdsDataset
 from paric.data.dataset import load_image, load_mask
 from paric.regularizers.reference import resize_mask
-from paric.store import read_store
+from paric.store import MAP_PREFIX, read_store
 
-MAP_COLUMNS = ("map_det", "map_samples")
+
+def spatial(key: str) -> bool:
+    """Batch keys laid out like the image (mirrored with it): the image, its mask, every map column."""
+    return key in ("image", "mask") or key.startswith(MAP_PREFIX)
 
 
 class ImageJoiner:
@@ -49,13 +52,12 @@ class ImageJoiner:
 def load_split(root: str | Path, store_dir: str | Path, split: str, image_size: int, columns: list[str],
                with_mask: bool, k_max: int | None = None) -> dict[str, np.ndarray]:
     """A whole split in memory: map-store ``columns`` (+ image_id, label, group) joined to images."""
-    want = ["image_id", "label", "group", *[c for c in columns if c in MAP_COLUMNS]]
-    store = read_store(Path(store_dir), columns=want)
+    maps = [c for c in columns if c.startswith(MAP_PREFIX)]
+    store = read_store(Path(store_dir), columns=["image_id", "label", "group", *maps])
     batch: dict[str, np.ndarray] = {"image_id": np.asarray(store.image_id), "label": store.label, "group": store.group}
-    for c in columns:
-        if c in MAP_COLUMNS:
-            arr = getattr(store, c)
-            batch[c] = arr[:, :k_max] if (c == "map_samples" and k_max) else arr
+    for c in maps:
+        arr = store.maps[c]
+        batch[c] = arr[:, :k_max] if (arr.ndim == 4 and k_max) else arr  # samples: the first k_max of K
     return ImageJoiner(root, split, image_size, with_mask)(batch)
 
 
@@ -112,8 +114,7 @@ def prepare(batch: dict[str, torch.Tensor], image_size: int, device: torch.devic
         out["mask"] = m
     if flip is not None and bool(flip.any()):
         f = flip.to(device)
-        for k in ("image", "map_det", "map_samples", "mask"):
-            if k in out:
-                v = out[k]
-                out[k] = torch.where(f.view(-1, *([1] * (v.dim() - 1))), v.flip(-1), v)
+        for k in [k for k in out if spatial(k)]:
+            v = out[k]
+            out[k] = torch.where(f.view(-1, *([1] * (v.dim() - 1))), v.flip(-1), v)
     return out

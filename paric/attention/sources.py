@@ -1,0 +1,128 @@
+"""Map sources: each kind of reference map the store can hold, declared once.
+
+A source names its store columns (and their shapes), says what produced them (provenance), and
+turns the Grad-CAM engine's maps for its embedding sampler into those columns. The store's schema
+is the union of the configured sources' columns (``maps.sources``); the reader, the flip, the
+quality stage and the figures iterate over the declared columns instead of naming them.
+
+Adding a source (ProLIP's Gaussian, LaZSL's transport plan) is one class here or in its own
+module, registered with ``@MAP_SOURCES.register("name")``, and its name in ``maps.sources``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+import numpy as np
+import torch
+
+from paric.attention.reference import GGDSampler, TextMatch, aggregate_samples
+from paric.registry import Registry
+from paric.store import MAP_PREFIX  # every map column's name starts with it
+
+if TYPE_CHECKING:
+    from paric.config import Config
+
+
+@dataclass(frozen=True)
+class Column:
+    """A map column: ``map`` is (h, w) per image, ``samples`` (K, h, w). ``role``: ``reference`` (a map
+    a method may regularise towards, scored by the quality stage), ``samples`` (aggregated at train
+    time), or ``uncertainty`` (a spread, shown in figures, never a reference)."""
+
+    name: str
+    shape: Literal["map", "samples"]
+    role: Literal["reference", "samples", "uncertainty"]
+    title: str  # how figures label it
+    in_figure: bool = False  # a panel of the report's map figure
+
+    @property
+    def short(self) -> str:
+        """The name without the prefix (``det``, ``mean`` …): how quality.json names it."""
+        return self.name.removeprefix(MAP_PREFIX)
+
+
+class MapSource:
+    """One kind of reference map. Instances are plain values (config and checkpoint paths) that
+    travel to the map actors; :meth:`sampler` builds the runtime part there."""
+
+    columns: ClassVar[tuple[Column, ...]] = ()
+    needs_adapters: ClassVar[bool] = False
+
+    def __init__(self, cfg: "Config", adapters: Path | None = None) -> None:
+        self.cfg = cfg
+        self.adapters = adapters
+
+    def provenance(self) -> dict:
+        """What besides the shared VLM, prompts and data produced this source's columns."""
+        return {}
+
+    def sampler(self, device: torch.device):
+        """The embedding sampler the Grad-CAM engine runs for this source (built on the actor)."""
+        raise NotImplementedError
+
+    def to_columns(self, maps: torch.Tensor) -> dict[str, np.ndarray]:
+        """The engine's (B, n_scores, h, w) maps for this source -> its store columns."""
+        raise NotImplementedError
+
+
+#: map source name (``maps.sources``) -> its class
+MAP_SOURCES: Registry[type[MapSource]] = Registry("map source")
+
+
+@MAP_SOURCES.register("gals")
+class GALSSource(MapSource):
+    """GALS' deterministic Grad-CAM map of the image embedding against the prompts."""
+
+    columns = (Column("map_det", "map", "reference", "GALS map (det)", in_figure=True),)
+
+    def sampler(self, device: torch.device) -> TextMatch:
+        return TextMatch()
+
+    def to_columns(self, maps: torch.Tensor) -> dict[str, np.ndarray]:
+        return {"map_det": maps[:, 0].cpu().numpy()}
+
+
+@MAP_SOURCES.register("paric")
+class PARICSource(MapSource):
+    """PARIC's K maps from GGD-adapter embedding samples, with their mean, median and spread."""
+
+    columns = (Column("map_samples", "samples", "samples", "PARIC samples"),
+               Column("map_mean", "map", "reference", "PARIC mean", in_figure=True),
+               Column("map_median", "map", "reference", "PARIC median"),
+               Column("map_std", "map", "uncertainty", "PARIC std", in_figure=True))
+    needs_adapters = True
+
+    def provenance(self) -> dict:
+        from paric.vlm.factory import file_hash
+
+        return {"adapters": f"sha256:{file_hash(self.adapters)}" if self.adapters else None}  # K, seed: top level
+
+    def sampler(self, device: torch.device) -> GGDSampler:
+        from paric.vlm.adapters import load_adapters
+
+        if self.adapters is None:
+            raise ValueError("map source 'paric' needs the adapters checkpoint")
+        pair = load_adapters(Path(self.adapters))
+        pair.image.to(device)
+        pair.text.to(device)
+        return GGDSampler(pair, self.cfg.maps.K, self.cfg.maps.seed)
+
+    def to_columns(self, maps: torch.Tensor) -> dict[str, np.ndarray]:
+        mean, median, std = (t.cpu().numpy() for t in aggregate_samples(maps))
+        return {"map_samples": maps.cpu().numpy(), "map_mean": mean, "map_median": median, "map_std": std}
+
+
+def configured_sources(cfg: "Config", adapters: Path | None = None) -> list[MapSource]:
+    """The sources ``maps.sources`` names, in that order (the order of the engine's score columns)."""
+    return [MAP_SOURCES.get(name)(cfg, adapters) for name in cfg.maps.sources]
+
+
+def declared_columns(names: list[str] | None = None) -> dict[str, Column]:
+    """Column name -> its declaration, over the named sources (default: every registered one)."""
+    out: dict[str, Column] = {}
+    for name in names if names is not None else MAP_SOURCES.names():
+        for col in MAP_SOURCES.get(name).columns:
+            out[col.name] = col
+    return out

@@ -1,0 +1,75 @@
+"""Map sources (issue 13): every registered source writes its declared columns through the store
+and reads them back; a store holds exactly the configured sources' columns."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from paric import store
+from paric.attention.reference import GradCamEngine
+from paric.attention.sources import MAP_SOURCES, declared_columns
+from paric.config import AdapterConfig, load_config
+from paric.vlm.adapters import build_adapters
+from paric.vlm.factory import load_vlm
+
+REPO = Path(__file__).resolve().parents[1]
+PROMPTS = ["a photo of a shape", "an image of a shape"]
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    torch.manual_seed(0)
+    vlm = load_vlm("paric-micro-vit", seed=0)
+    dim = vlm.encode_text(["x"]).shape[1]
+    ckpt = tmp_path_factory.mktemp("adapters") / "adapters.pt"
+    pair = build_adapters(dim, AdapterConfig(hidden=32)).eval()
+    torch.save({"adapters": pair.state_dict(), "dim": dim, "config": AdapterConfig(hidden=32).model_dump()}, ckpt)
+    images = torch.randn(3, 3, vlm.image_size, vlm.image_size, generator=torch.Generator().manual_seed(1))
+    return vlm, ckpt, images, ["a.jpg", "b.jpg", "c.jpg"]
+
+
+@pytest.mark.parametrize("name", MAP_SOURCES.names())
+def test_every_source_writes_its_declared_columns_and_reads_them_back(parts, name, tmp_path):
+    vlm, ckpt, x, ids = parts
+    cfg = load_config(None, ["maps.K=4", f"maps.sources=[{name}]"])
+    src = MAP_SOURCES.get(name)(cfg, ckpt)
+    (maps,) = GradCamEngine(vlm, PROMPTS, [src.sampler(torch.device("cpu"))])(x, ids)
+    cols = src.to_columns(maps)
+    declared = declared_columns([name])
+    assert list(cols) == list(declared), name  # exactly what it declares, in order
+    for col in declared.values():
+        assert col.name.startswith(store.MAP_PREFIX)
+        assert cols[col.name].ndim == (4 if col.shape == "samples" else 3)
+        assert np.isfinite(cols[col.name]).all()
+    rows = {"image_id": ids, "split": ["test"] * 3, "label": np.zeros(3, int), "group": np.zeros(3, int), **cols}
+    store.write_part(store.build_table(rows, {"sources": {name: src.provenance()}}), store.part_path(tmp_path, 0))
+    store.mark_complete(tmp_path, 3, {"sources": {name: src.provenance()}})
+    back = store.read_store(tmp_path)
+    assert set(back.maps) == set(declared)
+    for k, v in cols.items():
+        np.testing.assert_array_equal(back.maps[k], v.astype(np.float16))
+
+
+def test_gals_and_paric_in_one_pass_equal_each_alone(parts):
+    """The engine serves several samplers in one pass; each source's maps are what it computes alone."""
+    vlm, ckpt, x, ids = parts
+    cfg = load_config(None, ["maps.K=4"])
+    gals, paric = (MAP_SOURCES.get(n)(cfg, ckpt) for n in ("gals", "paric"))
+    both = GradCamEngine(vlm, PROMPTS, [gals.sampler("cpu"), paric.sampler("cpu")])(x, ids)
+    for src, together in zip((gals, paric), both):
+        (alone,) = GradCamEngine(vlm, PROMPTS, [src.sampler("cpu")])(x, ids)
+        np.testing.assert_allclose(together.numpy(), alone.numpy(), atol=1e-5)
+
+
+def test_unknown_source_and_a_reference_no_source_writes_fail_at_load_time():
+    from paric.config import ConfigError
+    from paric.stages.pipeline import check_pipeline_config
+
+    with pytest.raises(ConfigError, match="unknown map source"):
+        load_config(REPO / "conf" / "default.yaml", ["maps.sources=[gals,prolipx]"])
+    gals_only = load_config(REPO / "conf" / "default.yaml", ["maps.sources=[gals]"])
+    with pytest.raises(ValueError, match="reads \\['map_samples'\\], which maps.sources \\['gals'\\] do not write"):
+        check_pipeline_config(gals_only)
