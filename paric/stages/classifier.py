@@ -11,7 +11,8 @@ import torch
 from paric.config import Config
 from paric.data import WaterbirdsDataset
 from paric.data.fingerprint import dataset_fingerprint
-from paric.stages.cache import is_done, mark_done, read_marker, timed_stage
+from paric.stages.cache import read_marker
+from paric.stages.runner import Stage, run_stage
 from paric.stages.prepare import load_corpus
 from paric.train.backbone import pretrain_backbone
 
@@ -34,10 +35,17 @@ def corpus_labels(root: Path) -> tuple[np.ndarray, np.ndarray, list[str], list[s
     return shape, place, shapes, places
 
 
+BACKBONE_KEYS = ("classifier.arch", "classifier.width", "classifier.image_size", "classifier.pretrain", "run.seed")
+
+
+def backbone_stage_spec(cfg: Config, root: Path) -> Stage:
+    """The backbone stage: its config, the seed and the corpus' content."""
+    return Stage("backbone", cfg.output_path("classifier", "backbone"), BACKBONE_KEYS, (dataset_fingerprint(root),),
+                 outputs=("backbone.pt",))
+
+
 def backbone_key(cfg: Config, root: Path) -> str:
-    """The backbone's cache key: its config, the seed and the corpus' content."""
-    return cfg.section_hash("classifier.arch", "classifier.width", "classifier.image_size", "classifier.pretrain",
-                            "run.seed") + ":" + dataset_fingerprint(root)
+    return backbone_stage_spec(cfg, root).key(cfg)
 
 
 def backbone_id(cfg: Config) -> str:
@@ -53,13 +61,9 @@ def backbone_stage(cfg: Config, root: Path, progress: bool = True) -> Path | Non
     """Pretrain (or reuse) the corpus backbone; None when the classifier starts otherwise."""
     if cfg.classifier.weights != "corpus":
         return None
-    out = cfg.output_path("classifier", "backbone")
-    ckpt = out / "backbone.pt"
-    key = backbone_key(cfg, root)
-    with timed_stage("backbone", out) as info:
-        if not info["forced"] and is_done(out, key) and ckpt.is_file():
-            info["skipped"] = True
-            return ckpt
+    ckpt = cfg.output_path("classifier", "backbone", "backbone.pt")
+
+    def pretrain() -> dict:
         shape, place, shapes, places = corpus_labels(root)
         images, _ = load_corpus(root, cfg.classifier.image_size)
         if cfg.classifier.pretrain.exclude_classes:
@@ -68,5 +72,6 @@ def backbone_stage(cfg: Config, root: Path, progress: bool = True) -> Path | Non
             images, shape, place = images[torch.from_numpy(keep)], shape[keep], place[keep]
         stats = pretrain_backbone(cfg.classifier, images, shape, place, len(shapes), len(places), cfg.run.seed,
                                   ckpt, progress)
-        mark_done(out, key, checkpoint=str(ckpt), stats=stats)
-    return ckpt
+        return {"checkpoint": str(ckpt), "stats": stats}
+
+    return run_stage(cfg, backbone_stage_spec(cfg, root), pretrain, lambda: ckpt)

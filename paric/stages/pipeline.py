@@ -22,7 +22,8 @@ from paric.config import Config
 from paric.regularizers.reference import REFERENCES
 from paric.io import write_json
 from paric.report.results import build_results, load_quality, write_report
-from paric.stages.cache import EVENTS, is_done, mark_done, set_forced, timed_stage
+from paric.stages.cache import EVENTS, set_forced
+from paric.stages.runner import Stage, run_stage
 from paric.stages.classifier import backbone_stage
 from paric.stages.maps import run_precompute
 from paric.stages.ray_env import quiet_data
@@ -81,11 +82,9 @@ def report_stage(cfg: Config, root: Path, summary: dict, sweeps: dict[str, dict]
     """results.json, report.md and figures (cached by the results they show); logged to MLflow."""
     out = cfg.output_path("report")
     results = build_results(cfg, load_quality(cfg), summary, sweeps)
-    key = hashlib.sha256(json.dumps(results, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    with timed_stage("report", out) as info:
-        if not info["forced"] and is_done(out, key) and (out / "results.json").is_file():
-            info["skipped"] = True
-            return out
+    digest = hashlib.sha256(json.dumps(results, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def write() -> dict:
         from paric.report.figures import group_bars, group_names, maps_figure, sweep_figures  # matplotlib: slow import
 
         figures = [group_bars(summary["per_group_acc"], group_names(root), out / "group_accuracy.png")]
@@ -98,8 +97,11 @@ def report_stage(cfg: Config, root: Path, summary: dict, sweeps: dict[str, dict]
         write_report(cfg, results, out, figures)
         for path in [out / "results.json", out / "report.md", *figures]:
             log_artifact(tracking.uri, tracking.parent_id, path, "report")
-        mark_done(out, key, figures=[f.name for f in figures])
-    return out
+        return {"figures": [f.name for f in figures]}
+
+    # keyed by the results it shows (and the report's own options)
+    stage = Stage("report", out, ("report",), (digest,), outputs=("results.json", "report.md"))
+    return run_stage(cfg, stage, write, lambda: out)
 
 
 def figure_runs(cfg: Config, summary: dict) -> tuple[tuple[str, Path] | None, tuple[str, Path] | None]:

@@ -19,7 +19,8 @@ from paric.data import CaptionCorpus, WaterbirdsDataset, generate_benchmark
 from paric.data.fingerprint import dataset_fingerprint
 from paric.data.formats import prepare_index
 from paric.io import write_json
-from paric.stages.cache import is_done, mark_done, timed_stage
+from paric.stages.cache import timed_stage
+from paric.stages.runner import Stage, derive_key, run_stage
 from paric.vlm.adapters import embed_pairs, train_adapters
 from paric.vlm.factory import CUSTOM_MODELS, VLM, VLMLoadError, file_hash, load_vlm, weights_id
 from paric.vlm.pretrain import pretrain_clip, zero_shot_accuracy
@@ -68,22 +69,28 @@ class VLMArtifact:
 
     def weights(self) -> str:
         """The weights' content id for map provenance (a checkpoint's hash, or the published tag)."""
-        return weights_id(self.pretrained) if self.checkpoint is None else f"sha256:{file_hash(self.checkpoint)}"
+        if self.checkpoint is not None:
+            return f"sha256:{file_hash(self.checkpoint)}"
+        return weights_id(self.pretrained) if self.pretrained is not None else "random"
 
     def load(self) -> VLM:
         return load_vlm(self.name, self.pretrained, self.checkpoint)
 
 
+VLM_KEYS = ("vlm.name", "vlm.pretrain", "run.seed")
+ADAPTER_KEYS = ("adapter", "run.seed")
+
+
 def vlm_key(cfg: Config, root: Path) -> str:
     """Cache key of a VLM pretrained here: its config, the seed and the caption corpus' content
     (published weights are keyed by their own content instead, see :class:`VLMArtifact`)."""
-    return cfg.section_hash("vlm.name", "vlm.pretrain", "run.seed") + ":" + dataset_fingerprint(root)
+    return derive_key(cfg, VLM_KEYS, (dataset_fingerprint(root),))
 
 
 def adapter_key(cfg: Config, root: Path, vlm_art: VLMArtifact) -> str:
     """Cache key of the adapters: their config, the VLM's key and the corpus they fit (the data's,
     whichever VLM embeds it, a published one included)."""
-    return cfg.section_hash("adapter", "run.seed") + ":" + vlm_art.key + ":" + dataset_fingerprint(root)
+    return derive_key(cfg, ADAPTER_KEYS, (vlm_art.key, dataset_fingerprint(root)))
 
 
 def vlm_stage(cfg: Config, root: Path, progress: bool = True) -> VLMArtifact:
@@ -102,18 +109,17 @@ def vlm_stage(cfg: Config, root: Path, progress: bool = True) -> VLMArtifact:
         )
     ckpt = out / "model.pt"
     art = VLMArtifact(cfg.vlm.name, None, ckpt, vlm_key(cfg, root))
-    key = art.key
-    with timed_stage("vlm", out) as info:
-        if not info["forced"] and is_done(out, key) and ckpt.is_file():
-            info["skipped"] = True
-            return art
+
+    def pretrain() -> dict:
         size = open_clip.get_model_config(cfg.vlm.name)["vision_cfg"]["image_size"]
         images, captions = load_corpus(root, size)
         stats = pretrain_clip(cfg.vlm.name, images, captions, cfg.vlm.pretrain, cfg.run.seed, ckpt, progress)
         stats["zero_shot"] = zero_shot_report(cfg, root, art.load())
         write_json(out / "pretrain.json", stats)
-        mark_done(out, key, checkpoint=str(ckpt), stats=stats)
-    return art
+        return {"checkpoint": str(ckpt), "stats": stats}
+
+    stage = Stage("vlm", out, VLM_KEYS, (dataset_fingerprint(root),), outputs=("model.pt",))
+    return run_stage(cfg, stage, pretrain, lambda: art)
 
 
 def zero_shot_report(cfg: Config, root: Path, vlm: VLM) -> dict:
@@ -137,11 +143,8 @@ def adapter_stage(cfg: Config, root: Path, vlm_art: VLMArtifact, progress: bool 
     """Train the ProbVLM adapters on the frozen VLM's embeddings of the caption corpus."""
     out = cfg.output_path("vlm", "adapters")
     ckpt = out / "adapters.pt"
-    key = adapter_key(cfg, root, vlm_art)
-    with timed_stage("adapters", out) as info:
-        if not info["forced"] and is_done(out, key) and ckpt.is_file():
-            info["skipped"] = True
-            return ckpt
+
+    def fit() -> dict:
         if not (root / "captions.csv").is_file():
             raise FileNotFoundError(f"{root / 'captions.csv'}: the adapters need an image–caption corpus")
         vlm = vlm_art.load()
@@ -149,8 +152,10 @@ def adapter_stage(cfg: Config, root: Path, vlm_art: VLMArtifact, progress: bool 
         img, txt = embed_pairs(vlm, images, captions)
         _pair, stats = train_adapters(img, txt, cfg.adapter, cfg.run.seed, ckpt, progress)
         write_json(out / "adapters.json", stats)
-        mark_done(out, key, checkpoint=str(ckpt), stats=stats)
-    return ckpt
+        return {"checkpoint": str(ckpt), "stats": stats}
+
+    stage = Stage("adapters", out, ADAPTER_KEYS, (vlm_art.key, dataset_fingerprint(root)), outputs=("adapters.pt",))
+    return run_stage(cfg, stage, fit, lambda: ckpt)
 
 
 def map_provenance(cfg: Config, vlm_art: VLMArtifact, sources: list, layer: str) -> dict:

@@ -18,7 +18,7 @@ from paric.config import Config
 from paric.data import WaterbirdsDataset
 from paric.eval.map_quality import summarise
 from paric.io import write_json
-from paric.stages.cache import is_done, mark_done, timed_stage
+from paric.stages.runner import Stage, run_stage
 from paric.vlm.factory import load_vlm
 
 
@@ -38,16 +38,12 @@ def control_maps(cfg: Config, root: Path, split: str, layer: str, batch_size: in
 def quality_stage(cfg: Config, root: Path, layer: str, control_split: str = "test") -> dict:
     """Score each split's stored maps against its object masks; write ``maps/quality.json``."""
     out_path = cfg.output_path("maps", "quality.json")
-    key = "|".join(store.read_provenance(cfg.output_path("maps", s)).get("hash", "") for s in cfg.maps.splits)
-    with timed_stage("quality", out_path) as info:
-        if not info["forced"] and is_done(out_path.parent / "quality", key) and out_path.is_file():
-            info["skipped"] = True
+    hashes = tuple(store.read_provenance(cfg.output_path("maps", s)).get("hash", "") for s in cfg.maps.splits)
 
-
-            return json.loads(out_path.read_text())
+    def score() -> None:
         report: dict = {"splits": {}}
+        refs = [c for c in declared_columns(cfg.maps.sources).values() if c.role == "reference"]
         for split in cfg.maps.splits:
-            refs = [c for c in declared_columns(cfg.maps.sources).values() if c.role == "reference"]
             ms = store.read_store(cfg.output_path("maps", split), columns=["image_id", *[c.name for c in refs]])
             ds = WaterbirdsDataset(root, split, with_masks=True)
             if not len(ds) or ds[0]["mask"] is None:
@@ -61,5 +57,8 @@ def quality_stage(cfg: Config, root: Path, layer: str, control_split: str = "tes
             summary["n"] = int(len(masks))
             report["splits"][split] = summary
         write_json(out_path, report)
-        mark_done(out_path.parent / "quality", key)
-    return report
+
+    # the maps' provenance hashes hold the data, VLM, prompts and layer; the control tower's seed is run.seed's
+    stage = Stage("quality", out_path.parent / "quality", ("run.seed",), hashes, outputs=("../quality.json",),
+                  shown=out_path)
+    return run_stage(cfg, stage, score, lambda: json.loads(out_path.read_text()))

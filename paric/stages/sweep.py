@@ -30,7 +30,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 
 from paric.config import R100, Config, SearchSpace, TrainConfig
 from paric.io import write_json
-from paric.stages.cache import forced, is_done, mark_done, timed_stage
+from paric.stages.cache import forced
+from paric.stages.runner import Stage, run_stage
 from paric.stages.train import (MODEL, RESULT, STATE, TRAINING_KEYS, Tracking, method_train_data, run_datasets,
                                 run_on_ray, store_result, upstream_key)
 from paric.regularizers.reference import REFERENCES
@@ -158,11 +159,17 @@ def sweep_key(cfg: Config, method: str) -> str:
     """Cache key of one method's sweep: its space, the sweep's settings, the method's base config, what
     training depends on, the seed and the map store. Not ``train.seeds`` / ``train.compare`` or the
     other methods' spaces, which change the final runs but not this sweep's trials."""
+    return sweep_spec(cfg, method).key(cfg)
+
+
+def sweep_spec(cfg: Config, method: str) -> Stage:
+    """The sweep stage of one method (its key: :func:`sweep_key`)."""
     settings = cfg.sweep.model_dump(mode="json", exclude={"methods", "spaces"})
     blob = {"settings": settings, "space": cfg.sweep.spaces[method].model_dump(mode="json"),
             "method": cfg.method(method).model_dump(mode="json"), "workers": max(1, cfg.train.num_workers)}
-    return cfg.section_hash(*TRAINING_KEYS, "run.seed") + ":" + hashlib.sha256(
-        json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16] + ":" + upstream_key(cfg)
+    digest = hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+    return Stage(f"sweep {method}", cfg.output_path("sweep", method), (*TRAINING_KEYS, "run.seed"),
+                 (digest, upstream_key(cfg)), outputs=("best.json",))
 
 
 def sweep_stage(cfg: Config, root: Path, method: str, backbone: Path | None, tracking: Tracking | None = None,
@@ -174,12 +181,10 @@ def sweep_stage(cfg: Config, root: Path, method: str, backbone: Path | None, tra
     """
     if method not in cfg.sweep.spaces:
         raise ValueError(f"sweep.spaces has no search space for '{method}' ({sorted(cfg.sweep.spaces)})")
-    out = cfg.output_path("sweep", method)
-    key = sweep_key(cfg, method)
-    with timed_stage(f"sweep {method}", out) as info:
-        if not info["forced"] and is_done(out, key) and (out / "best.json").is_file():
-            info["skipped"] = True
-            return json.loads((out / "best.json").read_text())
+    spec = sweep_spec(cfg, method)
+    out = spec.marker_dir
+
+    def run() -> None:
         data = datasets() if datasets else run_datasets(cfg, root, [method], test=False)
         data = {k: v for k, v in data.items() if k in ("train", "val")}  # trials select on validation only
         data = method_train_data(cfg, data, method, cfg.sweep.spaces[method].reference or None)
@@ -193,7 +198,7 @@ def sweep_stage(cfg: Config, root: Path, method: str, backbone: Path | None, tra
         if tracking is not None:
             ACTIVE[str(exp_dir)] = tracking  # the trial runs' parent: this invocation's run
         try:
-            grid = _tuner(cfg, method, trainable, exp_dir, key, fresh=info["forced"]).fit()
+            grid = _tuner(cfg, method, trainable, exp_dir, spec.key(cfg), fresh=forced(spec.name)).fit()
         finally:
             ACTIVE.pop(str(exp_dir), None)
         _remove_leaked_groups(groups_before)
@@ -215,8 +220,8 @@ def sweep_stage(cfg: Config, root: Path, method: str, backbone: Path | None, tra
             if t["error"]:
                 log.warning("sweep %s: trial %s failed: %s", method, t["params"], t["error"])
         write_json(out / "best.json", summary)
-        mark_done(out, key)
-    return summary
+
+    return run_stage(cfg, spec, run, lambda: json.loads((out / "best.json").read_text()))
 
 
 def finished_trial(path: str | Path, train_cfg: TrainConfig) -> tuple[dict, dict] | None:
