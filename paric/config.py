@@ -217,9 +217,12 @@ class ClassifierConfig(_Section):
 class MethodConfig(_Section):
     """One training method: a loss weighting, an attention regulariser and its reference map."""
 
-    regularizer: Literal["none", "gradient_outside", "gradcam", "background_swap"] = "none"
+    regularizer: str = Field("none", description="a name in paric.regularizers.REGULARIZERS")
+    options: dict[str, Any] = Field(
+        {}, description="the regulariser's own options, checked against its Options model (a new regulariser's "
+        "options live with it, not here)")
     weight: float = Field(0.0, ge=0, description="λ of the attention term")
-    reference: Literal["none", "det", "mean", "median", "oracle"] = "none"
+    reference: str = Field("none", description="'none' or a name in paric.regularizers.reference.REFERENCES")
     k: int | None = Field(None, ge=1, description="use the first k of the K stored samples; None = all")
     dilate: int = Field(0, ge=0, description="grow the reference by this many input pixels (max-pool) so that "
                         "an object's boundary, where its edges' gradients fall, counts as inside")
@@ -248,6 +251,27 @@ class MethodConfig(_Section):
     train_groups: Literal["all", "majority"] = Field(
         "all", description="train rows: all, or each class's majority group only (the spurious cue then predicts "
         "the label perfectly, Waterbirds-100's setting, from the same images and maps); '<method>_r100' presets")
+
+    @model_validator(mode="after")
+    def _registered(self) -> "MethodConfig":
+        """Names and options against the registries (imported here: they import torch)."""
+        from paric.regularizers import REGULARIZERS
+        from paric.regularizers.reference import REFERENCES
+
+        if self.regularizer not in REGULARIZERS:
+            raise ValueError(f"regularizer: unknown regularizer {self.regularizer!r}; known: {REGULARIZERS.names()}")
+        if self.reference != "none" and self.reference not in REFERENCES:
+            raise ValueError(f"reference: unknown reference {self.reference!r}; known: none, "
+                             f"{', '.join(REFERENCES.names())}")
+        try:
+            opts = REGULARIZERS.get(self.regularizer).Options.model_validate(self.options)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"options.{where}: {first['msg']} (options of regularizer "
+                             f"'{self.regularizer}')") from None
+        object.__setattr__(self, "options", opts.model_dump(mode="json"))
+        return self
 
     def check(self, name: str) -> None:
         if self.regularizer != "none" and self.reference == "none":
@@ -357,8 +381,7 @@ class SearchSpace(_Section):
 
     weight: list[float] = Field([0.1, 10.0], description="λ: log-uniform [low, high]")
     k: list[int] = Field([4, 32], description="samples used, read from the store: uniform int [low, min(high, maps.K)]")
-    reference: list[Literal["det", "mean", "median", "oracle"]] = Field(["mean", "median"],
-                                                                        description="aggregation: categorical")
+    reference: list[str] = Field(["mean", "median"], description="aggregation: categorical (REFERENCES names)")
     uncertainty: list[Literal["none", "inverse_std"]] = Field(["none", "inverse_std"], description="categorical")
     lr: list[float] = Field([0.003, 0.03], description="log-uniform [low, high]")
     grid: bool = Field(False, description="read every list as the values to try (a grid: Optuna's GridSampler, "
@@ -380,6 +403,11 @@ class SearchSpace(_Section):
                 raise ValueError(f"{name}: expected [low, high] with low ≤ high (or grid: true to list values), got {v}")
             if name != "k" and v[0] <= 0:
                 raise ValueError(f"{name}: a log-uniform range needs low > 0, got {v}")
+        from paric.regularizers.reference import REFERENCES
+
+        unknown = [r for r in self.reference if r not in REFERENCES]
+        if unknown:
+            raise ValueError(f"reference: unknown reference(s) {unknown}; known: {', '.join(REFERENCES.names())}")
         return self
 
 
@@ -408,16 +436,18 @@ class ReportConfig(_Section):
 
 
 class Config(_Section):
-    run: RunConfig = RunConfig()
-    data: DataConfig = DataConfig()
-    vlm: VLMConfig = VLMConfig()
-    adapter: AdapterConfig = AdapterConfig()
-    maps: MapsConfig = MapsConfig()
-    classifier: ClassifierConfig = ClassifierConfig()
-    train: TrainConfig = TrainConfig()
-    eval: EvalConfig = EvalConfig()
-    sweep: SweepConfig = SweepConfig()
-    report: ReportConfig = ReportConfig()
+    # factories, not instances: building the defaults validates names against the registries, which
+    # import torch and the modules that import this one
+    run: RunConfig = Field(default_factory=RunConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    vlm: VLMConfig = Field(default_factory=VLMConfig)
+    adapter: AdapterConfig = Field(default_factory=AdapterConfig)
+    maps: MapsConfig = Field(default_factory=MapsConfig)
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    sweep: SweepConfig = Field(default_factory=SweepConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
     @model_validator(mode="after")
     def _k_within_K(self) -> "Config":

@@ -99,7 +99,7 @@ def test_r100_twins_follow_their_method_unless_spelled_out():
 
 
 @pytest.mark.parametrize("overrides, names", [
-    (["sweep.spaces.paric_mean.reference=[foo]"], r"sweep.spaces.paric_mean.reference.0': Input should be 'det'"),
+    (["sweep.spaces.paric_mean.reference=[foo]"], r"sweep.spaces.paric_mean': .*unknown reference\(s\) \['foo'\]; known: det, mean"),
     (["train.seeds=[]"], r"key 'train.seeds': List should have at least 1 item"),
     (["maps.splits=[train,dev]"], r"key 'maps.splits.1': Input should be 'train', 'val' or 'test'"),
     (["eval.fgsm_eps=[-0.1]"], r"key 'eval.fgsm_eps.0': Input should be greater than or equal to 0"),

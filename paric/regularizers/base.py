@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, ClassVar
 
 import torch
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from paric.models.classifier import Classifier
@@ -48,6 +49,12 @@ class RunContext:
     text_features: Callable[[], torch.Tensor] | None = None
 
 
+class NoOptions(BaseModel):
+    """A regulariser without options of its own: any key in ``options`` is an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class Regularizer(nn.Module):
     """A loss term added to the classification loss, as named terms: ``{"att": λ·L_att}`` here, a
     regulariser with several parts returns each (``terms`` names them; the trainer logs every term
@@ -64,6 +71,9 @@ class Regularizer(nn.Module):
     training diagnostics; both are reset at every call, so a skipped step never reports a stale one.
     """
 
+    #: the regulariser's own options (``MethodConfig.options``), validated at config load time; a new
+    #: regulariser declares its options here instead of adding fields to ``MethodConfig``
+    Options: ClassVar[type[BaseModel]] = NoOptions
     needs_input_grad: ClassVar[bool] = False
     needs_features: ClassVar[bool] = False
     needs_text: ClassVar[bool] = False
@@ -83,6 +93,11 @@ class Regularizer(nn.Module):
     def from_method(cls, m: "MethodConfig") -> "Regularizer":
         """Build from a method's config (subclasses read their own keys)."""
         return cls(m.weight)
+
+    @classmethod
+    def options_of(cls, m: "MethodConfig") -> BaseModel:
+        """The method's ``options`` as this regulariser's Options model."""
+        return cls.Options.model_validate(m.options)
 
     @classmethod
     def build(cls, m: "MethodConfig", context: RunContext | None = None) -> "Regularizer":
