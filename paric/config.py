@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -347,7 +347,8 @@ class TrainConfig(_Section):
     @classmethod
     def _merge_methods(cls, data: Any) -> Any:
         """A config names only what it changes: ``methods.gals.weight=5`` keeps the other defaults."""
-        if isinstance(data, dict) and isinstance(data.get("methods"), dict):
+        if (isinstance(data, dict) and isinstance(data.get("methods"), dict)
+                and not all(isinstance(v, MethodConfig) for v in data["methods"].values())):  # validated already
             merged = {k: dict(v) for k, v in DEFAULT_METHODS.items()}
             given = set()
             for name, spec in data["methods"].items():
@@ -376,39 +377,143 @@ class EvalConfig(_Section):
     adv_max_images: int = Field(400, ge=0, description="robust accuracy on the first n test images (0 = skip)")
 
 
-class SearchSpace(_Section):
-    """One method's sweep dimensions; an empty list keeps the method's configured value."""
+#: a sweep dimension's distribution: a range over [low, high], or listed values (``categorical``:
+#: sampled; ``grid``: every value tried once, Optuna's GridSampler)
+RANGES = ("log_uniform", "uniform", "int")
+LISTS = ("categorical", "grid")
 
-    weight: list[float] = Field([0.1, 10.0], description="λ: log-uniform [low, high]")
-    k: list[int] = Field([4, 32], description="samples used, read from the store: uniform int [low, min(high, maps.K)]")
-    reference: list[str] = Field(["mean", "median"], description="aggregation: categorical (REFERENCES names)")
-    uncertainty: list[Literal["none", "inverse_std"]] = Field(["none", "inverse_std"], description="categorical")
-    lr: list[float] = Field([0.003, 0.03], description="log-uniform [low, high]")
-    grid: bool = Field(False, description="read every list as the values to try (a grid: Optuna's GridSampler, "
-                       "one trial per combination) instead of a [low, high] range")
+
+class Dim(_Section):
+    """One sweep dimension of a method's space."""
+
+    dist: Literal["log_uniform", "uniform", "int", "categorical", "grid"]
+    low: float | None = None
+    high: float | None = None
+    choices: list[float | int | str | bool | None] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ints_as_floats(cls, data: Any) -> Any:
+        """``low: 4`` in YAML is an int; the bound is a number either way."""
+        if isinstance(data, dict):
+            data = {k: float(v) if k in ("low", "high") and isinstance(v, int) and not isinstance(v, bool) else v
+                    for k, v in data.items()}
+        return data
 
     @model_validator(mode="after")
-    def _ranges(self) -> "SearchSpace":
-        """A range is [low, high] with low ≤ high (log-uniform ones above 0); a grid lists values."""
-        for name in ("weight", "lr", "k"):
-            v = getattr(self, name)
-            if not v:
-                continue
-            low = 0 if name == "lr" else -1  # values must exceed it: lr > 0, λ and k ≥ 0
-            if self.grid:
-                if min(v) <= low:
-                    raise ValueError(f"{name}: grid values must be {'> 0' if low == 0 else '≥ 0'}, got {v}")
-                continue
-            if len(v) != 2 or v[0] > v[1]:
-                raise ValueError(f"{name}: expected [low, high] with low ≤ high (or grid: true to list values), got {v}")
-            if name != "k" and v[0] <= 0:
-                raise ValueError(f"{name}: a log-uniform range needs low > 0, got {v}")
-        from paric.regularizers.reference import REFERENCES
-
-        unknown = [r for r in self.reference if r not in REFERENCES]
-        if unknown:
-            raise ValueError(f"reference: unknown reference(s) {unknown}; known: {', '.join(REFERENCES.names())}")
+    def _shape(self) -> "Dim":
+        if self.dist in RANGES:
+            if self.low is None or self.high is None or self.choices is not None:
+                raise ValueError(f"dist {self.dist}: expected low and high (no choices)")
+            if self.low > self.high:
+                raise ValueError(f"dist {self.dist}: expected low ≤ high, got [{self.low}, {self.high}]")
+            if self.dist == "log_uniform" and self.low <= 0:
+                raise ValueError(f"dist log_uniform: needs low > 0, got {self.low}")
+            if self.dist == "int" and not (self.low.is_integer() and self.high.is_integer()):
+                raise ValueError(f"dist int: low and high must be whole numbers, got [{self.low}, {self.high}]")
+        elif not self.choices or self.low is not None or self.high is not None:
+            raise ValueError(f"dist {self.dist}: expected a non-empty list of choices (no low/high)")
         return self
+
+    def values(self) -> list[Any]:
+        """The values a trial may take: the bounds of a range, or the listed choices."""
+        if self.dist == "int":
+            return [int(self.low), int(self.high)]
+        return [self.low, self.high] if self.dist in RANGES else list(self.choices)
+
+
+# The five dimensions of the first, fixed schema (``{weight: [lo, hi], k: [], grid: true, …}``):
+# still read, as the dimensions they meant.
+_LEGACY = {"weight": "log_uniform", "lr": "log_uniform", "k": "int", "reference": "categorical",
+           "uncertainty": "categorical"}
+
+
+def _flatten_dims(tree: dict, prefix: str = "") -> dict:
+    """``{options: {w: {dist: …}}}`` as ``{"options.w": {dist: …}}``: a dotted override
+    (``sweep.spaces.m.options.w=…``) and nested YAML reach the same dimension."""
+    out: dict[str, Any] = {}
+    for key, v in tree.items():
+        if isinstance(v, dict) and "dist" not in v:
+            out.update(_flatten_dims(v, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = v
+    return out
+
+
+class SearchSpace(RootModel[dict[str, Dim]]):
+    """One method's sweep: ``{dotted.key: {dist, low, high | choices}}``.
+
+    A key is a path into the method's config (``weight``, ``k``, ``reference``, ``options.w_mm``)
+    or, starting with ``train.``, a training setting (``train.weight_decay``); each trial's values
+    are set there and validated like any config value. A space with a ``grid`` dimension is a grid:
+    every dimension then lists its values (``grid`` or ``categorical``), one trial per combination.
+    """
+
+    model_config = ConfigDict(strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data: Any) -> Any:
+        """The fixed schema's lists as dimensions: ``grid: true`` lists values; otherwise a
+        range is [low, high] and reference / uncertainty are categorical; an empty list is absent."""
+        if not isinstance(data, dict):
+            return data
+        data = _flatten_dims(data)
+        if not ("grid" in data or any(isinstance(v, list) for v in data.values())):
+            return data
+        grid = data.pop("grid", False)
+        if not isinstance(grid, bool):
+            raise ValueError(f"grid: expected true or false, got {grid!r}")
+        out: dict[str, Any] = {}
+        for key, v in data.items():
+            if not isinstance(v, list) or key not in _LEGACY:
+                out[key] = v
+            elif not v:
+                continue
+            elif grid:
+                out[key] = {"dist": "grid", "choices": v}
+            elif _LEGACY[key] == "categorical":
+                out[key] = {"dist": "categorical", "choices": v}
+            elif len(v) != 2:
+                raise ValueError(f"{key}: expected [low, high] with low ≤ high (or grid: true to list values), "
+                                 f"got {v}")
+            else:
+                out[key] = {"dist": _LEGACY[key], "low": v[0], "high": v[1]}
+        return out
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "SearchSpace":
+        if self.is_grid:
+            sampled = [k for k, d in self.root.items() if d.dist not in LISTS]
+            if sampled:
+                raise ValueError(f"a grid space lists every dimension's values; {sampled} are ranges")
+        return self
+
+    @property
+    def is_grid(self) -> bool:
+        return any(d.dist == "grid" for d in self.root.values())
+
+    def choices(self, key: str) -> list[Any]:
+        """The values a listed dimension may take; [] when the space does not sweep ``key``."""
+        d = self.root.get(key)
+        return d.values() if d is not None else []
+
+    def items(self):
+        return self.root.items()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.root
+
+
+#: training settings a sweep may not set (they choose what is trained, not how)
+_UNSWEPT_TRAIN = {"method", "methods", "compare", "seeds"}
+#: method keys that only matter when the reference reads the K stored samples
+SAMPLE_KEYS = ("k", "uncertainty")
+
+
+def space_target(method: str, key: str) -> str:
+    """The full dotted config key a sweep dimension sets."""
+    return key if key.split(".")[0] == "train" else f"train.methods.{method}.{key}"
 
 
 class SweepConfig(_Section):
@@ -422,8 +527,13 @@ class SweepConfig(_Section):
     reduction_factor: int = Field(4, ge=2, description="ASHA keeps the top 1/reduction_factor of trials at each rung")
     max_failures: int = Field(0, ge=0, description="retries of a crashed trial; it is then recorded as failed")
     spaces: dict[str, SearchSpace] = Field(default_factory=lambda: {
-        "gals": SearchSpace(k=[], reference=[], uncertainty=[]),
-        "paric_mean": SearchSpace(),
+        "gals": SearchSpace({"weight": {"dist": "log_uniform", "low": 0.1, "high": 10.0},
+                             "lr": {"dist": "log_uniform", "low": 0.003, "high": 0.03}}),
+        "paric_mean": SearchSpace({"weight": {"dist": "log_uniform", "low": 0.1, "high": 10.0},
+                                   "k": {"dist": "int", "low": 4, "high": 32},
+                                   "reference": {"dist": "categorical", "choices": ["mean", "median"]},
+                                   "uncertainty": {"dist": "categorical", "choices": ["none", "inverse_std"]},
+                                   "lr": {"dist": "log_uniform", "low": 0.003, "high": 0.03}}),
     })
 
 
@@ -455,10 +565,36 @@ class Config(_Section):
             if m.k is not None and m.k > self.maps.K:
                 raise ValueError(f"train.methods.{name}.k={m.k} exceeds maps.K={self.maps.K} (samples stored)")
         for name, space in self.sweep.spaces.items():
-            if space.k and min(space.k) > self.maps.K:
-                raise ValueError(f"sweep.spaces.{name}.k={space.k} starts above maps.K={self.maps.K}: a sweep "
-                                 "reads stored samples only")
+            self._check_space(name, space)
         return self
+
+    def _check_space(self, method: str, space: SearchSpace) -> None:
+        """Every dimension names a key a trial can set, and its values are valid there (set on a
+        copy of this config, as a trial will); sample-count keys need a sampled reference."""
+        if method not in self.train.methods:
+            return  # a space of a method this config does not define is unused (pipeline checks sweep.methods)
+        from paric.regularizers.reference import REFERENCES
+
+        refs = space.choices("reference") or [self.method(method).reference]
+        sampled = any(r != "none" and r in REFERENCES and REFERENCES.get(r).sampled for r in refs)
+        for key, dim in space.items():
+            where = f"sweep.spaces.{method}.{key}"
+            head = key.split(".")
+            if head[0] == "train" and (len(head) != 2 or head[1] in _UNSWEPT_TRAIN):
+                raise ValueError(f"{where}: a sweep sets train.<setting> (not {sorted(_UNSWEPT_TRAIN)})")
+            if key in SAMPLE_KEYS and not sampled:
+                raise ValueError(f"{where}: method '{method}' uses reference {refs}, which reads no stored samples")
+            values = dim.values()
+            if key == "k":
+                if values[0] > self.maps.K:
+                    raise ValueError(f"{where}={values} starts above maps.K={self.maps.K}: a sweep reads stored "
+                                     "samples only")
+                values = [min(v, self.maps.K) for v in values]
+            for value in values:
+                try:
+                    with_value(self, space_target(method, key), value)
+                except (ConfigError, ValidationError) as exc:
+                    raise ValueError(f"{where}: value {value!r} is not valid there: {_first_error(exc)}") from None
 
     def method(self, name: str | None = None) -> MethodConfig:
         return self.train.methods[name or self.train.method]
@@ -477,6 +613,39 @@ class Config(_Section):
         """Stable hash of some config sections: the cache key of a stage."""
         blob = json.dumps({s: _dump(self, s) for s in sections}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def with_value(cfg: Config, dotted: str, value: Any) -> Config:
+    """A copy of ``cfg`` with one dotted key set, validated by the model that owns it (a sweep
+    trial's values). The sections above it are copied, not revalidated."""
+    return _assign(cfg, dotted.split("."), value, dotted)
+
+
+def _assign(node: Any, path: list[str], value: Any, dotted: str) -> Any:
+    head, rest = path[0], path[1:]
+    if isinstance(node, BaseModel):
+        if head not in type(node).model_fields:
+            raise ConfigError(f"{dotted}: no key '{head}' in {type(node).__name__}")
+        child = getattr(node, head)
+        new_child = _assign(child, rest, value, dotted) if rest else value
+        if isinstance(child, BaseModel):
+            return node.model_copy(update={head: new_child})
+        copy = node.model_copy()
+        setattr(copy, head, new_child)  # validate_assignment: the owning model checks the value
+        return copy
+    if isinstance(node, dict):
+        if rest and head not in node:
+            raise ConfigError(f"{dotted}: no key '{head}'")
+        return {**node, head: _assign(node[head], rest, value, dotted) if rest else value}
+    raise ConfigError(f"{dotted}: '{head}' is inside a value, not a section")
+
+
+def _first_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        e = exc.errors()[0]
+        loc = ".".join(str(p) for p in e["loc"])
+        return f"{loc + ': ' if loc else ''}{e['msg']}"
+    return str(exc)
 
 
 def _dump(cfg: Config, dotted: str) -> Any:
@@ -520,7 +689,10 @@ def _format_errors(err: ValidationError, source: str) -> str:
         else:
             got = e.get("input")
             shown = f" (got {got!r})" if not isinstance(got, dict) else ""
-            lines.append(f"{source}: key '{loc or '<top level>'}': {e['msg']}{shown}")
+            if loc:
+                lines.append(f"{source}: key '{loc}': {e['msg']}{shown}")
+            else:  # a cross-section check: its message names the keys
+                lines.append(f"{source}: {e['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 
@@ -571,10 +743,12 @@ def _read_yaml(p: Path, seen: tuple[Path, ...] = ()) -> dict:
 
 
 def _merge(base: dict, over: dict) -> dict:
-    """Deep merge: mappings merge key by key, anything else in ``over`` replaces."""
+    """Deep merge: mappings merge key by key, anything else in ``over`` replaces. A sweep dimension
+    (a mapping with ``dist``) replaces whole: a grid over a range must not keep the range's bounds."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        whole = isinstance(v, dict) and "dist" in v
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and not whole else v
     return out
 
 

@@ -27,7 +27,8 @@ from paric.stages.runner import Stage, run_stage
 from paric.stages.classifier import backbone_stage
 from paric.stages.maps import run_precompute
 from paric.stages.ray_env import quiet_data
-from paric.stages.sweep import adopt_best_trial, apply_best, distributions, is_sampled, sweep_stage
+from paric.search_space import distributions
+from paric.stages.sweep import adopt_best_trial, apply_best, sweep_stage
 from paric.stages.train import MODEL, Tracking, compare_stage, run_datasets
 from paric.tracking import (OUTPUT_TAG, close_stale_runs, ensure_experiment, log_artifact, log_metrics, start_run,
                             tracking_uri)
@@ -48,7 +49,7 @@ def check_pipeline_config(cfg: Config) -> None:
             raise ValueError(f"sweep.methods: '{m}' has no search space in sweep.spaces ({sorted(cfg.sweep.spaces)})")
     written = set(declared_columns(cfg.maps.sources))
     for m in sorted({*cfg.train.compare, *cfg.sweep.methods}):
-        refs = {cfg.method(m).reference, *(cfg.sweep.spaces[m].reference if m in cfg.sweep.methods else [])}
+        refs = {cfg.method(m).reference, *(cfg.sweep.spaces[m].choices("reference") if m in cfg.sweep.methods else [])}
         for ref in sorted(refs - {"none"}):
             missing = [c for c in REFERENCES.get(ref).columns if c != "mask" and c not in written]
             if missing:
@@ -92,7 +93,7 @@ def report_stage(cfg: Config, root: Path, summary: dict, sweeps: dict[str, dict]
         if before and after:
             figures.append(maps_figure(cfg, root, before, after, out / "maps.png", cfg.report.examples_per_group))
         for method, sw in sweeps.items():
-            dists = distributions(cfg.sweep.spaces[method], is_sampled(cfg, method), cfg.maps.K)
+            dists = distributions(cfg.sweep.spaces[method], cfg.maps.K)
             figures.extend(sweep_figures(sw["trials"], dists, method, out))
         write_report(cfg, results, out, figures)
         for path in [out / "results.json", out / "report.md", *figures]:

@@ -9,7 +9,6 @@ datasets are built once on the driver and shared by every trial.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -26,76 +25,20 @@ from ray.tune.schedulers import ASHAScheduler
 import optuna
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from paric.config import R100, Config, SearchSpace, TrainConfig
+from paric.config import R100, Config, TrainConfig
+from paric.search_space import define_by_run, distributions, grid_values, trial_config
 from paric.io import write_json
 from paric.stages.cache import forced
 from paric.stages.runner import Stage, run_stage
 from paric.stages.train import (MODEL, RESULT, STATE, TRAINING_KEYS, Tracking, method_train_data, run_datasets,
                                 run_on_ray, store_result, upstream_key)
-from paric.regularizers.reference import REFERENCES
 from paric.train.loop import completed
 from paric.train.run import evaluate_saved, save_best
 from paric.stages.trial_runs import ACTIVE, TrialRuns
 
 log = logging.getLogger("paric")
 OBJECTIVE = "val_balanced_acc"
-
-
-def distributions(space: SearchSpace, sampled: bool, K: int) -> dict[str, BaseDistribution]:
-    """A method's sweep dimensions as Optuna distributions (the one definition used for sampling
-    and, after the sweep, for Optuna's importance / history plots). ``sampled``: the method's
-    reference uses the K stored samples, so k, aggregation and uncertainty weighting apply."""
-    d: dict[str, BaseDistribution] = {}
-    ranged = (lambda v: len(v) >= 1) if space.grid else (lambda v: len(v) == 2)
-    if ranged(space.weight):
-        d["weight"] = FloatDistribution(min(space.weight), max(space.weight), log=True)
-    if ranged(space.lr):
-        d["lr"] = FloatDistribution(min(space.lr), max(space.lr), log=True)
-    if sampled and ranged(space.k):
-        d["k"] = IntDistribution(min(space.k), min(max(space.k), K))
-    if sampled and space.reference:
-        d["reference"] = CategoricalDistribution(list(space.reference))
-    if sampled and space.uncertainty:
-        d["uncertainty"] = CategoricalDistribution(list(space.uncertainty))
-    return d
-
-
-def grid_values(space: SearchSpace, sampled: bool, K: int) -> dict[str, list]:
-    """A grid space's values per dimension (those :func:`distributions` defines), k capped at K."""
-    values = {"weight": space.weight, "lr": space.lr, "k": [min(k, K) for k in space.k],
-              "reference": space.reference, "uncertainty": space.uncertainty}
-    return {name: sorted(set(values[name])) for name in distributions(space, sampled, K)}
-
-
-def _define(trial, dists: dict[str, BaseDistribution]) -> None:
-    for name, dist in dists.items():
-        if isinstance(dist, FloatDistribution):
-            trial.suggest_float(name, dist.low, dist.high, log=dist.log)
-        elif isinstance(dist, IntDistribution):
-            trial.suggest_int(name, dist.low, dist.high)
-        else:
-            trial.suggest_categorical(name, list(dist.choices))
-
-
-def define_by_run(space: SearchSpace, sampled: bool, K: int):
-    """Optuna define-by-run space of a method; a partial of a module-level function, so Tune can
-    checkpoint the searcher (and restore it after the driver is killed)."""
-    return functools.partial(_define, dists=distributions(space, sampled, K))
-
-
-def is_sampled(cfg: Config, method: str) -> bool:
-    """Whether a method's reference reads the stored samples (so k / aggregation are swept)."""
-    ref = cfg.method(method).reference
-    return ref != "none" and REFERENCES.get(ref).sampled
-
-
-def trial_config(base: Config, method: str, params: dict) -> Config:
-    """The base config with the trial's values set on the method."""
-    m = base.method(method).model_copy(update=params)
-    methods = {**base.train.methods, method: m}
-    return base.model_copy(update={"train": base.train.model_copy(update={"methods": methods})})
 
 
 def _trial(params: dict, base: dict, root: str, method: str, backbone: str | None, datasets: dict) -> None:
@@ -122,12 +65,12 @@ def _tuner(cfg: Config, method: str, trainable, exp_dir: Path, key: str, fresh: 
         shutil.rmtree(exp_dir)
     write_json(key_file, {"key": key})
     space = cfg.sweep.spaces[method]
-    sampled, num_samples, sampler = is_sampled(cfg, method), cfg.sweep.num_samples, None
-    if space.grid:
-        grid = grid_values(space, sampled, cfg.maps.K)
+    num_samples, sampler = cfg.sweep.num_samples, None
+    if space.is_grid:
+        grid = grid_values(space, cfg.maps.K)
         sampler = optuna.samplers.GridSampler(grid, seed=cfg.run.seed)
         num_samples = math.prod(len(v) for v in grid.values())  # each combination once
-    searcher = OptunaSearch(space=define_by_run(space, sampled, cfg.maps.K), metric=OBJECTIVE, mode="max",
+    searcher = OptunaSearch(space=define_by_run(space, cfg.maps.K), metric=OBJECTIVE, mode="max",
                             **({"sampler": sampler} if sampler else {"seed": cfg.run.seed}))
     scheduler = ASHAScheduler(metric=OBJECTIVE, mode="max", grace_period=cfg.sweep.grace_period,
                               reduction_factor=cfg.sweep.reduction_factor,
@@ -187,7 +130,7 @@ def sweep_stage(cfg: Config, root: Path, method: str, backbone: Path | None, tra
     def run() -> None:
         data = datasets() if datasets else run_datasets(cfg, root, [method], test=False)
         data = {k: v for k, v in data.items() if k in ("train", "val")}  # trials select on validation only
-        data = method_train_data(cfg, data, method, cfg.sweep.spaces[method].reference or None)
+        data = method_train_data(cfg, data, method, cfg.sweep.spaces[method].choices("reference") or None)
         trainable = tune.with_resources(tune.with_parameters(
             _trial, base=cfg.model_dump(mode="json"), root=str(root), method=method,
             backbone=str(backbone) if backbone else None, datasets=data),
@@ -214,8 +157,7 @@ def sweep_stage(cfg: Config, root: Path, method: str, backbone: Path | None, tra
         summary = {"method": method, "best": best["params"], "best_score": best["score"], "best_path": best["path"],
                    "trials": trials,
                    "failed": sum(t["error"] is not None for t in trials), "seconds": round(time.time() - t0, 1),
-                   "space": {k: repr(v) for k, v in distributions(cfg.sweep.spaces[method], is_sampled(cfg, method),
-                                                                  cfg.maps.K).items()}}
+                   "space": {k: repr(v) for k, v in distributions(cfg.sweep.spaces[method], cfg.maps.K).items()}}
         for t in trials:
             if t["error"]:
                 log.warning("sweep %s: trial %s failed: %s", method, t["params"], t["error"])

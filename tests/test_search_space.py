@@ -1,0 +1,89 @@
+"""The generic sweep space: ``{dotted.key: {dist, low, high | choices}}`` over a method's keys, its
+regulariser's options and training settings; the first fixed schema still reads the same."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from pydantic import BaseModel, ConfigDict, Field
+
+from paric.config import ConfigError, SearchSpace, load_config
+from paric.regularizers import REGULARIZERS
+from paric.regularizers.base import NoRegularizer
+from paric.search_space import distributions, grid_values, trial_config
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "default.yaml"
+
+
+def test_the_fixed_schema_reads_as_the_dimensions_it_meant():
+    legacy = SearchSpace.model_validate({"weight": [0.1, 10.0], "k": [4, 32], "reference": ["mean", "median"],
+                                         "uncertainty": [], "lr": []})
+    generic = SearchSpace.model_validate({
+        "weight": {"dist": "log_uniform", "low": 0.1, "high": 10.0}, "k": {"dist": "int", "low": 4, "high": 32},
+        "reference": {"dist": "categorical", "choices": ["mean", "median"]}})
+    assert legacy == generic
+    grid = SearchSpace.model_validate({"grid": True, "weight": [0.3, 1.0, 3.0], "k": []})
+    assert grid.is_grid and grid.choices("weight") == [0.3, 1.0, 3.0] and "k" not in grid
+
+
+def test_nested_yaml_and_dotted_overrides_reach_the_same_dimension():
+    a = SearchSpace.model_validate({"train": {"weight_decay": {"dist": "grid", "choices": [1e-4, 1e-3]}}})
+    b = SearchSpace.model_validate({"train.weight_decay": {"dist": "grid", "choices": [1e-4, 1e-3]}})
+    assert a == b and list(a.root) == ["train.weight_decay"]
+
+
+def test_distributions_cap_k_at_the_stored_samples_and_grids_list_every_value():
+    space = SearchSpace.model_validate({"weight": {"dist": "log_uniform", "low": 0.1, "high": 10},
+                                        "k": {"dist": "int", "low": 4, "high": 64},
+                                        "lr": {"dist": "uniform", "low": 0.01, "high": 0.02},
+                                        "reference": {"dist": "categorical", "choices": ["median", "mean", "mean"]}})
+    d = distributions(space, K=16)
+    assert d["weight"] == FloatDistribution(0.1, 10.0, log=True) and d["lr"] == FloatDistribution(0.01, 0.02)
+    assert d["k"] == IntDistribution(4, 16) and d["reference"] == CategoricalDistribution(["mean", "median"])
+    grid = SearchSpace.model_validate({"weight": {"dist": "grid", "choices": [3.0, 0.3]},
+                                       "k": {"dist": "grid", "choices": [8, 64]}})
+    assert grid_values(grid, K=16) == {"weight": [0.3, 3.0], "k": [8, 16]}
+
+
+class _Scaled(NoRegularizer):
+    """A regulariser with an option of its own (registered for these tests only)."""
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        scale: float = Field(1.0, gt=0)
+
+
+@pytest.fixture
+def scaled():
+    REGULARIZERS.add("test_scaled", _Scaled)
+    yield "test_scaled"
+    REGULARIZERS._entries.pop("test_scaled")
+
+
+def test_a_trial_sets_options_and_training_keys_validated_where_they_live(scaled):
+    cfg = load_config(CONF, [f"train.methods.mine={{regularizer: {scaled}, weight: 1.0, reference: det}}",
+                             "sweep.spaces.mine.options.scale={dist: log_uniform, low: 0.5, high: 2}",
+                             "sweep.spaces.mine.train.weight_decay={dist: log_uniform, low: 1.0e-5, high: 1.0e-3}"])
+    trial = trial_config(cfg, "mine", {"options.scale": 1.5, "train.weight_decay": 1e-3, "weight": 2.0})
+    assert trial.method("mine").options == {"scale": 1.5} and trial.method("mine").weight == 2.0
+    assert trial.train.weight_decay == 1e-3
+    assert cfg.method("mine").options == {"scale": 1.0} and cfg.train.weight_decay == 1e-4  # base unchanged
+    with pytest.raises(Exception, match=r"scale.*greater than 0"):
+        trial_config(cfg, "mine", {"options.scale": -1.0})
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["sweep.spaces.paric_mean.wieght={dist: grid, choices: [1.0]}"], r"wieght: .*no key 'wieght'"),
+    (["sweep.spaces.paric_mean.train.seeds={dist: grid, choices: [1]}"], r"train.seeds: a sweep sets train"),
+    (["sweep.spaces.gals.weight={dist: uniform, low: 0.1, high: 1}", "sweep.spaces.gals.k={dist: int, low: 1, high: 4}"],
+     r"sweep.spaces.gals.k: method 'gals' uses reference \['det'\], which reads no stored samples"),
+    (["sweep.spaces.paric_mean.lr={dist: uniform, low: 0.01, high: 0.1}"],
+     r"a grid space lists every dimension's values; \['lr'\] are ranges"),
+    (["sweep.spaces.paric_mean.dilate={dist: grid, choices: [1.5]}"], r"dilate: value 1.5 is not valid there"),
+    (["sweep.spaces.paric_mean.weight={dist: log_uniform, low: 0, high: 1}"], r"log_uniform: needs low > 0"),
+    (["sweep.spaces.paric_mean.weight={dist: categorical, low: 0.1, high: 1}"], r"expected a non-empty list of choices"),
+])
+def test_a_bad_dimension_fails_at_load_time_naming_it(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(CONF, overrides)
