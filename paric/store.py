@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from paric.io import atomic_path, sha256_file
 
 __all__ = [
     "METADATA_KEY",
@@ -322,48 +323,13 @@ def build_table(rows: Mapping[str, Any], provenance: Mapping[str, Any]) -> pa.Ta
 # --------------------------------------------------------------------------- write
 
 
-def _tmp_path(final: Path) -> Path:
-    """Hidden sibling temp name: dataset readers skip names starting with '.'."""
-    return final.with_name(f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist the rename itself; best effort (not supported on every platform/fs)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _atomic_write(final: Path, write: Any) -> Path:
-    """Write via ``write(fileobj)`` to a temp sibling, fsync, then ``os.replace``.
-
-    Readers and resume logic therefore only ever see complete files; a crash or error
-    leaves at most the previous version of ``final`` (never a half-written one).
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(final)
-    try:
+    """Write via ``write(fileobj)`` under a temp name, then rename (paric.io.atomic_path): readers and
+    resume logic only ever see complete files."""
+    with atomic_path(final) as tmp:
         with open(tmp, "wb") as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(final.parent)
-    return final
+    return Path(final)
 
 
 def write_part(table: pa.Table, path: Path) -> Path:
@@ -481,25 +447,12 @@ def mark_complete(store_dir: Path, n_rows: int, provenance: Mapping[str, Any]) -
     manifest = {
         "n_rows": int(n_rows),
         "parts": [p.name for p in parts.values()],
-        "files": {p.name: {"bytes": p.stat().st_size, "sha256": _part_digest(p)} for p in parts.values()},
+        "files": {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in parts.values()},
         "provenance": prov,
     }
     _write_json(store_dir / SUCCESS_NAME, manifest)
 
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256: each part hashed once per process
-
-
-def _part_digest(path: Path) -> str:
-    st = path.stat()
-    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if memo not in _DIGESTS:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _DIGESTS[memo] = h.hexdigest()
-    return _DIGESTS[memo]
 
 
 def damaged_parts(store_dir: Path) -> dict[str, str]:
@@ -520,7 +473,7 @@ def damaged_parts(store_dir: Path) -> dict[str, str]:
         size = path.stat().st_size
         if size != rec.get("bytes"):
             bad[name] = f"{size} bytes, {SUCCESS_NAME} recorded {rec.get('bytes')}"
-        elif _part_digest(path) != rec.get("sha256"):
+        elif sha256_file(path) != rec.get("sha256"):
             bad[name] = f"sha256 differs from the one {SUCCESS_NAME} recorded"
     return bad
 

@@ -137,3 +137,26 @@ def test_final_runs_are_keyed_on_the_backbone(made, tmp_path):
     a = run_key(moved, "vanilla")
     mark_done(marker_dir, "backbone-b")
     assert run_key(moved, "vanilla") != a
+
+
+def test_an_invocation_fingerprints_each_dataset_once_and_afresh_after_its_data_stage(made, tmp_path):
+    """Inside ``fixed_data`` a root is hashed once; ``forget`` (the data stage's last step) drops it,
+    so data rewritten by the data stage is fingerprinted again."""
+    from paric.data import fingerprint as fp
+
+    _, root = _copy(made, tmp_path / "copy")
+    calls = []
+    real = fp._fingerprint
+    fp._fingerprint = lambda r: calls.append(r) or real(r)
+    try:
+        with fp.fixed_data():
+            first = [fp.dataset_fingerprint(root) for _ in range(3)]
+            assert len(calls) == 1 and len(set(first)) == 1
+            image = _first_image(root)
+            image.write_bytes(image.read_bytes() + b"\0")
+            assert fp.dataset_fingerprint(root) == first[0]  # pinned: nothing rewrote the data in this block
+            fp.forget(root)
+            assert fp.dataset_fingerprint(root) != first[0] and len(calls) == 2
+        assert fp.dataset_fingerprint(root) != first[0] and len(calls) == 3  # outside a block: every call
+    finally:
+        fp._fingerprint = real

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from paric.attention.reference import GGDSampler, TextMatch, aggregate_samples
+from paric.io import sha256_file
 from paric.registry import Registry
 from paric.store import MAP_PREFIX  # every map column's name starts with it
 
@@ -95,9 +96,8 @@ class PARICSource(MapSource):
     needs_adapters = True
 
     def provenance(self) -> dict:
-        from paric.vlm.factory import file_hash
 
-        return {"adapters": f"sha256:{file_hash(self.adapters)}" if self.adapters else None}  # K, seed: top level
+        return {"adapters": f"sha256:{sha256_file(self.adapters)[:16]}" if self.adapters else None}  # K, seed: top level
 
     def sampler(self, device: torch.device) -> GGDSampler:
         from paric.vlm.adapters import load_adapters

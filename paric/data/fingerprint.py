@@ -12,22 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from paric.data.dataset import CaptionCorpus, WaterbirdsDataset
-from paric.io import write_json
+from paric.io import sha256_file, write_json
 
 CACHE = ".fingerprint.json"
 #: the dataset-level files whose content (not just their listings) the stages read
 META_FILES = ("metadata.csv", "captions.csv")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def dataset_files(root: Path) -> dict[str, Path]:
@@ -57,9 +51,40 @@ def _info_digest(root: Path) -> str:
     return hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()
 
 
+#: root -> fingerprint while a :func:`fixed_data` block is open (None: not pinned, compute each time)
+_PINNED: dict[str, str] | None = None
+
+
+@contextmanager
+def fixed_data() -> Iterator[None]:
+    """Within the block, fingerprint each dataset root once (1.5 s for the embedded default, asked
+    for by five stages). For one invocation, whose data stage calls :func:`forget` after it writes."""
+    global _PINNED
+    outer, _PINNED = _PINNED, {}
+    try:
+        yield
+    finally:
+        _PINNED = outer
+
+
+def forget(root: str | Path) -> None:
+    """The data under ``root`` was (re)written: fingerprint it afresh."""
+    if _PINNED is not None:
+        _PINNED.pop(str(Path(root).resolve()), None)
+
+
 def dataset_fingerprint(root: str | Path) -> str:
     """sha256 (16 hex) over the dataset's files, by name and content; see the module docstring."""
     root = Path(root)
+    if _PINNED is not None:
+        key = str(root.resolve())
+        if key not in _PINNED:
+            _PINNED[key] = _fingerprint(root)
+        return _PINNED[key]
+    return _fingerprint(root)
+
+
+def _fingerprint(root: Path) -> str:
     cache_path = root / CACHE
     try:
         cache = json.loads(cache_path.read_text())

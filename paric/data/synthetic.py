@@ -25,7 +25,6 @@ import logging
 import math
 import multiprocessing
 import os
-import shutil
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -34,6 +33,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from paric.config import SyntheticConfig
+from paric.io import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -593,22 +593,11 @@ def generate_benchmark(
     if workers is None:
         total = cfg.n_train + cfg.n_val + cfg.n_test + cfg.n_captions
         workers = min(2, os.cpu_count() or 1) if total >= 4000 else 1
-    tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)  # our own leftover from a killed run with the same pid
-    tmp.mkdir(parents=True)
     try:
-        _write(cfg, tmp, progress, workers)
-        if root.is_dir() and not any(root.iterdir()):
-            root.rmdir()
-        try:
-            os.rename(tmp, root)
-        except OSError:
-            if not _check_existing(root, want):  # lost a race to a process writing the same data?
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_dir(root, replace=False) as tmp:
+            _write(cfg, tmp, progress, workers)
+    except OSError:
+        if not _check_existing(root, want):  # lost a race to a process writing the same data?
+            raise
     log.info("wrote synthetic benchmark to %s", root)
     return root

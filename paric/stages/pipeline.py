@@ -19,6 +19,7 @@ from typing import Iterator
 
 from paric.attention.sources import declared_columns
 from paric.config import Config
+from paric.data.fingerprint import fixed_data
 from paric.regularizers.reference import REFERENCES
 from paric.io import write_json
 from paric.report.results import build_results, load_quality, write_report
@@ -65,7 +66,8 @@ def check_pipeline_config(cfg: Config) -> None:
 @contextmanager
 def invocation(cfg: Config, name: str) -> Iterator[Tracking]:
     """This invocation's MLflow parent run (tagged with its output directory), after marking ``KILLED``
-    whatever a killed earlier invocation on the same output left running. Hold the output lock."""
+    whatever a killed earlier invocation on the same output left running; each dataset is
+    fingerprinted once inside it. Hold the output lock."""
     out = cfg.output_path()
     uri = tracking_uri(out)
     tracking = Tracking(uri, ensure_experiment(uri, cfg.run.name))
@@ -74,7 +76,7 @@ def invocation(cfg: Config, name: str) -> Iterator[Tracking]:
     if stale:
         log.info("tracking: marked %d run(s) of a killed earlier invocation KILLED", len(stale))
     with start_run(uri, tracking.experiment_id, name, params=cfg.model_dump(mode="json"),
-                   tags={OUTPUT_TAG: output}) as rid:
+                   tags={OUTPUT_TAG: output}) as rid, fixed_data():
         tracking.parent_id = rid
         yield tracking
 

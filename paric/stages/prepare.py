@@ -16,13 +16,13 @@ import torch
 from paric import __version__
 from paric.config import Config
 from paric.data import CaptionCorpus, WaterbirdsDataset, generate_benchmark
-from paric.data.fingerprint import dataset_fingerprint
+from paric.data.fingerprint import dataset_fingerprint, forget
 from paric.data.formats import prepare_index
-from paric.io import write_json
+from paric.io import sha256_file, write_json
 from paric.stages.cache import timed_stage
-from paric.stages.runner import Stage, derive_key, run_stage
+from paric.stages.runner import Stage, run_stage
 from paric.vlm.adapters import embed_pairs, train_adapters
-from paric.vlm.factory import CUSTOM_MODELS, VLM, VLMLoadError, file_hash, load_vlm, weights_id
+from paric.vlm.factory import CUSTOM_MODELS, VLM, VLMLoadError, load_vlm, weights_id
 from paric.vlm.pretrain import pretrain_clip, zero_shot_accuracy
 
 
@@ -42,6 +42,7 @@ def data_stage(cfg: Config, progress: bool = True) -> Path:
             generate_benchmark(cfg.data.synthetic, root, progress=progress)
         else:
             info["skipped"] = prepare_index(cfg.data, root, force=bool(info.get("forced", False)))
+    forget(root)
     return root
 
 
@@ -70,7 +71,7 @@ class VLMArtifact:
     def weights(self) -> str:
         """The weights' content id for map provenance (a checkpoint's hash, or the published tag)."""
         if self.checkpoint is not None:
-            return f"sha256:{file_hash(self.checkpoint)}"
+            return f"sha256:{sha256_file(self.checkpoint)[:16]}"
         return weights_id(self.pretrained) if self.pretrained is not None else "random"
 
     def load(self) -> VLM:
@@ -81,16 +82,25 @@ VLM_KEYS = ("vlm.name", "vlm.pretrain", "run.seed")
 ADAPTER_KEYS = ("adapter", "run.seed")
 
 
+def vlm_stage_spec(cfg: Config, root: Path) -> Stage:
+    """The VLM pretrained here: its config, the seed and the caption corpus' content (published
+    weights are keyed by their own content instead, see :class:`VLMArtifact`)."""
+    return Stage("vlm", cfg.output_path("vlm", "clip"), VLM_KEYS, (dataset_fingerprint(root),), outputs=("model.pt",))
+
+
+def adapter_stage_spec(cfg: Config, root: Path, vlm_art: VLMArtifact) -> Stage:
+    """The adapters: their config, the VLM's key and the corpus they fit (the data's, whichever VLM
+    embeds it, a published one included)."""
+    return Stage("adapters", cfg.output_path("vlm", "adapters"), ADAPTER_KEYS, (vlm_art.key, dataset_fingerprint(root)),
+                 outputs=("adapters.pt",))
+
+
 def vlm_key(cfg: Config, root: Path) -> str:
-    """Cache key of a VLM pretrained here: its config, the seed and the caption corpus' content
-    (published weights are keyed by their own content instead, see :class:`VLMArtifact`)."""
-    return derive_key(cfg, VLM_KEYS, (dataset_fingerprint(root),))
+    return vlm_stage_spec(cfg, root).key(cfg)
 
 
 def adapter_key(cfg: Config, root: Path, vlm_art: VLMArtifact) -> str:
-    """Cache key of the adapters: their config, the VLM's key and the corpus they fit (the data's,
-    whichever VLM embeds it, a published one included)."""
-    return derive_key(cfg, ADAPTER_KEYS, (vlm_art.key, dataset_fingerprint(root)))
+    return adapter_stage_spec(cfg, root, vlm_art).key(cfg)
 
 
 def vlm_stage(cfg: Config, root: Path, progress: bool = True) -> VLMArtifact:
@@ -107,8 +117,9 @@ def vlm_stage(cfg: Config, root: Path, progress: bool = True) -> VLMArtifact:
             f"vlm.pretrained: '{cfg.vlm.name}' is a published architecture; give its weights tag or "
             f"checkpoint path (custom configs that are pretrained here: {sorted(CUSTOM_MODELS)})"
         )
+    stage = vlm_stage_spec(cfg, root)
     ckpt = out / "model.pt"
-    art = VLMArtifact(cfg.vlm.name, None, ckpt, vlm_key(cfg, root))
+    art = VLMArtifact(cfg.vlm.name, None, ckpt, stage.key(cfg))
 
     def pretrain() -> dict:
         size = open_clip.get_model_config(cfg.vlm.name)["vision_cfg"]["image_size"]
@@ -118,7 +129,6 @@ def vlm_stage(cfg: Config, root: Path, progress: bool = True) -> VLMArtifact:
         write_json(out / "pretrain.json", stats)
         return {"checkpoint": str(ckpt), "stats": stats}
 
-    stage = Stage("vlm", out, VLM_KEYS, (dataset_fingerprint(root),), outputs=("model.pt",))
     return run_stage(cfg, stage, pretrain, lambda: art)
 
 
@@ -154,8 +164,7 @@ def adapter_stage(cfg: Config, root: Path, vlm_art: VLMArtifact, progress: bool 
         write_json(out / "adapters.json", stats)
         return {"checkpoint": str(ckpt), "stats": stats}
 
-    stage = Stage("adapters", out, ADAPTER_KEYS, (vlm_art.key, dataset_fingerprint(root)), outputs=("adapters.pt",))
-    return run_stage(cfg, stage, fit, lambda: ckpt)
+    return run_stage(cfg, adapter_stage_spec(cfg, root, vlm_art), fit, lambda: ckpt)
 
 
 def map_provenance(cfg: Config, vlm_art: VLMArtifact, sources: list, layer: str) -> dict:

@@ -5,7 +5,6 @@ the same way, and a missing download must fail with an error that says what to d
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from paric.vlm.towers import TIMM_TOWERS  # importing registers the timm towers the configs name
+from paric.io import sha256_file
 
 _CONFIG_DIR = Path(__file__).with_name("model_configs")
 open_clip.add_model_config(_CONFIG_DIR)
@@ -61,18 +61,10 @@ def normalise_images(images_uint8: torch.Tensor, mean=OPENAI_DATASET_MEAN, std=O
     return (x - m) / s
 
 
-def file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
 def weights_id(pretrained: str) -> str:
     """What published weights are, for cache keys: a checkpoint file by its content (replacing the file
     in place changes it), an open_clip tag by name."""
-    return f"sha256:{file_hash(Path(pretrained))}" if Path(pretrained).expanduser().is_file() else pretrained
+    return f"sha256:{sha256_file(Path(pretrained))[:16]}" if Path(pretrained).expanduser().is_file() else pretrained
 
 
 def build_model(name: str, seed: int = 0) -> torch.nn.Module:
@@ -122,7 +114,7 @@ def load_vlm(name: str, pretrained: str | None = None, checkpoint: Path | None =
                 model.load_state_dict(state["model"])
             except Exception as exc:
                 raise VLMLoadError(f"{checkpoint}: not a loadable checkpoint for '{name}': {exc}") from exc
-            weights = f"sha256:{file_hash(checkpoint)}"
+            weights = f"sha256:{sha256_file(checkpoint)[:16]}"
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

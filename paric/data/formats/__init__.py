@@ -18,9 +18,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -37,6 +34,7 @@ from paric.data.formats.base import (
 )
 
 from paric.registry import Registry
+from paric.io import atomic_dir
 
 if TYPE_CHECKING:
     from paric.config import DataConfig
@@ -206,18 +204,8 @@ def build_index(fmt: str, src: str | Path, out: str | Path, images: ImageCheck =
     if out.exists() and not (out.is_dir() and (_is_index(out) or not any(out.iterdir()))):
         raise FileExistsError(f"{out} exists and is not a dataset index written by paric (no dataset.json with "
                               "'source'); delete it or change run.output_dir. It is never deleted automatically.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp, old = out.with_name(f".{out.name}.tmp-{tag}"), out.with_name(f".{out.name}.old-{tag}")
-    try:
-        tmp.mkdir()
+    with atomic_dir(out) as tmp:
         _write_table(tmp, table, _record(fmt, src, opts, table.sources), report)
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
     log.info("dataset index of %s (%s): %d images -> %s", src, fmt, len(table.frame), out)
     return out
 
