@@ -40,9 +40,9 @@ def precomputed(tmp_path_factory, ray_cluster):
 
 def test_sweep_reads_stored_samples_only_and_survives_crashing_trials(precomputed, caplog):
     out, backbone = precomputed
-    # λ up to 1e30 makes some trials diverge (TrainingDiverged); k ranges over the stored K=4
-    cfg = quick(out, "sweep.num_samples=4", "sweep.spaces.paric_mean.weight=[0.01,1.0e30]",
-                "sweep.spaces.paric_mean.k=[1,4]", "train.max_failures=0")
+    # a grid: λ = 1e30 makes two trials diverge (TrainingDiverged), k over the stored K=4
+    cfg = quick(out, "sweep.num_samples=4", "sweep.spaces.paric_mean.weight={dist: grid, choices: [0.01, 1.0e30]}",
+                "sweep.spaces.paric_mean.k={dist: grid, choices: [1, 4]}", "train.max_failures=0")
     parts = {s: {p: p.stat().st_mtime_ns for p in list_parts(cfg.output_path("maps", s)).values()}
              for s in ("train", "val")}
     # without the VLM and adapter checkpoints no map could be computed: trials must read the store
@@ -98,8 +98,8 @@ def test_sweep_reads_stored_samples_only_and_survives_crashing_trials(precompute
         assert sweep_stage(cfg, cfg.data_root(), "paric_mean", backbone) == summary
     assert "skipped (cached)" in caplog.text
     # the final runs' seeds and methods are not the sweep's inputs; its space and the training are
-    base = ["sweep.num_samples=4", "sweep.spaces.paric_mean.weight=[0.01,1.0e30]", "sweep.spaces.paric_mean.k=[1,4]",
-            "train.max_failures=0"]
+    base = ["sweep.num_samples=4", "sweep.spaces.paric_mean.weight={dist: grid, choices: [0.01, 1.0e30]}",
+            "sweep.spaces.paric_mean.k={dist: grid, choices: [1, 4]}", "train.max_failures=0"]
     more_seeds = quick(out, *base, "train.seeds=[4,5]", "train.compare=[vanilla,paric_mean]",
                        "sweep.spaces.gals.weight=[1,2]")
     assert sweep_key(more_seeds, "paric_mean") == sweep_key(cfg, "paric_mean")
