@@ -89,7 +89,8 @@ class DataConfig(_Section):
     """Which dataset: the embedded benchmark, or a native dataset directory that the data stage checks
     and indexes into ``<output_dir>/data`` (a Waterbirds-format index pointing at the original images)."""
 
-    format: Literal["synthetic", "waterbirds", "food101", "coco_gender"] = "synthetic"
+    format: str = Field("synthetic", description="'synthetic' (the embedded benchmark) or a name in "
+                        "paric.data.formats.FORMATS")
     root: str | None = Field(None, description="synthetic: where to generate (default <output_dir>/data); "
                              "other formats: the native dataset directory (required)")
     captions: str | None = Field(None, description="image-caption source for the adapters: .csv (image,caption), "
@@ -102,8 +103,19 @@ class DataConfig(_Section):
     check_images: Literal["decode", "open", "exists"] = Field(
         "decode", description="how the data stage checks images before indexing: decode fully, read headers, "
         "or only test that the files exist")
+    options: dict[str, Any] = Field({}, description="a format's own options (keyword options of its scan), for "
+                                    "formats without keys of their own here; unknown ones fail at the data stage")
     coco: CocoGenderConfig = CocoGenderConfig()
     synthetic: SyntheticConfig = SyntheticConfig()
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, v: str) -> str:
+        from paric.data.formats import FORMATS  # imports the format modules: only when validating
+
+        if v != "synthetic" and v not in FORMATS:
+            raise ValueError(f"unknown dataset format {v!r}; known: synthetic, {', '.join(FORMATS.names())}")
+        return v
     # No cross-key validation here (root required, masks only for waterbirds): overrides are validated
     # one at a time, so 'data.format=food101 data.root=...' must pass after its first item. The data
     # stage (paric.data.formats.options_for) checks them, before any work.

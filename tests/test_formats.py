@@ -62,6 +62,28 @@ def test_registry():
         check_source("food101", ".", masks="x")
 
 
+def test_a_new_format_is_one_entry_whose_options_come_from_data_options(natives, tmp_path):
+    """A format registered with no key of its own in the data section: ``data.format`` accepts its
+    name, ``data.options`` reaches its scanner, the data stage indexes it, its metrics are reported."""
+    from paric.data.formats import DatasetFormat, waterbirds
+    from paric.eval.fairness import dataset_metrics
+
+    fx = natives["waterbirds"]
+    FORMATS.add("toy_birds", DatasetFormat(waterbirds.scan, metrics=lambda y, p, c: {"n": float(len(y))}))
+    try:
+        cfg = load_config(None, ["data.format=toy_birds", f"data.root={fx.root}", f"run.output_dir={tmp_path}",
+                                 f"data.options={{masks: {fx.options['masks']}}}", "data.check_images=open"])
+        assert options_for(cfg.data) == {"masks": fx.options["masks"], "captions": None}
+        assert prepare_index(cfg.data, cfg.data_root()) is False
+        assert len(WaterbirdsDataset(cfg.data_root(), "train")) > 0 and WaterbirdsDataset(cfg.data_root(), "train").has_masks
+        assert dataset_metrics("toy_birds", [0, 1], [0, 0], ["a", "b"]) == {"n": 2.0}
+        bad = load_config(None, ["data.format=toy_birds", f"data.root={fx.root}", "data.options={classes: [a]}"])
+        with pytest.raises(TypeError, match=r"format 'toy_birds' has no option\(s\) \['classes'\]"):
+            prepare_index(bad.data, tmp_path / "bad")
+    finally:
+        FORMATS._entries.pop("toy_birds")
+
+
 # ---------------------------------------------------------------------------------- Waterbirds
 def test_waterbirds_index_reads_through_the_one_reader(natives, indexes):
     fx, root = natives["waterbirds"], indexes["waterbirds"]

@@ -72,27 +72,40 @@ def outcome_divergence(y_true: np.ndarray, y_pred: np.ndarray, man: int, woman: 
     return float(jensenshannon(w, m, base=2) ** 2)
 
 
-def dataset_metrics(fmt: str, y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
-    """The metrics a dataset's paper table reports beyond the group accuracies, as flat floats.
-
-    food101: ``worst_class_acc`` and ``acc_<class>``; coco_gender: ``ratio``, ``ratio_delta``,
-    ``outcome_divergence``, ``acc_man``, ``acc_woman``; other formats (waterbirds, synthetic): {}
-    (their mean/worst-group accuracies come from paric.eval.groups). ``y_pred`` are class indices.
-    """
+def _same_shape(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     y_true, y_pred = np.asarray(y_true).astype(np.int64), np.asarray(y_pred).astype(np.int64)
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} differ in shape")
-    if fmt == "food101":
-        per = per_class_accuracy(y_true, y_pred, len(classes))
-        out = {"worst_class_acc": worst_class_accuracy(y_true, y_pred, len(classes))}
-        out.update({f"acc_{c}": a for c, a in zip(classes, per) if a is not None})
-        return out
-    if fmt == "coco_gender":
-        man, woman = _index(classes, "man"), _index(classes, "woman")
-        ratio = gender_ratio(y_true, y_pred, man, woman)
-        per = per_class_accuracy(y_true, y_pred, len(classes))
-        return {"ratio": ratio, "ratio_delta": abs(1.0 - ratio),
-                "outcome_divergence": outcome_divergence(y_true, y_pred, man, woman),
-                "acc_man": per[man] if per[man] is not None else float("nan"),
-                "acc_woman": per[woman] if per[woman] is not None else float("nan")}
-    return {}
+    return y_true, y_pred
+
+
+def class_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
+    """Food-101's (GALS' red-meat subset): ``worst_class_acc`` and ``acc_<class>``."""
+    y_true, y_pred = _same_shape(y_true, y_pred)
+    per = per_class_accuracy(y_true, y_pred, len(classes))
+    out = {"worst_class_acc": worst_class_accuracy(y_true, y_pred, len(classes))}
+    out.update({f"acc_{c}": a for c, a in zip(classes, per) if a is not None})
+    return out
+
+
+def gender_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
+    """COCO apparent gender's: ``ratio``, ``ratio_delta``, ``outcome_divergence``, ``acc_man``, ``acc_woman``."""
+    y_true, y_pred = _same_shape(y_true, y_pred)
+    man, woman = _index(classes, "man"), _index(classes, "woman")
+    ratio = gender_ratio(y_true, y_pred, man, woman)
+    per = per_class_accuracy(y_true, y_pred, len(classes))
+    return {"ratio": ratio, "ratio_delta": abs(1.0 - ratio),
+            "outcome_divergence": outcome_divergence(y_true, y_pred, man, woman),
+            "acc_man": per[man] if per[man] is not None else float("nan"),
+            "acc_woman": per[woman] if per[woman] is not None else float("nan")}
+
+
+def dataset_metrics(fmt: str, y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
+    """The metrics a dataset's paper table reports beyond the group accuracies, as flat floats: the
+    format's own ``metrics`` (``FORMATS``); {} for the embedded benchmark. ``y_pred`` are class indices."""
+    from paric.data.formats import FORMATS  # the formats import these functions
+
+    if fmt not in FORMATS:
+        _same_shape(y_true, y_pred)
+        return {}
+    return FORMATS.get(fmt).metrics(y_true, y_pred, classes)

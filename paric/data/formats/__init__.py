@@ -26,6 +26,7 @@ from paric.data.formats.base import (
     SPLIT_NAMES,
     CheckReport,
     DatasetCheckError,
+    DatasetFormat,
     ImageCheck,
     IndexTable,
     Listing,
@@ -42,12 +43,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("paric")
 
 Scanner = Callable[..., "IndexTable | None"]
-#: format name -> reader of its native layout (see each module's docstring); a new format is one
-#: module with a ``scan(src, report, **options)`` and its line here
-FORMATS: Registry[Scanner] = Registry("dataset format")
-FORMATS.add("waterbirds", waterbirds.scan)
-FORMATS.add("food101", food101.scan)
-FORMATS.add("coco_gender", coco_gender.scan)
+#: format name -> its entry (scanner, options, metrics); a new format is one module defining a
+#: ``DatasetFormat`` and its line here
+FORMATS: Registry[DatasetFormat] = Registry("dataset format")
+FORMATS.add("waterbirds", waterbirds.FORMAT)
+FORMATS.add("food101", food101.FORMAT)
+FORMATS.add("coco_gender", coco_gender.FORMAT)
+
 #: bumped when the index layout changes, so an index written by older code is rebuilt
 INDEX_VERSION = 1
 _PATH_OPTIONS = ("masks", "captions", "split_dir")
@@ -56,6 +58,7 @@ __all__ = [
     "FORMATS",
     "CheckReport",
     "DatasetCheckError",
+    "DatasetFormat",
     "IndexTable",
     "Problem",
     "build_index",
@@ -67,7 +70,7 @@ __all__ = [
 
 
 def _scanner(fmt: str, opts: dict[str, Any]) -> Scanner:
-    scan = FORMATS.get(fmt)
+    scan = FORMATS.get(fmt).scan
     allowed = [p for p in inspect.signature(scan).parameters if p not in ("src", "report")]
     unknown = sorted(set(opts) - set(allowed))
     if unknown:
@@ -216,16 +219,9 @@ def options_for(data: "DataConfig") -> dict[str, Any]:
         raise ValueError(f"data.root: format '{data.format}' needs the native dataset directory")
     if data.masks is not None and data.format != "waterbirds":
         raise ValueError(f"data.masks is for the waterbirds format only (data.format is '{data.format}')")
-    if data.format == "waterbirds":
-        return {"masks": data.masks, "captions": data.captions}
-    if data.format == "food101":
-        return {"classes": data.classes, "val_fraction": data.val_fraction, "seed": data.seed,
-                "captions": data.captions}
-    if data.format == "coco_gender":
-        c = data.coco
-        return {"min_captions": c.min_captions, "eval_per_class": c.eval_per_class, "seed": data.seed,
-                "split_dir": c.split_dir, "captions": data.captions}
-    raise ValueError(f"data.format '{data.format}' is not a native format ({', '.join(FORMATS)})")
+    if data.format not in FORMATS:
+        raise ValueError(f"data.format '{data.format}' is not a native format ({', '.join(FORMATS)})")
+    return FORMATS.get(data.format).options(data)
 
 
 def prepare_index(data: "DataConfig", out: str | Path, force: bool = False) -> bool:

@@ -11,12 +11,17 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Sequence
+
+import numpy as np
 
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from paric.data.dataset import DatasetError
+
+if TYPE_CHECKING:
+    from paric.config import DataConfig
 
 SPLIT_NAMES = ("train", "val", "test")
 SPLIT_ALIASES = {"0": 0, "1": 1, "2": 2, "train": 0, "val": 1, "valid": 1, "validation": 1, "test": 2}
@@ -200,3 +205,28 @@ def verify_images(items: list[Listing], report: CheckReport, mode: ImageCheck = 
     for item, err in zip(items, results):
         if err is not None:
             report.add(item.file, item.where, err)
+
+
+def no_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
+    """A format whose paper reports only the group accuracies (paric.eval.groups has them)."""
+    return {}
+
+
+def generic_options(data: "DataConfig") -> dict[str, Any]:
+    """A format's options from ``data.options`` (checked against its ``scan`` signature) and the
+    caption source: all a new format needs, without a key of its own in the data section."""
+    return {**data.options, "captions": data.captions}
+
+
+@dataclass(frozen=True)
+class DatasetFormat:
+    """A native dataset format: one module's entry in ``FORMATS``.
+
+    ``scan(src, report, **options)`` reads and checks the native layout into an :class:`IndexTable`;
+    ``options(data)`` picks its keyword options from the config's data section; ``metrics(y, pred,
+    classes)`` adds what the dataset's paper reports beyond the group accuracies.
+    """
+
+    scan: Callable[..., "IndexTable | None"]
+    options: Callable[["DataConfig"], dict[str, Any]] = generic_options
+    metrics: Callable[[np.ndarray, np.ndarray, Sequence[str]], dict[str, float]] = no_metrics

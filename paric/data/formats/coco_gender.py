@@ -29,12 +29,17 @@ from __future__ import annotations
 import string
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from paric.data.formats.base import CheckReport, IndexTable, Listing
+from paric.data.formats.base import CheckReport, DatasetFormat, IndexTable, Listing
 from paric.data.formats.captions import attach_captions, captions_from_rows, coco_entries, load_json_object
+from paric.eval.fairness import gender_metrics
+
+if TYPE_CHECKING:
+    from paric.config import DataConfig
 
 CLASSES = ["man", "woman", "person"]
 PLACES = ["all"]
@@ -187,3 +192,14 @@ def scan(src: Path, report: CheckReport, min_captions: int = 3, eval_per_class: 
         table.captions, table.caption_dir = cap.frame, cap.caption_dir
         table.listings += cap.listings
     return table
+
+
+def options(data: "DataConfig") -> dict[str, Any]:
+    """GALS' caption rule and evaluation split (``data.coco``) and the split seed."""
+    c = data.coco
+    return {"min_captions": c.min_captions, "eval_per_class": c.eval_per_class, "seed": data.seed,
+            "split_dir": c.split_dir, "captions": data.captions, **data.options}
+
+
+#: GALS' COCO table reports the outcome ratio and divergence between man and woman images
+FORMAT = DatasetFormat(scan, options, gender_metrics)

@@ -22,12 +22,17 @@ from __future__ import annotations
 import re
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from paric.data.formats.base import CheckReport, IndexTable, Listing
+from paric.data.formats.base import CheckReport, DatasetFormat, IndexTable, Listing
 from paric.data.formats.captions import attach_captions
+from paric.eval.fairness import class_metrics
+
+if TYPE_CHECKING:
+    from paric.config import DataConfig
 
 RED_MEAT = ["prime_rib", "pork_chop", "steak", "baby_back_ribs", "filet_mignon"]
 PLACES = ["all"]
@@ -126,3 +131,13 @@ def scan(src: Path, report: CheckReport, classes: list[str] | None = None, val_f
     if captions is not None:
         attach_captions(table, captions, report)
     return table
+
+
+def options(data: "DataConfig") -> dict[str, Any]:
+    """The class subset, the held-out share of train and its seed (``data.classes``, ``val_fraction``, ``seed``)."""
+    return {"classes": data.classes, "val_fraction": data.val_fraction, "seed": data.seed,
+            "captions": data.captions, **data.options}
+
+
+#: GALS' red-meat table reports per-class and worst-class accuracy
+FORMAT = DatasetFormat(scan, options, class_metrics)

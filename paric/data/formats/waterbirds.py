@@ -13,11 +13,13 @@ them from ``CUB_200_2011/segmentations``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from paric.data.formats.base import (
+    DatasetFormat,
     SPLIT_ALIASES,
     CheckReport,
     IndexTable,
@@ -27,6 +29,9 @@ from paric.data.formats.base import (
     row_where,
 )
 from paric.data.formats.captions import attach_captions
+
+if TYPE_CHECKING:
+    from paric.config import DataConfig
 
 CLASSES = ["landbird", "waterbird"]
 PLACES = ["land", "water"]
@@ -109,3 +114,12 @@ def scan(src: Path, report: CheckReport, masks: str | Path | None = None,
     if captions is not None:
         attach_captions(table, captions, report)
     return table
+
+
+def options(data: "DataConfig") -> dict[str, Any]:
+    """The CUB segmentations folder (``data.masks``) and the caption source."""
+    return {"masks": data.masks, "captions": data.captions, **data.options}
+
+
+#: mean and worst-group accuracy are its paper's numbers (paric.eval.groups): no metrics of its own
+FORMAT = DatasetFormat(scan, options)
