@@ -19,7 +19,7 @@ import torch
 
 from paric.config import load_config
 from paric.stages.ray_env import ensure_ray
-from paric.stages.train import split_dataset
+from paric.stages.train_data import split_dataset
 from paric.train.data import iterate, load_split
 from paric.train.run import dataset_info, make_spec, make_trainer, split_columns
 

@@ -19,7 +19,7 @@ from paric.stages.classifier import backbone_stage
 from paric.stages.maps import run_precompute
 from paric.stages.ray_env import ensure_ray
 from paric.stages.pipeline import invocation
-from paric.stages.train import compare_stage
+from paric.stages.compare import compare_stage
 from paric.tracking import log_artifact
 
 

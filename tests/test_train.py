@@ -17,7 +17,8 @@ import torch
 from paric.config import load_config
 from paric.stages.classifier import backbone_stage
 from paric.stages.maps import run_precompute
-from paric.stages.train import run_on_ray, split_dataset, train_stage
+from paric.stages.train import run_on_ray, train_stage
+from paric.stages.train_data import split_dataset
 from paric.train.data import iterate, load_split, prepare
 from paric.train.run import make_spec, make_trainer, run_in_memory
 from paric.train.loop import completed, fit

@@ -30,7 +30,9 @@ from paric.stages.maps import run_precompute
 from paric.stages.ray_env import quiet_data
 from paric.search_space import distributions
 from paric.stages.sweep import adopt_best_trial, apply_best, sweep_stage
-from paric.stages.train import MODEL, Tracking, compare_stage, run_datasets
+from paric.stages.compare import compare_stage
+from paric.stages.train import MODEL, Tracking
+from paric.stages.train_data import run_datasets
 from paric.tracking import (OUTPUT_TAG, close_stale_runs, ensure_experiment, log_artifact, log_metrics, start_run,
                             tracking_uri)
 

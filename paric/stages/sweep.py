@@ -31,8 +31,8 @@ from paric.search_space import define_by_run, distributions, grid_values, trial_
 from paric.io import write_json
 from paric.stages.cache import forced
 from paric.stages.runner import Stage, run_stage
-from paric.stages.train import (MODEL, RESULT, STATE, TRAINING_KEYS, Tracking, method_train_data, run_datasets,
-                                run_on_ray, store_result, upstream_key)
+from paric.stages.train import MODEL, RESULT, STATE, TRAINING_KEYS, Tracking, run_on_ray, store_result, upstream_key
+from paric.stages.train_data import method_train_data, run_datasets
 from paric.train.loop import completed
 from paric.train.run import evaluate_saved, save_best
 from paric.stages.trial_runs import ACTIVE, TrialRuns
