@@ -286,7 +286,9 @@ class MethodConfig(_Section):
         return self
 
     def check(self, name: str) -> None:
-        if self.regularizer != "none" and self.reference == "none":
+        from paric.regularizers import REGULARIZERS
+
+        if REGULARIZERS.get(self.regularizer).needs_reference and self.reference == "none":
             raise ValueError(f"train.methods.{name}: regularizer '{self.regularizer}' needs a reference "
                              "(det, mean, median or oracle)")
 
@@ -310,6 +312,8 @@ DEFAULT_METHODS: dict[str, dict] = {
     "paric_median": {**_SWAP, "reference": "median"},
     "paric_mean_unc": {**_SWAP, "reference": "mean", "uncertainty": "inverse_std"},
     "oracle_mask": {**_SWAP, "reference": "oracle"},
+    # LICO (METHODS.md §6): no reference map; its options (w_mm 10, w_ot 1, n_ctx …) in options
+    "lico": {"regularizer": "lico"},
 }
 #: suffix of a method's Waterbirds-100-style twin: the same method on the majority groups only
 R100 = "_r100"
@@ -387,6 +391,10 @@ class EvalConfig(_Section):
     pgd_eps: list[Annotated[float, Field(ge=0)]] = [2 / 255]
     pgd_steps: int = Field(10, ge=1)
     adv_max_images: int = Field(400, ge=0, description="robust accuracy on the first n test images (0 = skip)")
+    faith_max_images: int = Field(200, ge=0, description="insertion / deletion AUC of the classifier's Grad-CAM "
+                                  "on the first n test images (0 = skip)")
+    faith_steps: int = Field(16, ge=1, description="points of the insertion / deletion curves (beside the start)")
+    faith_blur: float = Field(0.1, gt=0, description="insertion's Gaussian blur σ as a share of the image side")
 
 
 #: a sweep dimension's distribution: a range over [low, high], or listed values (``categorical``:

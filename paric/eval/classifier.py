@@ -1,5 +1,6 @@
 """One classifier's evaluation suite: accuracy and group metrics, calibration, robustness, and
-where its own Grad-CAM falls relative to the object mask.
+where its own Grad-CAM falls relative to the object mask, and how faithful that Grad-CAM is
+(insertion / deletion AUC).
 
 Takes prepared batches (images in [0, 1]) so it is the same with or without Ray.
 """
@@ -13,6 +14,7 @@ import torch
 from paric.config import EvalConfig
 from paric.eval.calibration import expected_calibration_error, negative_log_likelihood
 from paric.eval.fairness import dataset_metrics
+from paric.eval.faithfulness import gradcam_faithfulness
 from paric.eval.groups import group_metrics
 from paric.eval.map_quality import energy_in_mask
 from paric.eval.robustness import fgsm, pgd
@@ -30,6 +32,7 @@ def evaluate_classifier(model: Classifier, batches: Iterable[EvalBatch], n_class
     model.eval()
     logits, ys, groups, energies = [], [], [], []
     adv_seen, adv_correct = 0, {}
+    faith: list[tuple[torch.Tensor, torch.Tensor]] = []  # (image, label) for insertion / deletion
     for b in batches:
         x, y = b["image"], b["label"]
         with torch.no_grad():
@@ -41,6 +44,8 @@ def evaluate_classifier(model: Classifier, batches: Iterable[EvalBatch], n_class
             with torch.enable_grad():
                 _, cam = classifier_gradcam(model, x, y)
             energies.append(energy_in_mask(cam.detach().cpu().numpy(), b["mask"].cpu().numpy()))
+        if len(faith) < cfg.faith_max_images:
+            faith.extend(zip(x[:cfg.faith_max_images - len(faith)], y))
         if robustness and adv_seen < cfg.adv_max_images:
             take = min(len(y), cfg.adv_max_images - adv_seen)
             xa, ya = x[:take], y[:take]
@@ -66,6 +71,23 @@ def evaluate_classifier(model: Classifier, batches: Iterable[EvalBatch], n_class
         out["pgd_acc"] = out[f"pgd_acc_eps{cfg.pgd_eps[0]:.4f}"]
     if energies:
         out["cam_energy_in_mask"] = float(np.nanmean(np.concatenate(energies)))
+    if faith:
+        out.update(_faithfulness(model, faith, cfg))
     if classes:
         out.update(dataset_metrics(dataset_format, y, lg.argmax(1), list(classes)))
     return out
+
+
+def _faithfulness(model: Classifier, items: list[tuple[torch.Tensor, torch.Tensor]], cfg: EvalConfig,
+                  batch: int = 64) -> dict[str, float]:
+    """Mean insertion and deletion AUC of the model's Grad-CAM; deletion fills with these images' mean colour."""
+    x = torch.stack([i for i, _ in items])
+    y = torch.stack([t for _, t in items])
+    mean = x.mean((0, 2, 3))
+    ins, dele = [], []
+    for s in range(0, len(x), batch):
+        a, b = gradcam_faithfulness(model, x[s:s + batch], y[s:s + batch], mean, cfg.faith_steps, cfg.faith_blur)
+        ins.append(a.cpu())
+        dele.append(b.cpu())
+    i, d = float(torch.cat(ins).mean()), float(torch.cat(dele).mean())
+    return {"insertion_auc": i, "deletion_auc": d, "faithfulness": i - d}

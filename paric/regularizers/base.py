@@ -8,7 +8,7 @@ text embeddings of its run); adding LICO or another regulariser means one module
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -40,13 +40,18 @@ class StepInputs:
 class RunContext:
     """What a regulariser may ask of its run beyond one batch.
 
-    ``class_names`` are the dataset's classes in label order; ``text_features`` loads (on first call,
-    so runs that never ask pay nothing) the frozen text tower's embeddings of those classes, for
-    regularisers with ``needs_text`` (LICO's text branch).
+    ``class_names`` are the dataset's classes in label order; ``text_features`` and ``text_model``
+    load (on first call, so runs that never ask pay nothing) the frozen text tower's embeddings of
+    those classes and the tower itself, for regularisers with ``needs_text`` (LICO's text branch).
     """
 
     class_names: list[str] = field(default_factory=list)
     text_features: Callable[[], torch.Tensor] | None = None
+    #: the frozen VLM (open_clip model, tokenizer), loaded when called (``needs_text``)
+    text_model: Callable[[], tuple[nn.Module, Any]] | None = None
+    #: (C, h, w) of the classifier's feature map at its CAM layer (set by the trainer)
+    feature_shape: tuple[int, int, int] | None = None
+    seed: int = 0
 
 
 class NoOptions(BaseModel):
@@ -77,6 +82,8 @@ class Regularizer(nn.Module):
     needs_input_grad: ClassVar[bool] = False
     needs_features: ClassVar[bool] = False
     needs_text: ClassVar[bool] = False
+    #: whether the method must name a reference map (``MethodConfig.reference``)
+    needs_reference: ClassVar[bool] = True
     #: the names of the terms ``forward`` returns (logged every epoch, zero when a step skips them)
     terms: ClassVar[tuple[str, ...]] = ("att",)
     #: relative cost of a training step with this term (1 = a plain step): final runs start costliest first
@@ -138,6 +145,8 @@ REGULARIZERS: Registry[type[Regularizer]] = Registry("regularizer")
 @REGULARIZERS.register("none")
 class NoRegularizer(Regularizer):
     """``none`` (and ``upweight``, whose change is in the CE weights): no attention term."""
+
+    needs_reference: ClassVar[bool] = False
 
     def __init__(self, weight: float = 0.0) -> None:
         super().__init__(0.0)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 DEFAULT_COLUMNS = [("worst_group_acc", "worst-group"), ("mean_group_acc", "mean-of-groups"), ("acc", "overall"),
                    ("ece", "ECE"), ("pgd_acc", "PGD acc"), ("cam_energy_in_mask", "CAM in mask"),
+                   ("insertion_auc", "insertion"), ("deletion_auc", "deletion"), ("faithfulness", "ins − del"),
                    ("best_epoch", "best epoch"), ("epochs_trained", "epochs run"), ("seconds", "s / run")]
 
 

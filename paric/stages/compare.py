@@ -112,7 +112,7 @@ def mean_per_group(runs: list[dict]) -> list[float | None]:
 
 
 TABLE_METRICS = ["worst_group_acc", "mean_group_acc", "acc", "balanced_acc", "ece", "nll", "fgsm_acc", "pgd_acc",
-                 "cam_energy_in_mask", "worst_class_acc", "ratio_delta", "outcome_divergence", "best_epoch",
+                 "cam_energy_in_mask", "insertion_auc", "deletion_auc", "faithfulness", "worst_class_acc", "ratio_delta", "outcome_divergence", "best_epoch",
                  "epochs_trained", "seconds"]
 
 

@@ -19,7 +19,7 @@ from paric.data import CaptionCorpus, WaterbirdsDataset, generate_benchmark
 from paric.data.fingerprint import dataset_fingerprint, forget
 from paric.data.formats import prepare_index
 from paric.io import sha256_file, write_json
-from paric.stages.cache import timed_stage
+from paric.stages.cache import read_marker, timed_stage
 from paric.stages.runner import Stage, run_stage
 from paric.vlm.adapters import embed_pairs, train_adapters
 from paric.vlm.factory import CUSTOM_MODELS, VLM, VLMLoadError, load_vlm, weights_id
@@ -93,6 +93,15 @@ def adapter_stage_spec(cfg: Config, root: Path, vlm_art: VLMArtifact) -> Stage:
     embeds it, a published one included)."""
     return Stage("adapters", cfg.output_path("vlm", "adapters"), ADAPTER_KEYS, (vlm_art.key, dataset_fingerprint(root)),
                  outputs=("adapters.pt",))
+
+
+def vlm_id(cfg: Config) -> str:
+    """Which VLM a text-branch regulariser (LICO) trains through, for the training keys: published
+    weights by their id, a VLM pretrained here by its stage key (retraining it retrains those runs)."""
+    if cfg.vlm.pretrained is not None:
+        return f"{cfg.vlm.name}:{weights_id(cfg.vlm.pretrained)}"
+    marker = read_marker(cfg.output_path("vlm", "clip"))
+    return str(marker.get("key")) if marker else "missing"
 
 
 def vlm_key(cfg: Config, root: Path) -> str:

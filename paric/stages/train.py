@@ -24,7 +24,9 @@ from ray.train.torch import TorchTrainer
 
 from paric.config import Config
 from paric.io import write_json
+from paric.regularizers import REGULARIZERS
 from paric.stages.classifier import backbone_id
+from paric.stages.prepare import vlm_id
 from paric.stages.train_data import method_train_data, run_datasets, train_labels
 from paric.stages.cache import forced, is_done, mark_done, timed_stage
 from paric.stages.ray_env import cluster_gpus, without_progress
@@ -172,9 +174,12 @@ def upstream_key(cfg: Config) -> str:
 
 
 def run_key(cfg: Config, method: str) -> str:
-    """Cache key of a (method, seed) run: what its result depends on."""
-    return cfg.section_hash(*TRAINING_KEYS, "eval") + ":" + json.dumps(cfg.method(method).model_dump(), sort_keys=True) \
-        + ":" + upstream_key(cfg)
+    """Cache key of a (method, seed) run: what its result depends on (and, for a regulariser with a
+    text branch, the VLM it trains through)."""
+    m = cfg.method(method)
+    text = ":" + vlm_id(cfg) if REGULARIZERS.get(m.regularizer).needs_text else ""
+    return cfg.section_hash(*TRAINING_KEYS, "eval") + ":" + json.dumps(m.model_dump(), sort_keys=True) \
+        + ":" + upstream_key(cfg) + text
 
 
 def cached_result(cfg: Config, method: str, seed: int) -> dict | None:

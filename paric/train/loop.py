@@ -8,6 +8,7 @@ knows nothing about Ray, so it is tested and usable as plain PyTorch.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from typing import Callable, Iterable
@@ -21,7 +22,7 @@ from paric.config import Config, MethodConfig, TrainConfig
 from paric.eval.groups import group_metrics
 from paric.models.cam import forward_with_features
 from paric.models.classifier import Classifier, build_classifier
-from paric.regularizers import RunContext, StepInputs, build_reference, build_regularizer, total
+from paric.regularizers import REGULARIZERS, RunContext, StepInputs, build_reference, build_regularizer, total
 from paric.schedule import warmup_cosine
 from paric.train.data import prepare
 
@@ -54,7 +55,7 @@ class Trainer:
             self.load_backbone(backbone)
         self.model.to(self.device)
         self.forward_model = wrap(self.model) if wrap else self.model  # e.g. DDP; hooks use self.model
-        self.regularizer = build_regularizer(self.method, context).to(self.device)
+        self.regularizer = build_regularizer(self.method, self._context(context)).to(self.device)
         own = list(self.regularizer.parameters())  # a regulariser's own parameters train with the model
         self.forward_reg = wrap(self.regularizer) if wrap and own else self.regularizer
         self.class_weights = class_weights.to(self.device) if class_weights is not None else None
@@ -83,6 +84,20 @@ class Trainer:
         self.diag: dict[str, list] = {}  # this epoch's diagnostic sums: name -> [sum (tensor), count]
 
     # ---------------------------------------------------------------- state
+    def _context(self, context: RunContext | None) -> RunContext:
+        """The run's context, completed with what only the trainer knows: the seed and, for a
+        regulariser that reads features, their shape (one dry forward of a blank image)."""
+        ctx = dataclasses.replace(context or RunContext(), seed=self.seed)
+        if REGULARIZERS.get(self.method.regularizer).needs_features:
+            size = self.cfg.classifier.image_size
+            was = self.model.training
+            self.model.eval()
+            with torch.no_grad():
+                _, feats = forward_with_features(self.model, torch.zeros(1, 3, size, size, device=self.device))
+            self.model.train(was)
+            ctx.feature_shape = tuple(feats.shape[1:])
+        return ctx
+
     def load_backbone(self, state: dict) -> None:
         """Load pretrained weights except the final layer (its classes differ)."""
         own = self.model.state_dict()

@@ -6,12 +6,13 @@ same :func:`make_trainer` / :func:`test_metrics` inside each worker.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 
@@ -20,7 +21,7 @@ from paric.data import WaterbirdsDataset
 from paric.eval.classifier import evaluate_classifier
 from paric.models.classifier import build_classifier
 from paric.io import atomic_path
-from paric.regularizers import RunContext, balance_weights, needed_columns
+from paric.regularizers import REGULARIZERS, RunContext, balance_weights, needed_columns
 from paric.train.data import iterate, load_split, majority_groups, prepare, train_view
 from paric.train.fit_log import epoch_line
 from paric.train.loop import Batch, Trainer, fit
@@ -90,7 +91,26 @@ def make_trainer(spec: RunSpec, device: torch.device | str = "cpu", wrap=None) -
     weights = torch.tensor(spec.class_weights) if spec.class_weights is not None else None
     return Trainer(cfg, spec.method, spec.n_classes, spec.n_groups, spec.steps_per_epoch(cfg.train.batch_size),
                    spec.seed, weights, backbone, device, wrap, spec.majority_groups,
-                   RunContext(class_names=list(spec.classes)))
+                   RunContext(class_names=list(spec.classes), text_model=text_model_loader(cfg, spec.method)))
+
+
+def text_model_loader(cfg: Config, method: str) -> Callable[[], tuple[torch.nn.Module, object]] | None:
+    """For a regulariser with ``needs_text``: a loader of the pipeline's VLM (published weights, or the
+    checkpoint the vlm stage wrote), called once when the regulariser is built."""
+    if not REGULARIZERS.get(cfg.method(method).regularizer).needs_text:
+        return None
+    ckpt = None if cfg.vlm.pretrained is not None else cfg.output_path("vlm", "clip", "model.pt")
+    return functools.partial(_text_model, cfg.vlm.name, cfg.vlm.pretrained, ckpt)
+
+
+def _text_model(name: str, pretrained: str | None, checkpoint: Path | None) -> tuple[torch.nn.Module, object]:
+    from paric.vlm.factory import load_vlm
+
+    if checkpoint is not None and not checkpoint.is_file():
+        raise FileNotFoundError(f"{checkpoint}: a regulariser with a text branch needs the VLM the vlm stage "
+                                "trains; run the precompute stage first")
+    vlm = load_vlm(name, pretrained, checkpoint)
+    return vlm.model, vlm.tokenizer
 
 
 def evaluate_model(cfg: Config, model: torch.nn.Module, n_classes: int, n_groups: int, batches: Iterable[Batch],
