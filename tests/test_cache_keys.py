@@ -137,6 +137,12 @@ def test_final_runs_are_keyed_on_the_backbone(made, tmp_path):
     a = run_key(moved, "vanilla")
     mark_done(marker_dir, "backbone-b")
     assert run_key(moved, "vanilla") != a
+    # a regulariser with a text branch (LICO) is keyed on the VLM it trains through; the others are not
+    vlm_dir = moved.output_path("vlm", "clip")
+    mark_done(vlm_dir, "vlm-a")
+    before = {m: run_key(moved, m) for m in ("vanilla", "lico")}
+    mark_done(vlm_dir, "vlm-b")
+    assert run_key(moved, "lico") != before["lico"] and run_key(moved, "vanilla") == before["vanilla"]
 
 
 def test_an_invocation_fingerprints_each_dataset_once_and_afresh_after_its_data_stage(made, tmp_path):
