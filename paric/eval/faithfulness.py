@@ -1,11 +1,12 @@
 """Saliency faithfulness: insertion and deletion AUC (Petsiuk et al.'s RISE protocol, as LICO reports).
 
 Pixels are revealed (insertion, starting from a blurred image) or removed (deletion, replaced by
-the mean colour of the evaluated images, the first ``eval.faith_max_images`` of the test split) in order of decreasing saliency; the curve is the true class's probability after
-each step, from 0 % to 100 % of the pixels, and its area is the trapezoid over the whole curve,
-both end points included. A faithful map makes insertion rise early (high AUC) and deletion fall
-early (low AUC); overall = insertion − deletion. Batched: every image of a batch and every step of
-the curve in one forward per step.
+the mean colour of the evaluated images, the first ``eval.faith_max_images`` of the test split) in
+order of decreasing saliency; the curve is the true class's probability after each step, from 0 %
+to 100 % of the pixels, and its area is the trapezoid over the whole curve, both end points
+included. A faithful map makes insertion rise early (high AUC) and deletion fall early (low AUC);
+overall = insertion − deletion. Batched: every image of a batch and every step of the curve in
+one forward per step.
 """
 from __future__ import annotations
 
