@@ -14,10 +14,11 @@ import torch
 def sinkhorn_log(cost: torch.Tensor, a: torch.Tensor, b: torch.Tensor, eps: float = 0.1, iters: int = 100,
                  tol: float | None = None) -> torch.Tensor:
     """Transport plans T (..., n, m) minimising ⟨T, cost⟩ − ε·H(T) with rows summing to ``a`` (..., n)
-    and columns to ``b`` (..., m).
+    and columns to ``b`` (..., m). Zero entries of ``a`` / ``b`` (padding, masked crops) get no mass.
 
-    ``tol``: stop once every problem's row-marginal error (L1) is below it, checked per problem, so
-    one slow problem keeps the batch iterating; None runs all ``iters``.
+    ``tol``: every 10 iterations, a problem whose row-marginal error (L1) is below it stops
+    updating; the loop ends when all have. Each problem's plan is therefore the same whatever else
+    is in the batch (the public LaZSL code stops on the batch's mean error). None runs all ``iters``.
     """
     if cost.shape[:-2] != a.shape[:-1] or cost.shape[:-2] != b.shape[:-1] or cost.shape[-2:] != (a.shape[-1],
                                                                                                 b.shape[-1]):
@@ -26,15 +27,28 @@ def sinkhorn_log(cost: torch.Tensor, a: torch.Tensor, b: torch.Tensor, eps: floa
     log_a, log_b = a.log(), b.log()
     f = torch.zeros_like(a)
     g = torch.zeros_like(b)
+    done = torch.zeros(cost.shape[:-2], dtype=torch.bool, device=cost.device)
     for i in range(iters):
-        f = log_a - torch.logsumexp(log_k + g.unsqueeze(-2), dim=-1)
-        g = log_b - torch.logsumexp(log_k + f.unsqueeze(-1), dim=-2)
-        if tol is not None and (i % 10 == 9 or i == iters - 1):
+        f_new = log_a - _lse(log_k + g.unsqueeze(-2), dim=-1)
+        g_new = log_b - _lse(log_k + f_new.unsqueeze(-1), dim=-2)
+        if tol is None:
+            f, g = f_new, g_new
+            continue
+        keep = done.unsqueeze(-1)
+        f, g = torch.where(keep, f, f_new), torch.where(keep, g, g_new)
+        if i % 10 == 9:
             with torch.no_grad():
                 rows = torch.exp(log_k + f.unsqueeze(-1) + g.unsqueeze(-2)).sum(-1)
-                if bool(((rows - a).abs().sum(-1) < tol).all()):
-                    break
+                done = done | ((rows - a).abs().sum(-1) < tol)
+            if bool(done.all()):
+                break
     return torch.exp(log_k + f.unsqueeze(-1) + g.unsqueeze(-2))
+
+
+def _lse(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """logsumexp that is −inf (not NaN) over an all −inf slice (a zero-mass row or column)."""
+    out = torch.logsumexp(x, dim=dim)
+    return torch.nan_to_num(out, nan=float("-inf"))
 
 
 def uniform(shape: tuple[int, ...], n: int, like: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""Zero-shot classifiers over the pipeline's VLM (LaZSL's optimal-transport local alignment)."""
