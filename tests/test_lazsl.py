@@ -69,7 +69,7 @@ def test_the_plan_matches_pot_and_its_marginals_hold():
         rows, cols = a[bi] > 0, valid[ci]
         ref = pot.sinkhorn(a[bi][rows].double().numpy(), (cols / cols.sum()).double()[cols].numpy(),
                            (1 - fused[bi, ci][rows][:, cols]).double().numpy(), 0.1, method="sinkhorn_log",
-                           numItermax=20000, stopThr=1e-9)
+                           numItermax=20000, stopThr=1e-7)
         np.testing.assert_allclose(out.plans[bi, ci][rows][:, cols].numpy(), ref, atol=1e-5)
         assert float(out.plans[bi, ci][~rows].abs().sum() + out.plans[bi, ci][:, ~cols].abs().sum()) == 0.0
     default = classify(g, r, t, valid)  # ε 0.1, ≤ 100 iterations, tolerance 1e-2 per problem
