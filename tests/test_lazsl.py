@@ -95,3 +95,23 @@ def test_relevance_paints_the_transported_mass_over_the_crops():
     heat = relevance(plans, boxes, torch.tensor([1]), 4, 4)
     assert float(heat[0, 0, 0]) == pytest.approx(1.0) and float(heat[0, 3, 3]) == pytest.approx(0.1 / 0.9)
     assert float(heat[0, 0, 3]) == 0.0
+
+
+def test_zero_shot_reports_three_classifiers_and_its_clip_matches_the_vlm_stage():
+    """On a random tiny VLM: the CLIP column is the vlm stage's own zero-shot accuracy; every
+    classifier's accuracy is a share of the images; a class without descriptors is named."""
+    from paric.vlm.factory import load_vlm
+    from paric.vlm.pretrain import zero_shot_accuracy
+    from paric.zeroshot.evaluate import zero_shot
+
+    vlm = load_vlm("paric-micro-vit")
+    gen = torch.Generator().manual_seed(0)
+    images = (torch.rand(6, vlm.image_size, vlm.image_size, 3, generator=gen) * 255).to(torch.uint8)
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    classes = ["circle", "square", "blob"]
+    desc = build(classes, SHAPE_DESCRIPTORS)
+    out = zero_shot(vlm, images, labels, [f"i{i}" for i in range(6)], classes, desc, "a photo of a {}",
+                    LazslConfig(crops=4), seed=0, batch_size=4)
+    assert out["fell_back"] == ["blob"] and out["n"] == 6 and out["crops"] == 4
+    assert out["acc"]["clip"] == pytest.approx(zero_shot_accuracy(vlm, images, labels, classes, "a photo of a {}"))
+    assert all(0.0 <= a <= 1.0 for a in out["acc"].values())
