@@ -29,8 +29,8 @@ def sinkhorn_log(cost: torch.Tensor, a: torch.Tensor, b: torch.Tensor, eps: floa
     g = torch.zeros_like(b)
     done = torch.zeros(cost.shape[:-2], dtype=torch.bool, device=cost.device)
     for i in range(iters):
-        f_new = log_a - _lse(log_k + g.unsqueeze(-2), dim=-1)
-        g_new = log_b - _lse(log_k + f_new.unsqueeze(-1), dim=-2)
+        f_new = log_a - torch.logsumexp(log_k + g.unsqueeze(-2), dim=-1)
+        g_new = log_b - torch.logsumexp(log_k + f_new.unsqueeze(-1), dim=-2)
         if tol is None:
             f, g = f_new, g_new
             continue
@@ -43,12 +43,6 @@ def sinkhorn_log(cost: torch.Tensor, a: torch.Tensor, b: torch.Tensor, eps: floa
             if bool(done.all()):
                 break
     return torch.exp(log_k + f.unsqueeze(-1) + g.unsqueeze(-2))
-
-
-def _lse(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """logsumexp that is −inf (not NaN) over an all −inf slice (a zero-mass row or column)."""
-    out = torch.logsumexp(x, dim=dim)
-    return torch.nan_to_num(out, nan=float("-inf"))
 
 
 def uniform(shape: tuple[int, ...], n: int, like: torch.Tensor) -> torch.Tensor:

@@ -59,7 +59,9 @@ class FrozenTextTower:
             p.requires_grad_(False)
 
     def to(self, device: torch.device) -> "FrozenTextTower":
-        self.model.to(device)
+        """Move once: every step calls this, and a module ``to`` walks all its tensors."""
+        if self.model.positional_embedding.device != device:
+            self.model.to(device)
         return self
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -221,7 +221,7 @@ def options_for(data: "DataConfig") -> dict[str, Any]:
         raise ValueError(f"data.masks is for the waterbirds format only (data.format is '{data.format}')")
     if data.format not in FORMATS:
         raise ValueError(f"data.format '{data.format}' is not a native format ({', '.join(FORMATS)})")
-    return FORMATS.get(data.format).options(data)
+    return FORMATS.get(data.format).scan_options(data)
 
 
 def prepare_index(data: "DataConfig", out: str | Path, force: bool = False) -> bool:

@@ -212,10 +212,9 @@ def no_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -
     return {}
 
 
-def generic_options(data: "DataConfig") -> dict[str, Any]:
-    """A format's options from ``data.options`` (checked against its ``scan`` signature) and the
-    caption source: all a new format needs, without a key of its own in the data section."""
-    return {**data.options, "captions": data.captions}
+def no_options(data: "DataConfig") -> dict[str, Any]:
+    """A format without keys of its own in the data section (``data.options`` still reaches it)."""
+    return {}
 
 
 @dataclass(frozen=True)
@@ -223,10 +222,15 @@ class DatasetFormat:
     """A native dataset format: one module's entry in ``FORMATS``.
 
     ``scan(src, report, **options)`` reads and checks the native layout into an :class:`IndexTable`;
-    ``options(data)`` picks its keyword options from the config's data section; ``metrics(y, pred,
+    ``options(data)`` picks the keys of its own from the config's data section; ``metrics(y, pred,
     classes)`` adds what the dataset's paper reports beyond the group accuracies.
     """
 
     scan: Callable[..., "IndexTable | None"]
-    options: Callable[["DataConfig"], dict[str, Any]] = generic_options
+    options: Callable[["DataConfig"], dict[str, Any]] = no_options
     metrics: Callable[[np.ndarray, np.ndarray, Sequence[str]], dict[str, float]] = no_metrics
+
+    def scan_options(self, data: "DataConfig") -> dict[str, Any]:
+        """The keyword options of ``scan``: its own keys, the caption source, then ``data.options``
+        (checked against ``scan``'s signature by the caller)."""
+        return {**self.options(data), "captions": data.captions, **data.options}

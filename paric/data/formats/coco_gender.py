@@ -198,7 +198,7 @@ def options(data: "DataConfig") -> dict[str, Any]:
     """GALS' caption rule and evaluation split (``data.coco``) and the split seed."""
     c = data.coco
     return {"min_captions": c.min_captions, "eval_per_class": c.eval_per_class, "seed": data.seed,
-            "split_dir": c.split_dir, "captions": data.captions, **data.options}
+            "split_dir": c.split_dir}
 
 
 #: GALS' COCO table reports the outcome ratio and divergence between man and woman images

@@ -135,8 +135,7 @@ def scan(src: Path, report: CheckReport, classes: list[str] | None = None, val_f
 
 def options(data: "DataConfig") -> dict[str, Any]:
     """The class subset, the held-out share of train and its seed (``data.classes``, ``val_fraction``, ``seed``)."""
-    return {"classes": data.classes, "val_fraction": data.val_fraction, "seed": data.seed,
-            "captions": data.captions, **data.options}
+    return {"classes": data.classes, "val_fraction": data.val_fraction, "seed": data.seed}
 
 
 #: GALS' red-meat table reports per-class and worst-class accuracy

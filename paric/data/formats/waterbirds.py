@@ -117,8 +117,8 @@ def scan(src: Path, report: CheckReport, masks: str | Path | None = None,
 
 
 def options(data: "DataConfig") -> dict[str, Any]:
-    """The CUB segmentations folder (``data.masks``) and the caption source."""
-    return {"masks": data.masks, "captions": data.captions, **data.options}
+    """The CUB segmentations folder (``data.masks``)."""
+    return {"masks": data.masks}
 
 
 #: mean and worst-group accuracy are its paper's numbers (paric.eval.groups): no metrics of its own
