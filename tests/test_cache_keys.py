@@ -145,6 +145,32 @@ def test_final_runs_are_keyed_on_the_backbone(made, tmp_path):
     assert run_key(moved, "lico") != before["lico"] and run_key(moved, "vanilla") == before["vanilla"]
 
 
+def test_a_run_is_keyed_on_the_sources_it_reads_only(made, tmp_path):
+    """Adding a source to maps.sources (LaZSL's) retrains only the runs that read its columns; a change
+    in a source a run reads, or in what every source shares (the VLM), retrains that run."""
+    cfg, _ = made
+    moved, _ = _copy(made, tmp_path / "src")
+    maps = moved.output_path("maps", "train")
+    n, h = 2, 3
+    rows = {"image_id": ["a", "b"], "split": ["train"] * n, "label": np.zeros(n, int), "group": np.zeros(n, int),
+            "map_det": np.ones((n, h, h)), "map_lazsl": np.ones((n, h, h)), "map_lazsl_score": np.ones((n, h, h))}
+
+    def write(prov: dict) -> dict[str, str]:
+        shutil.rmtree(maps, ignore_errors=True)
+        store.write_part(store.build_table(rows, prov), store.part_path(maps, 0))
+        store.mark_complete(maps, n, prov)
+        return {m: run_key(moved, m) for m in ("vanilla", "gals", "gals_lazsl")}
+
+    base = {"vlm_weights": "w1", "sources": {"gals": {}}}
+    before = write(base)
+    added = write({**base, "sources": {"gals": {}, "lazsl": {"crops": 30}}})
+    assert added["vanilla"] == before["vanilla"] and added["gals"] == before["gals"]
+    changed = write({**base, "sources": {"gals": {}, "lazsl": {"crops": 90}}})
+    assert changed["gals_lazsl"] != added["gals_lazsl"] and changed["gals"] == added["gals"]
+    other_vlm = write({**base, "vlm_weights": "w2", "sources": {"gals": {}, "lazsl": {"crops": 90}}})
+    assert all(other_vlm[m] != changed[m] for m in other_vlm)
+
+
 def test_an_invocation_fingerprints_each_dataset_once_and_afresh_after_its_data_stage(made, tmp_path):
     """Inside ``fixed_data`` a root is hashed once; ``forget`` (the data stage's last step) drops it,
     so data rewritten by the data stage is fingerprinted again."""

@@ -1,4 +1,4 @@
-"""LaZSL's core (issue 16, begun): descriptor sentences and fallbacks, seeded crops, the batched
+"""LaZSL (issue 16): descriptor sentences and fallbacks, seeded crops, the batched
 OT classifier against POT and per image, and the relevance map painted from the plan."""
 from __future__ import annotations
 
@@ -115,3 +115,66 @@ def test_zero_shot_reports_three_classifiers_and_its_clip_matches_the_vlm_stage(
     assert out["fell_back"] == ["blob"] and out["n"] == 6 and out["crops"] == 4
     assert out["acc"]["clip"] == pytest.approx(zero_shot_accuracy(vlm, images, labels, classes, "a photo of a {}"))
     assert all(0.0 <= a <= 1.0 for a in out["acc"].values())
+
+
+def test_relevance_by_score_share_follows_the_crops_that_match_the_class():
+    plans = torch.full((1, 1, 2, 1), 0.5)  # equal mass on both crops
+    fused = torch.tensor([0.8, 0.2]).view(1, 1, 2, 1)
+    boxes = torch.tensor([[[0.0, 0.0, 2.0, 2.0], [2.0, 2.0, 4.0, 4.0]]])
+    mass = relevance(plans, boxes, torch.tensor([0]), 4, 4)
+    score = relevance(plans, boxes, torch.tensor([0]), 4, 4, fused=fused)
+    assert float(mass[0, 3, 3]) == pytest.approx(1.0)  # mass cannot tell the crops apart
+    assert float(score[0, 0, 0]) == pytest.approx(1.0) and float(score[0, 3, 3]) == pytest.approx(0.25)
+
+
+def test_the_transported_mass_map_does_not_depend_on_the_class():
+    """Why the source writes the score-share map too: each crop's transported mass is its marginal,
+    the same for every class (to Sinkhorn's tolerance)."""
+    g, r, t, valid = _problem(seed=2)
+    out = classify(g, r, t, valid, LazslConfig(iters=3000, tol=None))
+    boxes = crop_boxes([f"i{i}" for i in range(len(g))], 16, 16, r.shape[1], seed=0)
+    by_class = [relevance(out.plans, boxes, torch.full((len(g),), c), 16, 16) for c in range(t.shape[0])]
+    assert all(float((m - by_class[0]).abs().max()) < 1e-4 for m in by_class[1:])
+    shares = [relevance(out.plans, boxes, torch.full((len(g),), c), 16, 16, fused=out.fused) for c in range(2)]
+    assert float((shares[0] - shares[1]).abs().max()) > 1e-3
+
+
+def _source(crops: int = 5):
+    from paric.attention.gradcam import resolve_layer
+    from paric.attention.sources import MAP_SOURCES
+    from paric.config import Config
+    from paric.vlm.factory import load_vlm
+
+    cfg = Config.model_validate({"lazsl": {"crops": crops}, "maps": {"sources": ["lazsl"]}})
+    vlm = load_vlm("paric-micro-vit")
+    src = MAP_SOURCES.get("lazsl")(cfg)
+    grid = resolve_layer(vlm.model.visual, vlm.image_size).grid
+    src.setup(vlm, ["circle", "triangle"], grid)
+    return src, vlm, grid
+
+
+def test_the_lazsl_source_writes_maps_at_the_store_grid_whatever_the_batch():
+    src, vlm, grid = _source()
+    gen = torch.Generator().manual_seed(0)
+    x = vlm.normalise((torch.rand(3, vlm.image_size, vlm.image_size, 3, generator=gen) * 255).to(torch.uint8))
+    ids, labels = ["a", "b", "c"], np.array([0, 1, 0])
+    cols = src.compute(x, ids, labels)
+    assert set(cols) == {c.name for c in src.columns} == {"map_lazsl", "map_lazsl_score"}
+    for m in cols.values():
+        assert m.shape == (3, *grid) and m.min() >= 0 and np.allclose(m.max((1, 2)), 1.0)
+    alone = src.compute(x[1:2], ids[1:2], labels[1:2])
+    for k in cols:
+        np.testing.assert_allclose(alone[k][0], cols[k][1], atol=1e-6)
+    assert src.provenance()["crops"] == 5 and len(src.provenance()["descriptors"]) == 16
+
+
+def test_a_missing_or_malformed_descriptor_file_fails_at_config_load(tmp_path):
+    from paric.config import ConfigError, load_config
+
+    repo = __import__("pathlib").Path(__file__).resolve().parents[1]
+    with pytest.raises(ConfigError, match=r"lazsl.descriptors.*nope.json: descriptor file not found"):
+        load_config(repo / "conf" / "default.yaml", [f"lazsl.descriptors={tmp_path / 'nope.json'}"])
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"circle": [1]}))
+    with pytest.raises(ConfigError, match=r"bad.json: key 'circle'"):
+        load_config(repo / "conf" / "default.yaml", [f"lazsl.descriptors={bad}"])

@@ -5,6 +5,7 @@ count or break the input and check what is (and is not) left on disk.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -54,6 +55,15 @@ def test_outputs_exist_and_are_readable_without_ray(run):
     assert 0 < q["energy_in_mask"]["uniform"] < 0.3
     zs = (cfg.output_path("vlm", "clip", "pretrain.json")).read_text()
     assert "acc_all_shapes" in zs
+    # LaZSL: its maps beside the others (scored by the quality stage) and its zero-shot accuracies
+    ms = store.read_store(cfg.output_path("maps", "test"))
+    assert ms.maps["map_lazsl"].shape == ms.map_det.shape and float(ms.maps["map_lazsl"].max()) == 1.0
+    assert {"lazsl", "lazsl_score"} <= set(q["energy_in_mask"])
+    assert ms.provenance["sources"]["lazsl"]["crops"] == cfg.lazsl.crops
+    zero = summary["zero_shot"]
+    assert zero["classes"]["n"] == 16 and set(zero["classes"]["acc"]) == {"clip", "by_description", "lazsl"}
+    assert zero["classes"]["acc"]["clip"] == json.loads(zs)["zero_shot"]["acc_classes"]
+    assert cfg.output_path("zeroshot", "lazsl_crops.png").stat().st_size > 0
 
 
 def test_rerun_skips_every_stage(run, caplog):

@@ -50,6 +50,9 @@ class MapSource:
 
     columns: ClassVar[tuple[Column, ...]] = ()
     needs_adapters: ClassVar[bool] = False
+    #: True: its maps are Grad-CAM maps of the shared engine (:meth:`sampler`, :meth:`to_columns`);
+    #: False: it computes its columns itself (:meth:`setup`, :meth:`compute`; LaZSL's plan)
+    engine: ClassVar[bool] = True
 
     def __init__(self, cfg: "Config", adapters: Path | None = None) -> None:
         self.cfg = cfg
@@ -65,6 +68,14 @@ class MapSource:
 
     def to_columns(self, maps: torch.Tensor) -> dict[str, np.ndarray]:
         """The engine's (B, n_scores, h, w) maps for this source -> its store columns."""
+        raise NotImplementedError
+
+    def setup(self, vlm, classes: list[str], grid: tuple[int, int]) -> None:
+        """A non-engine source's runtime part, built once per actor: the VLM, the split's classes and
+        the store's map grid (the saliency layer's)."""
+
+    def compute(self, x: torch.Tensor, image_ids: list[str], labels: np.ndarray) -> dict[str, np.ndarray]:
+        """A non-engine source's columns for normalised images (B, 3, S, S), their ids and labels."""
         raise NotImplementedError
 
 
@@ -112,6 +123,14 @@ class PARICSource(MapSource):
     def to_columns(self, maps: torch.Tensor) -> dict[str, np.ndarray]:
         mean, median, std = (t.cpu().numpy() for t in aggregate_samples(maps))
         return {"map_samples": maps.cpu().numpy(), "map_mean": mean, "map_median": median, "map_std": std}
+
+
+def _register_modules() -> None:
+    """Sources defined in their own modules register on import (after this module's classes exist)."""
+    import paric.zeroshot.source  # noqa: F401  'lazsl'
+
+
+_register_modules()
 
 
 def configured_sources(cfg: "Config", adapters: Path | None = None) -> list[MapSource]:

@@ -99,6 +99,41 @@ def maps_figure(cfg: Config, root: Path, before: tuple[str, Path], after: tuple[
     return _save(fig, out)
 
 
+def lazsl_figure(examples: list[dict], names: list[str], out: Path) -> Path:
+    """Rows: test images; columns: the image with its top crops (numbered by their share of the true
+    class's score), the two LaZSL pixel maps, and each crop's best descriptor."""
+    import matplotlib.patches as patches
+
+    fig, axes = plt.subplots(len(examples), 4, figsize=(11.0, 2.2 * len(examples)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1, 1, 1.9]})
+    colours = ["red", "orange", "yellow", "cyan", "lime"]
+    for i, ex in enumerate(examples):
+        img = ex["image"]
+        ax_img, ax_mass, ax_score, ax_txt = axes[i]
+        ax_img.imshow(img)
+        for j, crop in enumerate(ex["crops"]):
+            x0, y0, x1, y1 = crop["box"]
+            ax_img.add_patch(patches.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, linewidth=1.5,
+                                               edgecolor=colours[j % len(colours)]))
+            ax_img.text(x0 + 1, y0 + 5, str(j + 1), color=colours[j % len(colours)], fontsize=7)
+        for ax, key in ((ax_mass, "mass"), (ax_score, "score")):
+            ax.imshow(img)
+            ax.imshow(np.asarray(ex["heat"][key], dtype=np.float32), cmap="jet", alpha=0.5)
+        lines = [f"{names[ex['group']]}: true {ex['label']}, LaZSL says {ex['predicted']}"]
+        lines += [f"{j + 1}. mass {c['mass']:.3f}, score {c['score']:.4f}: {c['descriptor']}"
+                  for j, c in enumerate(ex["crops"])]
+        ax_txt.text(0.0, 0.5, "\n".join(lines), fontsize=7, va="center", family="monospace")
+        ax_txt.axis("off")
+        for ax in (ax_img, ax_mass, ax_score):
+            ax.set_xticks([])
+            ax.set_yticks([])
+        if i == 0:
+            ax_img.set_title("top crops (true class)", fontsize=8)
+            ax_mass.set_title("LaZSL map: mass", fontsize=8)
+            ax_score.set_title("LaZSL map: score share", fontsize=8)
+    return _save(fig, out)
+
+
 def group_bars(per_group: dict[str, list[float | None]], names: list[str], out: Path) -> Path:
     """Grouped bars: test accuracy of every group for each method (mean over seeds)."""
     methods = list(per_group)

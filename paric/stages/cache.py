@@ -18,7 +18,7 @@ from paric.io import atomic_path, write_json
 
 log = logging.getLogger("paric")
 MARKER = "_DONE.json"
-STAGES = ("data", "vlm", "adapters", "maps", "quality", "backbone", "sweep", "train", "report")
+STAGES = ("data", "vlm", "adapters", "maps", "quality", "zeroshot", "backbone", "sweep", "train", "report")
 _forced: set[str] = set()
 EVENTS: list[dict[str, Any]] = []  # one row per finished stage in this process: the run's summary table
 

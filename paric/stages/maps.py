@@ -15,12 +15,14 @@ from paric.io import write_json
 from paric.stages.precompute import precompute_split
 from paric.stages.prepare import adapter_stage, data_stage, set_threads, vlm_stage
 from paric.stages.quality import quality_stage
+from paric.stages.zeroshot import zeroshot_stage
 
 log = logging.getLogger("paric")
 
 
 def run_precompute(cfg: Config, progress: bool = True) -> dict:
-    """data → VLM → adapters (when a source samples through them) → maps per split → map quality."""
+    """data → VLM → adapters (when a source samples through them) → maps per split → map quality →
+    zero-shot accuracy (CLIP, by description, LaZSL) when the ``lazsl`` source is configured."""
     set_threads(cfg)
     out = cfg.output_path()
     out.mkdir(parents=True, exist_ok=True)
@@ -34,8 +36,9 @@ def run_precompute(cfg: Config, progress: bool = True) -> dict:
     for split in cfg.maps.splits:
         stores[split] = precompute_split(cfg, root, split, vlm_art, adapter_ckpt, layer)
     quality = quality_stage(cfg, root, layer)
+    zero = zeroshot_stage(cfg, root, vlm_art) if "lazsl" in cfg.maps.sources else None
     summary = {"data": str(root), "vlm": str(vlm_art.checkpoint or vlm_art.pretrained),
                "adapters": str(adapter_ckpt) if adapter_ckpt else None, "maps": {s: str(p) for s, p in stores.items()},
-               "quality": quality}
+               "quality": quality, "zero_shot": zero}
     write_json(out / "precompute_summary.json", summary)
     return summary

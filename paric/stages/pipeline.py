@@ -22,7 +22,7 @@ from paric.config import Config
 from paric.data.fingerprint import fixed_data
 from paric.regularizers.reference import REFERENCES
 from paric.io import write_json
-from paric.report.results import build_results, load_quality, write_report
+from paric.report.results import ZERO_SHOT_FIGURE, build_results, load_quality, write_report
 from paric.stages.cache import EVENTS, set_forced
 from paric.stages.runner import Stage, run_stage
 from paric.stages.classifier import backbone_stage
@@ -96,6 +96,11 @@ def report_stage(cfg: Config, root: Path, summary: dict, sweeps: dict[str, dict]
         before, after = figure_runs(cfg, summary)
         if before and after:
             figures.append(maps_figure(cfg, root, before, after, out / "maps.png", cfg.report.examples_per_group))
+        crops = cfg.output_path("zeroshot", ZERO_SHOT_FIGURE)
+        if crops.is_file():  # LaZSL's crops figure, beside the others (and in MLflow with them)
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(crops, out / crops.name)
+            figures.append(out / crops.name)
         for method, sw in sweeps.items():
             dists = distributions(cfg.sweep.spaces[method], cfg.maps.K)
             figures.extend(sweep_figures(sw["trials"], dists, method, out))

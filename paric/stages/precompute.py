@@ -20,6 +20,7 @@ import torch
 from ray.data import ActorPoolStrategy
 
 from paric import store
+from paric.attention.gradcam import resolve_layer
 from paric.attention.reference import GradCamEngine
 from paric.attention.sources import MapSource, configured_sources
 from paric.config import Config
@@ -42,8 +43,14 @@ class ShardMapper:
         self.device = torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
         self.vlm.model.to(self.device)
         self.sources = sources
-        self.engine = GradCamEngine(self.vlm, prompts, [src.sampler(self.device) for src in sources], layer=layer)
         self.ds = WaterbirdsDataset(root, split, image_size=self.vlm.image_size, with_masks=False)
+        on_engine = [src for src in sources if src.engine]
+        self.engine = GradCamEngine(self.vlm, prompts, [src.sampler(self.device) for src in on_engine],
+                                    layer=layer) if on_engine else None
+        grid = resolve_layer(self.vlm.model.visual, self.vlm.image_size, layer).grid
+        for src in sources:
+            if not src.engine:
+                src.setup(self.vlm, self.ds.classes, grid)
         self.split, self.shard_size, self.batch_size = split, shard_size, batch_size
         self.out_dir, self.provenance = Path(out_dir), provenance
 
@@ -55,9 +62,12 @@ class ShardMapper:
         for b in range(0, len(items), self.batch_size):
             batch = items[b : b + self.batch_size]
             x = self.vlm.normalise(torch.from_numpy(np.stack([it["image"] for it in batch]))).to(self.device)
-            maps = self.engine(x, [it["image_id"] for it in batch])
-            for src, m in zip(self.sources, maps):
-                for k, v in src.to_columns(m).items():
+            ids = [it["image_id"] for it in batch]
+            maps = iter(self.engine(x, ids) if self.engine is not None else [])
+            labels = np.array([it["label"] for it in batch])
+            for src in self.sources:
+                out = src.to_columns(next(maps)) if src.engine else src.compute(x, ids, labels)
+                for k, v in out.items():
                     cols.setdefault(k, []).append(v)
         rows: dict[str, np.ndarray | list] = {k: np.concatenate(v) for k, v in cols.items()}
         rows["image_id"] = [it["image_id"] for it in items]

@@ -146,16 +146,24 @@ def zero_shot_report(cfg: Config, root: Path, vlm: VLM) -> dict:
     among every shape named in the caption corpus."""
     test = WaterbirdsDataset(root, "test", image_size=vlm.image_size, with_masks=False)
     images = stack_images(test)
-    labels = test.rows["y"].to_numpy()
     report = {"n": int(len(test)), "classes": test.classes}
-    report["acc_classes"] = zero_shot_accuracy(vlm, images, labels, test.classes, cfg.vlm.class_template)
+    for name, (classes, labels) in label_sets(root, test).items():
+        report[f"acc_{name}"] = zero_shot_accuracy(vlm, images, labels, classes, cfg.vlm.class_template)
+        if name == "all_shapes":
+            report["all_shapes"] = classes
+    return report
+
+
+def label_sets(root: Path, split: WaterbirdsDataset) -> dict[str, tuple[list[str], np.ndarray]]:
+    """The zero-shot tasks of a split: its classes, and (when the embedded benchmark's corpus names more
+    shapes than its classes) every shape, each as (class names, labels)."""
+    labels = split.rows["y"].to_numpy()
+    out = {"classes": (split.classes, labels)}
     meta = json.loads((root / "dataset.json").read_text()) if (root / "dataset.json").is_file() else {}
     shapes = meta.get("shapes")
-    if shapes and all(c in shapes for c in test.classes):
-        shape_labels = np.array([shapes.index(test.classes[y]) for y in labels])
-        report["acc_all_shapes"] = zero_shot_accuracy(vlm, images, shape_labels, shapes, cfg.vlm.class_template)
-        report["all_shapes"] = shapes
-    return report
+    if shapes and all(c in shapes for c in split.classes):
+        out["all_shapes"] = (list(shapes), np.array([shapes.index(split.classes[y]) for y in labels]))
+    return out
 
 
 def adapter_stage(cfg: Config, root: Path, vlm_art: VLMArtifact, progress: bool = True) -> Path:

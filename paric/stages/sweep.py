@@ -34,7 +34,7 @@ from paric.stages.runner import Stage, run_stage
 from paric.stages.train import MODEL, RESULT, STATE, TRAINING_KEYS, Tracking, run_on_ray, store_result, upstream_key
 from paric.stages.train_data import method_train_data, run_datasets
 from paric.train.loop import completed
-from paric.train.run import evaluate_saved, save_best
+from paric.train.run import evaluate_saved, save_best, split_columns
 from paric.stages.trial_runs import ACTIVE, TrialRuns
 
 log = logging.getLogger("paric")
@@ -112,7 +112,12 @@ def sweep_spec(cfg: Config, method: str) -> Stage:
             "method": cfg.method(method).model_dump(mode="json"), "workers": max(1, cfg.train.num_workers)}
     digest = hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
     return Stage(f"sweep {method}", cfg.output_path("sweep", method), (*TRAINING_KEYS, "run.seed"),
-                 (digest, upstream_key(cfg)), outputs=("best.json",))
+                 (digest, upstream_key(cfg, sweep_columns(cfg, method))), outputs=("best.json",))
+
+
+def sweep_columns(cfg: Config, method: str) -> list[str]:
+    """The map-store columns any of the method's trials reads (its space may choose the reference)."""
+    return split_columns(cfg, method, cfg.sweep.spaces[method].choices("reference") or None)[0]
 
 
 def sweep_stage(cfg: Config, root: Path, method: str, backbone: Path | None, tracking: Tracking | None = None,

@@ -22,6 +22,7 @@ from ray.train import (Checkpoint, CheckpointConfig, DataConfig, FailureConfig, 
                        ScalingConfig)
 from ray.train.torch import TorchTrainer
 
+from paric.attention.sources import MAP_SOURCES
 from paric.config import Config
 from paric.io import write_json
 from paric.regularizers import REGULARIZERS
@@ -30,11 +31,12 @@ from paric.stages.prepare import vlm_id
 from paric.stages.train_data import method_train_data, run_datasets, train_labels
 from paric.stages.cache import forced, is_done, mark_done, timed_stage
 from paric.stages.ray_env import cluster_gpus, without_progress
-from paric.store import read_provenance
+from paric.store import provenance_hash, read_provenance
 from paric.tracking import log_artifact, log_history, log_metrics, start_run
 from paric.train.fit_log import epoch_line
 from paric.train.loop import fit
-from paric.train.run import (RunSpec, class_names, dataset_info, make_spec, make_trainer, run_in_memory, save_best, test_metrics)
+from paric.train.run import (RunSpec, class_names, dataset_info, make_spec, make_trainer, run_in_memory, save_best,
+                             split_columns, test_metrics)
 
 log = logging.getLogger("paric")
 STATE = "state.pt"
@@ -167,10 +169,19 @@ TRAINING_KEYS = ("classifier", "train.epochs", "train.patience", "train.batch_si
                  "train.head_lr", "train.momentum", "train.weight_decay", "train.warmup_epochs", "train.flip")
 
 
-def upstream_key(cfg: Config) -> str:
-    """What every trained run reads besides its config: the map store (which carries the data's and the
-    VLM's content hashes) and the backbone it starts from."""
-    return str(read_provenance(cfg.output_path("maps", "train")).get("hash", "")) + ":" + backbone_id(cfg)
+def upstream_key(cfg: Config, columns: list[str]) -> str:
+    """What a trained run reads besides its config: the map store's shared provenance (the data's and
+    the VLM's content hashes), that of the sources whose ``columns`` it reads, and the backbone.
+
+    Why not the store's whole hash: adding a source to ``maps.sources`` (LaZSL's map) would then
+    retrain every run, vanilla included, though none of them reads the new column.
+    """
+    prov = read_provenance(cfg.output_path("maps", "train"))
+    sources = prov.get("sources", {})
+    read = {name: p for name, p in sources.items() if name in MAP_SOURCES
+            and any(c.name in columns for c in MAP_SOURCES.get(name).columns)}
+    body = {**{k: v for k, v in prov.items() if k not in ("hash", "sources")}, "sources": read}
+    return provenance_hash(body) + ":" + backbone_id(cfg)
 
 
 def run_key(cfg: Config, method: str) -> str:
@@ -179,7 +190,7 @@ def run_key(cfg: Config, method: str) -> str:
     m = cfg.method(method)
     text = ":" + vlm_id(cfg) if REGULARIZERS.get(m.regularizer).needs_text else ""
     return cfg.section_hash(*TRAINING_KEYS, "eval") + ":" + json.dumps(m.model_dump(), sort_keys=True) \
-        + ":" + upstream_key(cfg) + text
+        + ":" + upstream_key(cfg, split_columns(cfg, method)[0]) + text
 
 
 def cached_result(cfg: Config, method: str, seed: int) -> dict | None:

@@ -62,6 +62,7 @@ def crop_mass(g: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
 class LazslOutput:
     scores: torch.Tensor  # (B, C) ⟨T_c, S̃⟩
     plans: torch.Tensor  # (B, C, M, N) transport plans
+    fused: torch.Tensor  # (B, C, M, N) S̃, the fused similarities the plans transport over
     by_description: torch.Tensor  # (B, C) mean_n ⟨g, t_n⟩ (classification by description)
 
 
@@ -78,17 +79,25 @@ def classify(g: torch.Tensor, r: torch.Tensor, t: torch.Tensor, t_valid: torch.T
     b = (valid / valid.sum(-1, keepdim=True)).unsqueeze(0).expand(B, C, N)
     plans = sinkhorn_log(1 - fused, a, b, cfg.eps, cfg.iters, cfg.tol)
     by_description = (global_sim * valid).sum(-1) / valid.sum(-1)
-    return LazslOutput((plans * fused).sum((-1, -2)), plans, by_description)
+    return LazslOutput((plans * fused).sum((-1, -2)), plans, fused, by_description)
 
 
-def relevance(plans: torch.Tensor, boxes: torch.Tensor, classes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def relevance(plans: torch.Tensor, boxes: torch.Tensor, classes: torch.Tensor, height: int, width: int,
+              fused: torch.Tensor | None = None) -> torch.Tensor:
     """Pixel relevance (B, H, W) in [0, 1]: Σ over crops of the mass transported to ``classes``'
-    descriptors, painted over each crop's box."""
-    mass = plans[torch.arange(len(plans)), classes].sum(-1)  # (B, M)
-    ys = torch.arange(height, dtype=boxes.dtype).view(1, 1, height, 1) + 0.5
-    xs = torch.arange(width, dtype=boxes.dtype).view(1, 1, 1, width) + 0.5
+    descriptors, painted over each crop's box (the issue's form).
+
+    With ``fused`` (B, C, M, N), each crop's *score contribution* Σ_n T_mn·S̃_mn instead. Why both: the
+    plan's row marginal is the crop mass itself (uniform over the kept crops, whatever the class), so
+    the transported mass says which crops were kept, not which carry the class; the contribution
+    weighs each crop by how well it matches the class's descriptors (measured side by side, README).
+    """
+    idx = torch.arange(len(plans), device=plans.device)
+    mass = (plans[idx, classes] * (fused[idx, classes] if fused is not None else 1.0)).sum(-1)  # (B, M)
+    ys = torch.arange(height, dtype=boxes.dtype, device=boxes.device).view(1, 1, height, 1) + 0.5
+    xs = torch.arange(width, dtype=boxes.dtype, device=boxes.device).view(1, 1, 1, width) + 0.5
     x0, y0, x1, y1 = (boxes[..., i].view(*boxes.shape[:2], 1, 1) for i in range(4))
     inside = ((xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)).to(mass)
-    heat = (inside * mass.view(*mass.shape, 1, 1)).sum(1)
+    heat = (inside * mass.clamp_min(0).view(*mass.shape, 1, 1)).sum(1)
     peak = heat.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
     return heat / peak
