@@ -10,7 +10,7 @@ import torch
 
 from paric import store
 from paric.attention.reference import GradCamEngine
-from paric.attention.sources import MAP_SOURCES, declared_columns
+from paric.attention.sources import MAP_SOURCES, build_sources, compute_columns, declared_columns
 from paric.config import AdapterConfig, load_config
 from paric.vlm.adapters import build_adapters
 from paric.vlm.factory import load_vlm
@@ -36,8 +36,9 @@ def test_every_source_writes_its_declared_columns_and_reads_them_back(parts, nam
     vlm, ckpt, x, ids = parts
     cfg = load_config(None, ["maps.K=4", f"maps.sources=[{name}]"])
     src = MAP_SOURCES.get(name)(cfg, ckpt)
-    (maps,) = GradCamEngine(vlm, PROMPTS, [src.sampler(torch.device("cpu"))])(x, ids)
-    cols = src.to_columns(maps)
+    engine = build_sources([src], vlm, PROMPTS, "auto", torch.device("cpu"), ["circle", "triangle"])
+    assert (engine is None) == (not src.engine)
+    cols = compute_columns([src], engine, x, ids, np.array([0, 1, 0]))
     declared = declared_columns([name])
     assert list(cols) == list(declared), name  # exactly what it declares, in order
     for col in declared.values():
@@ -71,5 +72,5 @@ def test_unknown_source_and_a_reference_no_source_writes_fail_at_load_time():
     with pytest.raises(ConfigError, match="unknown map source"):
         load_config(REPO / "conf" / "default.yaml", ["maps.sources=[gals,prolipx]"])
     gals_only = load_config(REPO / "conf" / "default.yaml", ["maps.sources=[gals]"])
-    with pytest.raises(ValueError, match="reads \\['map_samples'\\], which maps.sources \\['gals'\\] do not write"):
+    with pytest.raises(ValueError, match="reads \\['map_(lazsl|samples)'\\], which maps.sources \\['gals'\\] do not write"):
         check_pipeline_config(gals_only)

@@ -125,6 +125,34 @@ class PARICSource(MapSource):
         return {"map_samples": maps.cpu().numpy(), "map_mean": mean, "map_median": median, "map_std": std}
 
 
+def build_sources(sources: list[MapSource], vlm, prompts: list[str], layer: str, device: torch.device,
+                  classes: list[str]):
+    """Build the runtime parts once (per actor): the Grad-CAM engine over every engine source's
+    sampler (None when there is none), and each other source's :meth:`MapSource.setup`."""
+    from paric.attention.gradcam import resolve_layer
+    from paric.attention.reference import GradCamEngine
+
+    on_engine = [src for src in sources if src.engine]
+    engine = GradCamEngine(vlm, prompts, [src.sampler(device) for src in on_engine], layer=layer) \
+        if on_engine else None
+    grid = resolve_layer(vlm.model.visual, vlm.image_size, layer).grid
+    for src in sources:
+        if not src.engine:
+            src.setup(vlm, classes, grid)
+    return engine
+
+
+def compute_columns(sources: list[MapSource], engine, x: torch.Tensor, image_ids: list[str],
+                    labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Every source's columns for one batch of normalised images: one engine pass for the Grad-CAM
+    sources, then the others' own :meth:`MapSource.compute`."""
+    maps = iter(engine(x, image_ids) if engine is not None else [])
+    cols: dict[str, np.ndarray] = {}
+    for src in sources:
+        cols.update(src.to_columns(next(maps)) if src.engine else src.compute(x, image_ids, labels))
+    return cols
+
+
 def _register_modules() -> None:
     """Sources defined in their own modules register on import (after this module's classes exist)."""
     import paric.zeroshot.source  # noqa: F401  'lazsl'

@@ -20,9 +20,7 @@ import torch
 from ray.data import ActorPoolStrategy
 
 from paric import store
-from paric.attention.gradcam import resolve_layer
-from paric.attention.reference import GradCamEngine
-from paric.attention.sources import MapSource, configured_sources
+from paric.attention.sources import MapSource, build_sources, compute_columns, configured_sources
 from paric.config import Config
 from paric.data import WaterbirdsDataset
 from paric.stages.cache import timed_stage
@@ -33,8 +31,8 @@ log = logging.getLogger("paric")
 
 
 class ShardMapper:
-    """Ray Data callable class: builds the Grad-CAM engine and every source's sampler once per actor,
-    then maps whole shards."""
+    """Ray Data callable class: builds every source's runtime part (the Grad-CAM engine, LaZSL's
+    scorer) once per actor, then maps whole shards."""
 
     def __init__(self, root: str, split: str, vlm_art: VLMArtifact, sources: list[MapSource], prompts: list[str],
                  layer: str, shard_size: int, batch_size: int, out_dir: str, provenance: dict, threads: int):
@@ -44,13 +42,7 @@ class ShardMapper:
         self.vlm.model.to(self.device)
         self.sources = sources
         self.ds = WaterbirdsDataset(root, split, image_size=self.vlm.image_size, with_masks=False)
-        on_engine = [src for src in sources if src.engine]
-        self.engine = GradCamEngine(self.vlm, prompts, [src.sampler(self.device) for src in on_engine],
-                                    layer=layer) if on_engine else None
-        grid = resolve_layer(self.vlm.model.visual, self.vlm.image_size, layer).grid
-        for src in sources:
-            if not src.engine:
-                src.setup(self.vlm, self.ds.classes, grid)
+        self.engine = build_sources(sources, self.vlm, prompts, layer, self.device, self.ds.classes)
         self.split, self.shard_size, self.batch_size = split, shard_size, batch_size
         self.out_dir, self.provenance = Path(out_dir), provenance
 
@@ -62,13 +54,9 @@ class ShardMapper:
         for b in range(0, len(items), self.batch_size):
             batch = items[b : b + self.batch_size]
             x = self.vlm.normalise(torch.from_numpy(np.stack([it["image"] for it in batch]))).to(self.device)
-            ids = [it["image_id"] for it in batch]
-            maps = iter(self.engine(x, ids) if self.engine is not None else [])
             labels = np.array([it["label"] for it in batch])
-            for src in self.sources:
-                out = src.to_columns(next(maps)) if src.engine else src.compute(x, ids, labels)
-                for k, v in out.items():
-                    cols.setdefault(k, []).append(v)
+            for k, v in compute_columns(self.sources, self.engine, x, [it["image_id"] for it in batch], labels).items():
+                cols.setdefault(k, []).append(v)
         rows: dict[str, np.ndarray | list] = {k: np.concatenate(v) for k, v in cols.items()}
         rows["image_id"] = [it["image_id"] for it in items]
         rows["split"] = [self.split] * len(items)
