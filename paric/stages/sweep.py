@@ -31,7 +31,8 @@ from paric.search_space import define_by_run, distributions, grid_values, trial_
 from paric.io import write_json
 from paric.stages.cache import forced
 from paric.stages.runner import Stage, run_stage
-from paric.stages.train import MODEL, RESULT, STATE, TRAINING_KEYS, Tracking, run_on_ray, store_result, upstream_key
+from paric.stages.train import (MODEL, RESULT, STATE, TRAINING_KEYS, Tracking, method_key, run_on_ray, store_result,
+                                upstream_key)
 from paric.stages.train_data import method_train_data, run_datasets
 from paric.train.loop import completed
 from paric.train.run import evaluate_saved, save_best, split_columns
@@ -109,7 +110,7 @@ def sweep_spec(cfg: Config, method: str) -> Stage:
     """The sweep stage of one method (its key: :func:`sweep_key`)."""
     settings = cfg.sweep.model_dump(mode="json", exclude={"methods", "spaces"})
     blob = {"settings": settings, "space": cfg.sweep.spaces[method].model_dump(mode="json"),
-            "method": cfg.method(method).model_dump(mode="json"), "workers": max(1, cfg.train.num_workers)}
+            "method": method_key(cfg.method(method)), "workers": max(1, cfg.train.num_workers)}
     digest = hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
     return Stage(f"sweep {method}", cfg.output_path("sweep", method), (*TRAINING_KEYS, "run.seed"),
                  (digest, upstream_key(cfg, sweep_columns(cfg, method))), outputs=("best.json",))

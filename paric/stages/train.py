@@ -23,7 +23,7 @@ from ray.train import (Checkpoint, CheckpointConfig, DataConfig, FailureConfig, 
 from ray.train.torch import TorchTrainer
 
 from paric.attention.sources import MAP_SOURCES
-from paric.config import Config
+from paric.config import Config, MethodConfig
 from paric.io import write_json
 from paric.regularizers import REGULARIZERS
 from paric.stages.classifier import backbone_id
@@ -184,12 +184,18 @@ def upstream_key(cfg: Config, columns: list[str]) -> str:
     return provenance_hash(body) + ":" + backbone_id(cfg)
 
 
+def method_key(m: MethodConfig) -> str:
+    """A method's part of its runs' keys: the keys set away from their defaults. Why not every field:
+    a new method option (with a default that trains as before) then leaves every earlier run cached."""
+    return json.dumps(m.model_dump(mode="json", exclude_defaults=True), sort_keys=True)
+
+
 def run_key(cfg: Config, method: str) -> str:
     """Cache key of a (method, seed) run: what its result depends on (and, for a regulariser with a
     text branch, the VLM it trains through)."""
     m = cfg.method(method)
     text = ":" + vlm_id(cfg) if REGULARIZERS.get(m.regularizer).needs_text else ""
-    return cfg.section_hash(*TRAINING_KEYS, "eval") + ":" + json.dumps(m.model_dump(), sort_keys=True) \
+    return cfg.section_hash(*TRAINING_KEYS, "eval") + ":" + method_key(m) \
         + ":" + upstream_key(cfg, split_columns(cfg, method)[0]) + text
 
 
