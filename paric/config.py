@@ -296,6 +296,41 @@ class MethodConfig(_Section):
     train_groups: Literal["all", "majority"] = Field(
         "all", description="train rows: all, or each class's majority group only (the spurious cue then predicts "
         "the label perfectly, Waterbirds-100's setting, from the same images and maps); '<method>_r100' presets")
+    objective: str = Field("erm", description="the classification loss: a name in paric.train.objectives.OBJECTIVES "
+                           "(erm: mean CE; group_dro: Sagawa et al.'s online group weights)")
+    dro_eta: float = Field(0.01, gt=0, description="group_dro: step size η of the group weights")
+    dro_adjust: float = Field(0.0, ge=0, description="group_dro: generalisation adjustment C (C/√n_g added to "
+                              "each group's loss in the weight update)")
+    posthoc: Literal["none", "dfr"] = Field(
+        "none", description="dfr: no training; retrain the last layer of method 'base''s model on group-balanced "
+        "validation data (Kirichenko et al.)")
+    base: str | None = Field(None, description="posthoc: the trained method whose model (same seed) it starts from")
+    dfr_c: list[float] = Field([1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01], min_length=1,
+                               description="dfr: the ℓ1 inverse strengths C tried (chosen on half of validation)")
+    dfr_subsamples: int = Field(10, ge=1, description="dfr: group-balanced subsamples whose fits are averaged")
+    selection: Literal["auto", "balanced", "worst_group"] = Field(
+        "auto", description="best epoch (and sweep objective): class-balanced validation accuracy (no group "
+        "labels, GALS), or worst-group validation accuracy (as the group-robustness papers); auto: worst-group "
+        "exactly when the method uses group labels otherwise")
+
+    @property
+    def group_labels(self) -> Literal["none", "validation", "training"]:
+        """Which group labels the method uses: in training (Group DRO, group balancing), on validation
+        only (DFR's last-layer data, or worst-group selection), or none (GALS' setting)."""
+        from paric.train.objectives import OBJECTIVES
+
+        if self.balance == "group" or OBJECTIVES.get(self.objective).group_labels == "training":
+            return "training"
+        if self.posthoc != "none" or self.selection == "worst_group":
+            return "validation"
+        return "none"
+
+    @property
+    def selects_on_groups(self) -> bool:
+        """Whether the best epoch is chosen by worst-group validation accuracy."""
+        if self.selection == "auto":
+            return self.balance == "group" or self.objective != "erm" or self.posthoc != "none"
+        return self.selection == "worst_group"
 
     @model_validator(mode="after")
     def _registered(self) -> "MethodConfig":
@@ -303,6 +338,12 @@ class MethodConfig(_Section):
         from paric.regularizers import REGULARIZERS
         from paric.regularizers.reference import REFERENCES
 
+        from paric.train.objectives import OBJECTIVES
+
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective: unknown objective {self.objective!r}; known: {OBJECTIVES.names()}")
+        if self.posthoc != "none" and self.base is None:
+            raise ValueError(f"posthoc: '{self.posthoc}' needs base (the trained method it starts from)")
         if self.regularizer not in REGULARIZERS:
             raise ValueError(f"regularizer: unknown regularizer {self.regularizer!r}; known: {REGULARIZERS.names()}")
         if self.reference != "none" and self.reference not in REFERENCES:
@@ -345,6 +386,9 @@ DEFAULT_METHODS: dict[str, dict] = {
     "paric_median": {**_SWAP, "reference": "median"},
     "paric_mean_unc": {**_SWAP, "reference": "mean", "uncertainty": "inverse_std"},
     "oracle_mask": {**_SWAP, "reference": "oracle"},
+    # the group-robustness baselines (issue 18), each marked by the group labels it uses
+    "group_dro": {"objective": "group_dro", "dro_eta": 0.01, "dro_adjust": 2.0},
+    "dfr": {"posthoc": "dfr", "base": "vanilla"},
     # GALS' loss towards LaZSL's transport-plan map (METHODS.md §5) instead of Grad-CAM's
     "gals_lazsl": {**_SWAP, "reference": "lazsl"},
     "gals_lazsl_score": {**_SWAP, "reference": "lazsl_score"},  # ours: the crops' score contribution
@@ -362,7 +406,8 @@ def with_r100(methods: dict[str, Any], given: set[str] = frozenset()) -> dict[st
     for name, spec in methods.items():
         if name.endswith(R100) or not isinstance(spec, dict) or (name + R100) in given:
             continue
-        out[name + R100] = {**spec, "train_groups": "majority"}
+        out[name + R100] = {**spec, "train_groups": "majority",
+                            **({"base": spec["base"] + R100} if spec.get("base") else {})}
     return out
 
 

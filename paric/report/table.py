@@ -1,10 +1,16 @@
 """Methods × metrics tables (mean ± std over seeds) as Markdown."""
 from __future__ import annotations
 
-DEFAULT_COLUMNS = [("worst_group_acc", "worst-group"), ("mean_group_acc", "mean-of-groups"), ("acc", "overall"),
+DEFAULT_COLUMNS = [("group_labels", "group labels used"), ("worst_group_acc", "worst-group"),
+                   ("mean_group_acc", "mean-of-groups"), ("weighted_acc", "train-weighted avg"), ("acc", "overall"),
                    ("ece", "ECE"), ("pgd_acc", "PGD acc"), ("cam_energy_in_mask", "CAM in mask"),
                    ("insertion_auc", "insertion"), ("deletion_auc", "deletion"), ("faithfulness", "ins − del"),
-                   ("best_epoch", "best epoch"), ("epochs_trained", "epochs run"), ("seconds", "s / run")]
+                   ("best_epoch", "best epoch"), ("epochs_trained", "epochs run"), ("seconds", "s / run"),
+                   ("selection", "selected by")]
+#: the order of the rows: methods without group labels, then those using validation's, then training's
+GROUP_ORDER = ("none", "validation", "training")
+#: columns that hold a word per method, not a mean ± std
+TEXT_COLUMNS = ("group_labels", "selection")
 
 
 def fmt(entry: dict | None, scale: float = 100.0, digits: int = 1) -> str:
@@ -24,8 +30,12 @@ def methods_table(methods: dict[str, dict], columns: list[tuple[str, str]] | Non
     head = "| method | " + " | ".join(label for _, label in columns) + " |"
     sep = "|---|" + "---|" * len(columns)
     rows = []
-    for name, metrics in methods.items():
-        cells = [epochs(metrics.get(key)) if key in ("best_epoch", "epochs_trained") else
+    # sorted by the group information a method uses (none, validation, training), as issue 18 asks
+    order = sorted(methods.items(), key=lambda kv: GROUP_ORDER.index(kv[1].get("group_labels", "none"))
+                   if kv[1].get("group_labels", "none") in GROUP_ORDER else len(GROUP_ORDER))
+    for name, metrics in order:
+        cells = [str(metrics.get(key, "—")) if key in TEXT_COLUMNS else
+                 epochs(metrics.get(key)) if key in ("best_epoch", "epochs_trained") else
                  fmt(metrics.get(key), 1.0, 0) if key == "seconds" else fmt(metrics.get(key)) for key, _ in columns]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join([head, sep, *rows])

@@ -14,13 +14,15 @@ from typing import Callable
 import numpy as np
 import ray
 
-from paric.config import Config
+from paric.config import Config, MethodConfig
 from paric.io import write_json
 from paric.regularizers import REGULARIZERS
+from paric.report.table import GROUP_ORDER
 from paric.stages.cache import record_stage
 from paric.stages.ray_env import ensure_ray
 from paric.stages.train import MODEL, Tracking, cached_result, fit_run, store_result, train_stage
 from paric.stages.train_data import run_datasets, train_labels
+from paric.store import read_store
 from paric.train.run import dataset_info, effective_method
 
 log = logging.getLogger("paric")
@@ -111,7 +113,31 @@ def mean_per_group(runs: list[dict]) -> list[float | None]:
     return [None if any(v is None for v in col) else float(np.mean(col)) for col in zip(*rows)]
 
 
-TABLE_METRICS = ["worst_group_acc", "mean_group_acc", "acc", "balanced_acc", "ece", "nll", "fgsm_acc", "pgd_acc",
+def selection_rule(m: MethodConfig) -> str:
+    """How the method's reported model is chosen, as the table states it."""
+    if m.posthoc == "dfr":
+        return "C by worst-group val"
+    return "worst-group val" if m.selects_on_groups else "class-balanced val"
+
+
+def train_proportions(cfg: Config) -> np.ndarray:
+    """Each group's share of the (whole) train split: the weights of DFR / JTT / Group DRO's average accuracy."""
+    groups = read_store(cfg.output_path("maps", "train"), columns=["group"]).group
+    counts = np.bincount(groups)
+    return counts / counts.sum()
+
+
+def weighted_accuracy(result: dict, proportions: np.ndarray) -> float | None:
+    """Test accuracy per group weighted by the train split's group proportions (the "average accuracy"
+    of the group-robustness papers; GALS' mean-of-groups is the unweighted mean)."""
+    acc = result.get("per_group_acc")
+    if not acc or len(acc) < len(proportions):
+        return None
+    pairs = [(p, a) for p, a in zip(proportions, acc) if a is not None and p > 0]
+    return float(sum(p * a for p, a in pairs) / sum(p for p, _ in pairs)) if pairs else None
+
+
+TABLE_METRICS = ["weighted_acc", "worst_group_acc", "mean_group_acc", "acc", "balanced_acc", "ece", "nll", "fgsm_acc", "pgd_acc",
                  "cam_energy_in_mask", "insertion_auc", "deletion_auc", "faithfulness", "worst_class_acc", "ratio_delta", "outcome_divergence", "best_epoch",
                  "epochs_trained", "seconds"]
 
@@ -141,6 +167,8 @@ def compare_stage(cfg: Config, root: Path, methods: list[str], seeds: list[int],
                 todo.append((m, s))
                 continue
             runs[(m, s)] = hit
+    posthoc = [run for run in todo if cfg.method(run[0]).posthoc != "none"]  # after their base runs, below
+    todo = [run for run in todo if run not in posthoc]
     twins = training_twins(cfg, root, todo)
     todo = [run for run in todo if run not in twins]
     if len(todo) > 1 and cfg.train.max_concurrent > 1:
@@ -155,8 +183,18 @@ def compare_stage(cfg: Config, root: Path, methods: list[str], seeds: list[int],
             runs[(m, s)] = train_stage(cfg, root, m, s, backbone, tracking, shared)
     for (m, s), (m0, s0) in twins.items():
         runs[(m, s)] = copy_twin(cfg, m, s, m0, runs[(m0, s0)], tracking)
-    results = {m: [runs[(m, s)] for s in seeds] for m in methods}
-    summary = {"methods": summarise(results, TABLE_METRICS), "seeds": seeds,
+    for m, s in posthoc:  # DFR: seconds each, on the base run's saved model
+        runs[(m, s)] = train_stage(cfg, root, m, s, backbone, tracking)
+    # the group-label column's order (none, validation, training), the given order within each
+    methods = sorted(methods, key=lambda m: GROUP_ORDER.index(cfg.method(m).group_labels))
+    proportions = train_proportions(cfg)
+    results = {m: [{**runs[(m, s)], "weighted_acc": weighted_accuracy(runs[(m, s)], proportions)} for s in seeds]
+               for m in methods}
+    table = summarise(results, TABLE_METRICS)
+    for m in methods:  # what a fair comparison needs to know beside the numbers
+        table[m]["group_labels"] = cfg.method(m).group_labels
+        table[m]["selection"] = selection_rule(cfg.method(m))
+    summary = {"methods": table, "seeds": seeds,
                "per_group_acc": {m: mean_per_group(runs) for m, runs in results.items()},
                "methods_config": {m: cfg.method(m).model_dump() for m in methods}}
     write_json(cfg.output_path("train", "summary.json"), summary)

@@ -45,6 +45,10 @@ def check_pipeline_config(cfg: Config) -> None:
         if m not in cfg.train.methods:
             raise ValueError(f"train.compare: '{m}' is not defined in train.methods ({sorted(cfg.train.methods)})")
         cfg.method(m).check(m)
+        base = cfg.method(m).base
+        if cfg.method(m).posthoc != "none" and base not in cfg.train.compare:
+            raise ValueError(f"train.methods.{m}: posthoc '{cfg.method(m).posthoc}' starts from base '{base}', "
+                             f"which train.compare {cfg.train.compare} does not train")
     for m in cfg.sweep.methods:
         if m not in cfg.train.methods:
             raise ValueError(f"sweep.methods: '{m}' is not defined in train.methods")

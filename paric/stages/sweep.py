@@ -34,12 +34,11 @@ from paric.stages.runner import Stage, run_stage
 from paric.stages.train import (MODEL, RESULT, STATE, TRAINING_KEYS, Tracking, method_key, run_on_ray, store_result,
                                 upstream_key)
 from paric.stages.train_data import method_train_data, run_datasets
-from paric.train.loop import completed
+from paric.train.loop import completed, selection_metric
 from paric.train.run import evaluate_saved, save_best, split_columns
 from paric.stages.trial_runs import ACTIVE, TrialRuns
 
 log = logging.getLogger("paric")
-OBJECTIVE = "val_balanced_acc"
 
 
 def _trial(params: dict, base: dict, root: str, method: str, backbone: str | None, datasets: dict) -> None:
@@ -71,9 +70,10 @@ def _tuner(cfg: Config, method: str, trainable, exp_dir: Path, key: str, fresh: 
         grid = grid_values(space, cfg.maps.K)
         sampler = optuna.samplers.GridSampler(grid, seed=cfg.run.seed)
         num_samples = math.prod(len(v) for v in grid.values())  # each combination once
-    searcher = OptunaSearch(space=define_by_run(space, cfg.maps.K), metric=OBJECTIVE, mode="max",
+    objective = selection_metric(cfg.method(method))  # class-balanced, or worst-group for group-label methods
+    searcher = OptunaSearch(space=define_by_run(space, cfg.maps.K), metric=objective, mode="max",
                             **({"sampler": sampler} if sampler else {"seed": cfg.run.seed}))
-    scheduler = ASHAScheduler(metric=OBJECTIVE, mode="max", grace_period=cfg.sweep.grace_period,
+    scheduler = ASHAScheduler(metric=objective, mode="max", grace_period=cfg.sweep.grace_period,
                               reduction_factor=cfg.sweep.reduction_factor,
                               max_t=cfg.train.epochs + 1) if cfg.sweep.asha else None
     return tune.Tuner(
@@ -153,7 +153,7 @@ def sweep_stage(cfg: Config, root: Path, method: str, backbone: Path | None, tra
         _remove_leaked_groups(groups_before)
         trials = []
         for r in grid:
-            trials.append({"params": dict(r.config or {}), "score": (r.metrics or {}).get(OBJECTIVE),
+            trials.append({"params": dict(r.config or {}), "score": (r.metrics or {}).get(selection_metric(cfg.method(method))),
                            "error": str(r.error).strip().splitlines()[-1][:500] if r.error else None,
                            "path": r.path})
         ok = [t for t in trials if t["error"] is None and t["score"] is not None]

@@ -34,8 +34,9 @@ from paric.stages.ray_env import cluster_gpus, without_progress
 from paric.store import provenance_hash, read_provenance
 from paric.tracking import log_artifact, log_history, log_metrics, start_run
 from paric.train.fit_log import epoch_line
-from paric.train.loop import fit
-from paric.train.run import (RunSpec, class_names, dataset_info, make_spec, make_trainer, run_in_memory, save_best,
+from paric.train.loop import fit, selection_metric
+from paric.train.run import (RunSpec, class_names, dataset_info, make_spec, make_trainer, run_dfr, run_in_memory,
+                             save_best,
                              split_columns, test_metrics)
 
 log = logging.getLogger("paric")
@@ -87,7 +88,7 @@ def _worker(config: dict) -> None:
     test = ray.train.get_dataset_shard("test") if config.get("test", True) else None
     result = test_metrics(trainer, test.iter_torch_batches(batch_size=128), spec.classes) \
         if rank == 0 and test is not None \
-        else {"best_epoch": trainer.best["epoch"] + 1, "val_balanced_acc": trainer.best["score"]}
+        else {"best_epoch": trainer.best["epoch"] + 1, selection_metric(trainer.method): trainer.best["score"]}
     with tempfile.TemporaryDirectory() as d:  # Train V2 keeps metrics only with a checkpoint
         checkpoint = None
         if rank == 0:
@@ -95,7 +96,7 @@ def _worker(config: dict) -> None:
             result.update(history=trainer.history, resumed_at_epochs=trainer.resumed_at)
             write_json(Path(d) / RESULT, result)
             checkpoint = Checkpoint.from_directory(d)
-        ray.train.report({"done": 1, "val_balanced_acc": trainer.best["score"], "epoch": trainer.epoch},
+        ray.train.report({"done": 1, selection_metric(trainer.method): trainer.best["score"], "epoch": trainer.epoch},
                          checkpoint=checkpoint)
 
 
@@ -195,8 +196,9 @@ def run_key(cfg: Config, method: str) -> str:
     text branch, the VLM it trains through)."""
     m = cfg.method(method)
     text = ":" + vlm_id(cfg) if REGULARIZERS.get(m.regularizer).needs_text else ""
+    base = ":" + run_key(cfg, m.base) if m.posthoc != "none" else ""  # a post-hoc method: its base's run too
     return cfg.section_hash(*TRAINING_KEYS, "eval") + ":" + method_key(m) \
-        + ":" + upstream_key(cfg, split_columns(cfg, method)[0]) + text
+        + ":" + upstream_key(cfg, split_columns(cfg, method)[0]) + text + base
 
 
 def cached_result(cfg: Config, method: str, seed: int) -> dict | None:
@@ -212,6 +214,11 @@ def fit_run(cfg: Config, root: Path, method: str, seed: int, backbone: Path | No
             datasets: dict[str, ray.data.Dataset] | None = None) -> dict:
     """Train and test one run (plain loop or Ray Train), writing ``model.pt`` beside its result."""
     out = cfg.output_path("train", method, f"seed{seed}")
+    m = cfg.method(method)
+    if m.posthoc == "dfr":  # no training: the base run's model, its last layer retrained (in this process)
+        base = cfg.output_path("train", m.base, f"seed{seed}")
+        return run_dfr(cfg, root, method, seed, base / MODEL, json.loads((base / RESULT).read_text())
+                       if (base / RESULT).is_file() else {}, out / MODEL)
     if cfg.train.num_workers == 0:
         return run_in_memory(cfg, root, method, seed, backbone, out / MODEL)
     return run_on_ray(cfg, root, method, seed, backbone, out, datasets=datasets, model_path=out / MODEL)

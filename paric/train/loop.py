@@ -25,6 +25,7 @@ from paric.models.classifier import Classifier, build_classifier
 from paric.regularizers import REGULARIZERS, RunContext, StepInputs, build_reference, build_regularizer, total
 from paric.schedule import warmup_cosine
 from paric.train.data import prepare
+from paric.train.objectives import OBJECTIVES
 
 Batch = dict[str, torch.Tensor]
 
@@ -43,7 +44,8 @@ class Trainer:
     def __init__(self, cfg: Config, method_name: str, n_classes: int, n_groups: int, steps_per_epoch: int,
                  seed: int, class_weights: torch.Tensor | None = None, backbone: dict | None = None,
                  device: torch.device | str = "cpu", wrap: Callable[[nn.Module], nn.Module] | None = None,
-                 majority_groups: list[int] | None = None, context: RunContext | None = None) -> None:
+                 majority_groups: list[int] | None = None, context: RunContext | None = None,
+                 group_counts: list[int] | None = None) -> None:
         self.cfg, self.method_name = cfg, method_name
         self.method: MethodConfig = cfg.method(method_name)
         self.n_classes, self.n_groups, self.seed = n_classes, n_groups, seed
@@ -59,6 +61,8 @@ class Trainer:
         own = list(self.regularizer.parameters())  # a regulariser's own parameters train with the model
         self.forward_reg = wrap(self.regularizer) if wrap and own else self.regularizer
         self.class_weights = class_weights.to(self.device) if class_weights is not None else None
+        self.objective = OBJECTIVES.get(self.method.objective).build(self.method, list(group_counts or [])).to(
+            self.device)
         t = cfg.train
         lr = self.method.lr or t.lr
         head = list(self.model.head.parameters())
@@ -110,6 +114,7 @@ class Trainer:
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "regularizer": self.regularizer.state_dict(),
+                "objective": self.objective.state_dict(),
                 "opt": self.opt.state_dict(), "step": self.step,
                 "epoch": self.epoch, "history": self.history, "best": self.best,
                 "flip_gen": self.flip_gen.get_state(), "resumed_at": self.resumed_at}
@@ -117,6 +122,7 @@ class Trainer:
     def load_state_dict(self, s: dict) -> None:
         self.model.load_state_dict(s["model"])
         self.regularizer.load_state_dict(s.get("regularizer", {}))
+        self.objective.load_state_dict(s.get("objective", {}))
         self.opt.load_state_dict(s["opt"])
         self.step, self.epoch, self.history, self.best = s["step"], s["epoch"], s["history"], s["best"]
         self.flip_gen.set_state(s["flip_gen"])
@@ -152,7 +158,7 @@ class Trainer:
         ce = self._weighted_ce(logits, b)
         ref = build_reference(b, self.method, (size, size))
         terms = self.forward_reg(StepInputs(self.model, x, b["label"], logits, feats, ce, ref, self.forward_model))
-        loss = ce.mean() + total(terms)
+        loss = self.objective(ce, b["group"]) + total(terms)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"{self.method_name} seed {self.seed}: loss is {float(loss)} at epoch {self.epoch + 1}, step "
@@ -231,14 +237,27 @@ class Trainer:
         return {"logits": torch.cat(logits).numpy(), "label": torch.cat(ys).numpy(), "group": torch.cat(gs).numpy()}
 
     def validate(self, batches: Iterable[Batch]) -> dict[str, float]:
-        """Validation metrics; keeps the model state of the best class-balanced accuracy so far."""
+        """Validation metrics; keeps the model state of the best selection score so far
+        (:func:`selection_metric`)."""
         p = self.predict(batches)
         m = group_metrics(p["logits"].argmax(1), p["label"], p["group"], self.n_classes, self.n_groups)
         out = {"val_acc": m["acc"], "val_balanced_acc": m["balanced_acc"]}
-        if out["val_balanced_acc"] > self.best["score"]:
-            self.best = {"score": out["val_balanced_acc"], "epoch": self.epoch, "metrics": out,
+        if "worst_group_acc" in m:
+            out["val_worst_group_acc"] = m["worst_group_acc"]
+        key = selection_metric(self.method)
+        if key not in out:
+            raise ValueError(f"{self.method_name}: selects epochs by {key}, but the validation data has no groups")
+        if out[key] > self.best["score"]:
+            self.best = {"score": out[key], "epoch": self.epoch, "metrics": out,
                          "state": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}
         return out
+
+
+def selection_metric(m: MethodConfig) -> str:
+    """The validation metric that picks a run's best epoch (and a sweep's best trial): class-balanced
+    accuracy (no group labels, as GALS), or worst-group accuracy for a method that uses group labels
+    (as Group DRO, JTT and DFR select)."""
+    return "val_worst_group_acc" if m.selects_on_groups else "val_balanced_acc"
 
 
 def completed(history: list[dict], train_cfg: TrainConfig) -> bool:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
 import torch
 
 from paric.config import Config, MethodConfig
@@ -24,7 +25,7 @@ from paric.io import atomic_path
 from paric.regularizers import REGULARIZERS, RunContext, balance_weights, needed_columns
 from paric.train.data import iterate, load_split, majority_groups, prepare, train_view
 from paric.train.fit_log import epoch_line
-from paric.train.loop import Batch, Trainer, fit
+from paric.train.loop import Batch, Trainer, fit, selection_metric
 
 log = logging.getLogger("paric")
 
@@ -44,6 +45,7 @@ class RunSpec:
     world_size: int = 1
     classes: list[str] = field(default_factory=list)  # class names, for per-dataset metrics (food, coco)
     majority_groups: list[int] = field(default_factory=list)  # each class's most frequent train group
+    group_counts: list[int] = field(default_factory=list)  # train images per group (Group DRO's n_g)
 
     def config(self) -> Config:
         return Config.model_validate(self.cfg)
@@ -71,7 +73,8 @@ def make_spec(cfg: Config, method: str, seed: int, train_label: "object", train_
     weights = weights.tolist() if weights is not None else None
     return RunSpec(cfg.model_dump(mode="json"), method, seed, n_classes, n_groups, len(train_label), weights,
                    str(backbone) if backbone else None, world_size, list(classes or []),
-                   majority_groups(train_label, train_group))
+                   majority_groups(train_label, train_group),
+                   np.bincount(np.asarray(train_group, dtype=np.int64), minlength=n_groups).tolist())
 
 
 def effective_method(cfg: Config, method: str, train_label: "object", train_group: "object", n_classes: int,
@@ -91,7 +94,8 @@ def make_trainer(spec: RunSpec, device: torch.device | str = "cpu", wrap=None) -
     weights = torch.tensor(spec.class_weights) if spec.class_weights is not None else None
     return Trainer(cfg, spec.method, spec.n_classes, spec.n_groups, spec.steps_per_epoch(cfg.train.batch_size),
                    spec.seed, weights, backbone, device, wrap, spec.majority_groups,
-                   RunContext(class_names=list(spec.classes), text_model=text_model_loader(cfg, spec.method)))
+                   RunContext(class_names=list(spec.classes), text_model=text_model_loader(cfg, spec.method)),
+                   spec.group_counts)
 
 
 def text_model_loader(cfg: Config, method: str) -> Callable[[], tuple[torch.nn.Module, object]] | None:
@@ -128,7 +132,8 @@ def test_metrics(trainer: Trainer, batches: Iterable[Batch], classes: list[str] 
                          trainer.device)
     out["best_epoch"] = trainer.best["epoch"] + 1
     out["epochs_trained"] = trainer.epoch
-    out["val_balanced_acc"] = trainer.best["score"]
+    out["val_balanced_acc"] = trainer.best["metrics"].get("val_balanced_acc")
+    out["val_score"], out["selection"] = trainer.best["score"], selection_metric(trainer.method)
     return out
 
 
@@ -196,4 +201,34 @@ def run_in_memory(cfg: Config, root: Path, method: str, seed: int, backbone: Pat
     if model_path is not None:
         save_best(trainer.best["state"], trainer.model.state_dict(), model_path)
     out.update(method=method, seed=seed, seconds=round(time.time() - t0, 1), history=trainer.history)
+    return out
+
+
+def run_dfr(cfg: Config, root: Path, method: str, seed: int, base_model: Path, base_result: dict,
+            model_path: Path | None = None) -> dict:
+    """DFR (``posthoc: dfr``): ``base``'s trained model (this seed) with its last layer retrained on
+    group-balanced validation features (:mod:`paric.train.dfr`); then the usual test metrics."""
+    from paric.train.dfr import fit_dfr, penultimate, set_head
+
+    t0 = time.time()
+    m = cfg.method(method)
+    if not base_model.is_file():
+        raise FileNotFoundError(f"{base_model}: {method} retrains the last layer of {m.base}'s model (seed {seed}); "
+                                f"train {m.base} first (list it in train.compare)")
+    n_classes, n_groups, has_masks = dataset_info(root)
+    c = cfg.classifier
+    model = build_classifier(c.arch, n_classes, "none", c.width)
+    model.load_state_dict(torch.load(base_model, map_location="cpu", weights_only=False)["model"])
+    val = load_split(root, cfg.output_path("maps", "val"), "val", c.image_size, [], False)
+    feats, y, g = penultimate(model, model.head, (prepare(b, c.image_size, torch.device("cpu"))
+                                                  for b in iterate(val, 256, False)))
+    fit = fit_dfr(feats, y, g, n_classes, n_groups, m.dfr_c, m.dfr_subsamples, seed)
+    set_head(model.head, fit)
+    if model_path is not None:
+        save_best(None, model.state_dict(), model_path)
+    test = load_split(root, cfg.output_path("maps", "test"), "test", c.image_size, [], has_masks)
+    out = evaluate_model(cfg, model.eval(), n_classes, n_groups, iterate(test, 128, False), class_names(root))
+    out.update(method=method, seed=seed, seconds=round(time.time() - t0, 1), dfr_c=fit.c,
+               dfr_tune={str(k): v for k, v in fit.tune.items()}, selection="dfr_c on worst-group val (half)",
+               **{k: base_result.get(k) for k in ("best_epoch", "epochs_trained")})
     return out

@@ -1,0 +1,146 @@
+"""The group-robustness baselines (issue 18): Group DRO's online weights, DFR's last-layer refit,
+the group-label column and the train-proportion-weighted accuracy."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from paric.config import load_config
+from paric.train.dfr import balanced_subsample, fit_dfr, penultimate, set_head
+from paric.train.objectives import OBJECTIVES, GroupDRO
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_group_dro_weights_move_toward_the_worst_group():
+    """A toy problem: group 2's loss is the highest at every step, so q concentrates on it; the loss
+    is Σ q_g ℓ_g with q carrying no gradient."""
+    dro = GroupDRO([10, 10, 10], eta=0.5, adjust=0.0)
+    group = torch.tensor([0, 0, 1, 1, 2, 2])
+    ce = torch.tensor([0.1, 0.1, 0.5, 0.5, 2.0, 2.0], requires_grad=True)
+    q_before = dro.q.clone()
+    for _ in range(20):
+        loss = dro(ce, group)
+    assert float(dro.q[2]) > 0.9 and float(dro.q[2]) > float(q_before[2]) and float(dro.q.sum()) == pytest.approx(1)
+    (g,) = torch.autograd.grad(loss, ce)
+    np.testing.assert_allclose(g.numpy(), (dro.q[group] / 2).numpy(), rtol=1e-6)  # ∂/∂ce = q_g / n_g(batch)
+    # the closed form of one update: q ∝ q · exp(η (ℓ + C/√n))
+    dro = GroupDRO([4, 16, 1], eta=0.1, adjust=2.0)
+    dro(ce.detach(), group)
+    losses = torch.tensor([0.1, 0.5, 2.0]) + 2.0 / torch.tensor([4.0, 16.0, 1.0]).sqrt()
+    expect = torch.exp(0.1 * losses) / torch.exp(0.1 * losses).sum()
+    torch.testing.assert_close(dro.q, expect)
+
+
+def test_objectives_and_group_labels_are_declared_per_method():
+    cfg = load_config(REPO / "conf" / "default.yaml")
+    assert set(OBJECTIVES.names()) >= {"erm", "group_dro"}
+    labels = {m: cfg.method(m).group_labels for m in ("vanilla", "upweight", "gals", "group_dro", "dfr")}
+    assert labels == {"vanilla": "none", "upweight": "none", "gals": "none", "group_dro": "training",
+                      "dfr": "validation"}
+    assert cfg.method("dfr_r100").base == "vanilla_r100"
+    from paric.train.loop import selection_metric
+
+    assert selection_metric(cfg.method("group_dro")) == "val_worst_group_acc"
+    assert selection_metric(cfg.method("gals")) == "val_balanced_acc"
+
+
+def _toy(seed: int = 0, n: int = 400, d: int = 6):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    place = np.where(rng.random(n) < 0.9, y, 1 - y)  # the spurious feature agrees with y 90 % of the time
+    x = np.c_[y + 0.8 * rng.standard_normal(n), 3 * place + 0.3 * rng.standard_normal(n),
+              rng.standard_normal((n, d - 2))] * rng.uniform(0.5, 3, d)
+    return x, y, y * 2 + place
+
+
+def test_dfr_fits_group_balanced_data_only_and_matches_scikit_learn():
+    x, y, g = _toy()
+    fit = fit_dfr(x, y, g, 2, 4, [1.0, 0.1], subsamples=1, seed=0)
+    (rows,) = fit.subsamples
+    counts = np.bincount(g[rows], minlength=4)
+    assert len(set(counts.tolist())) == 1 and counts[0] == np.bincount(g).min()  # every group equally, the rarest's size
+    scaler = StandardScaler().fit(x)
+    ref = LogisticRegression(l1_ratio=1.0, C=fit.c, solver="liblinear", random_state=0).fit(
+        scaler.transform(x[rows]), y[rows])
+    logits = x @ fit.weight.T + fit.bias
+    margin = logits[:, 1] - logits[:, 0]
+    np.testing.assert_allclose(margin, ref.decision_function(scaler.transform(x)), rtol=1e-6, atol=1e-8)
+    assert set(fit.tune) == {1.0, 0.1}
+    # the refit layer leans on the shape, not the place: a minority-group point is classified by its label
+    minority = (g == 1) | (g == 2)
+    assert (np.argmax(logits, 1)[minority] == y[minority]).mean() > 0.7
+
+
+def test_dfr_writes_the_layer_into_the_classifier_head():
+    from paric.models.classifier import build_classifier
+
+    model = build_classifier("small_resnet", 2, width=4).eval()
+    x = torch.rand(16, 3, 32, 32)
+    batches = [{"image": x[:8], "label": torch.zeros(8, dtype=torch.long), "group": torch.zeros(8, dtype=torch.long)},
+               {"image": x[8:], "label": torch.ones(8, dtype=torch.long), "group": torch.full((8,), 3)}]
+    feats, y, g = penultimate(model, model.head, batches)
+    assert feats.shape == (16, model.head.in_features) and list(g[:8]) == [0] * 8
+    rng = np.random.default_rng(0)
+    fit = fit_dfr(feats + rng.normal(0, 1e-3, feats.shape), y, g, 2, 4, [1.0], 2, 0)
+    set_head(model.head, fit)
+    with torch.no_grad():
+        out = model(x).double().numpy()
+    np.testing.assert_allclose(out, feats @ fit.weight.T + fit.bias, rtol=1e-4, atol=1e-4)
+
+
+def test_balanced_subsample_is_seeded_and_without_replacement():
+    g = np.array([0] * 5 + [1] * 2 + [3] * 9)
+    a = balanced_subsample(g, np.random.default_rng(1))
+    assert np.array_equal(a, balanced_subsample(g, np.random.default_rng(1)))
+    assert len(set(a.tolist())) == len(a) == 6 and np.bincount(g[a]).tolist() == [2, 2, 0, 2]
+
+
+def test_the_average_accuracy_weights_groups_by_their_train_share():
+    from paric.stages.compare import weighted_accuracy
+    from paric.report.table import methods_table
+
+    p = np.array([0.7, 0.05, 0.05, 0.2])
+    assert weighted_accuracy({"per_group_acc": [1.0, 0.0, 0.5, 1.0]}, p) == pytest.approx(0.7 + 0.025 + 0.2)
+    assert weighted_accuracy({"per_group_acc": [1.0, None, 0.5, 1.0]}, p) == pytest.approx(0.925 / 0.95)
+    row = methods_table({"dfr": {"group_labels": "validation", "selection": "C by worst-group val",
+                                 "worst_group_acc": {"mean": 0.5, "std": 0.1, "runs": [0.4, 0.6]}}})
+    assert "| dfr | validation | 50.0 ± 10.0 |" in row and row.rstrip().endswith("C by worst-group val |")
+
+
+def test_a_group_dro_run_checkpoints_its_weights_and_selects_by_worst_group():
+    """Real digits through the Trainer: the group weights move off uniform, travel in the checkpoint,
+    and the best epoch is the best worst-group validation epoch (val_worst_group_acc in history)."""
+    from sklearn.datasets import load_digits
+
+    from paric.config import Config
+    from paric.train.data import iterate
+    from paric.train.loop import Trainer
+
+    cfg = Config.model_validate({"classifier": {"arch": "small_resnet", "weights": "none", "width": 4,
+                                                "image_size": 16},
+                                 "train": {"epochs": 2, "batch_size": 16, "lr": 0.05, "flip": False}})
+    d = load_digits()
+    x = (np.repeat(d.images[:96, :, :, None], 3, axis=3) * 15).astype(np.uint8)
+    y = (d.target[:96] % 2).astype(np.int64)
+    data = {"image": x, "label": y, "group": y * 2 + (d.target[:96] > 4)}
+    counts = np.bincount(data["group"][:64], minlength=4).tolist()
+    train = {k: v[:64] for k, v in data.items()}
+    val = {k: v[64:] for k, v in data.items()}
+    t = Trainer(cfg, "group_dro", 2, 4, 4, seed=0, group_counts=counts)
+    for epoch in range(2):
+        t.train_epoch(iterate(train, 16, True, 0, epoch))
+        m = t.validate(iterate(val, 32, False))
+        t.epoch += 1
+        t.history.append({**m, "epoch": t.epoch})
+    assert not torch.allclose(t.objective.q, torch.full((4,), 0.25))
+    best = max(t.history, key=lambda h: h["val_worst_group_acc"])
+    assert t.best["score"] == best["val_worst_group_acc"]
+    again = Trainer(cfg, "group_dro", 2, 4, 4, seed=0, group_counts=counts)
+    again.load_state_dict(t.state_dict())
+    torch.testing.assert_close(again.objective.q, t.objective.q)
