@@ -308,6 +308,9 @@ class MethodConfig(_Section):
     dfr_c: list[float] = Field([1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01], min_length=1,
                                description="dfr: the ℓ1 inverse strengths C tried (chosen on half of validation)")
     dfr_subsamples: int = Field(10, ge=1, description="dfr: group-balanced subsamples whose fits are averaged")
+    jtt_epochs: int | None = Field(None, ge=1, description="jtt: epochs of the first (ERM) stage whose "
+                                   "misclassified training points form the error set; None: not JTT")
+    jtt_up: int = Field(20, ge=1, description="jtt: the error set appears this many times per epoch (λ_up)")
     selection: Literal["auto", "balanced", "worst_group"] = Field(
         "auto", description="best epoch (and sweep objective): class-balanced validation accuracy (no group "
         "labels, GALS), or worst-group validation accuracy (as the group-robustness papers); auto: worst-group "
@@ -321,7 +324,7 @@ class MethodConfig(_Section):
 
         if self.balance == "group" or OBJECTIVES.get(self.objective).group_labels == "training":
             return "training"
-        if self.posthoc != "none" or self.selection == "worst_group":
+        if self.posthoc != "none" or self.jtt_epochs is not None or self.selection == "worst_group":
             return "validation"
         return "none"
 
@@ -329,7 +332,8 @@ class MethodConfig(_Section):
     def selects_on_groups(self) -> bool:
         """Whether the best epoch is chosen by worst-group validation accuracy."""
         if self.selection == "auto":
-            return self.balance == "group" or self.objective != "erm" or self.posthoc != "none"
+            return (self.balance == "group" or self.objective != "erm" or self.posthoc != "none"
+                    or self.jtt_epochs is not None)
         return self.selection == "worst_group"
 
     @model_validator(mode="after")
@@ -389,6 +393,7 @@ DEFAULT_METHODS: dict[str, dict] = {
     # the group-robustness baselines (issue 18), each marked by the group labels it uses
     "group_dro": {"objective": "group_dro", "dro_eta": 0.01, "dro_adjust": 2.0},
     "dfr": {"posthoc": "dfr", "base": "vanilla"},
+    "jtt": {"jtt_epochs": 2, "jtt_up": 20},  # T: vanilla's best epochs here are 1–3 (README); λ_up as tuned below
     # GALS' loss towards LaZSL's transport-plan map (METHODS.md §5) instead of Grad-CAM's
     "gals_lazsl": {**_SWAP, "reference": "lazsl"},
     "gals_lazsl_score": {**_SWAP, "reference": "lazsl_score"},  # ours: the crops' score contribution

@@ -144,3 +144,33 @@ def test_a_group_dro_run_checkpoints_its_weights_and_selects_by_worst_group():
     again = Trainer(cfg, "group_dro", 2, 4, 4, seed=0, group_counts=counts)
     again.load_state_dict(t.state_dict())
     torch.testing.assert_close(again.objective.q, t.objective.q)
+
+
+def test_jtt_error_set_is_what_the_first_stage_gets_wrong_and_is_upsampled():
+    from paric.train.jtt import error_set, upsampled_rows
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2, 2, bias=False))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.eye(2))  # predicts the larger coordinate
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.2, 0.1]]).view(4, 2, 1)
+    y = torch.tensor([0, 1, 1, 1])
+    errors = error_set(model, [{"image": x[:2], "label": y[:2]}, {"image": x[2:], "label": y[2:]}])
+    assert errors.tolist() == [False, False, True, True]
+    rows = upsampled_rows(errors, 3)
+    assert np.bincount(rows).tolist() == [1, 1, 3, 3]
+    assert upsampled_rows(errors, 1).tolist() == [0, 1, 2, 3]
+
+
+def test_jtt_is_refused_where_it_cannot_run(tmp_path, tiny_overrides):
+    """JTT upsamples rows of the in-memory train set: on Ray Train (num_workers > 0, sweep trials) it
+    fails before any stage, naming the key."""
+    from paric.stages.pipeline import check_pipeline_config
+    from paric.config import ConfigError
+
+    cfg = load_config(REPO / "conf" / "default.yaml", [*tiny_overrides, f"run.output_dir={tmp_path}"])
+    with pytest.raises(ValueError, match="JTT runs in the plain loop only"):
+        check_pipeline_config(cfg.model_copy(update={"train": cfg.train.model_copy(update={"num_workers": 1})}))
+    with pytest.raises((ValueError, ConfigError), match="is JTT"):
+        check_pipeline_config(load_config(REPO / "conf" / "default.yaml",
+                                          [*tiny_overrides, "sweep.methods=[jtt]", "sweep.spaces.jtt.jtt_up="
+                                           "{dist: categorical, choices: [10, 20]}"]))

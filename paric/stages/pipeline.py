@@ -49,7 +49,13 @@ def check_pipeline_config(cfg: Config) -> None:
         if cfg.method(m).posthoc != "none" and base not in cfg.train.compare:
             raise ValueError(f"train.methods.{m}: posthoc '{cfg.method(m).posthoc}' starts from base '{base}', "
                              f"which train.compare {cfg.train.compare} does not train")
+        if cfg.method(m).jtt_epochs is not None and cfg.train.num_workers > 0:
+            raise ValueError(f"train.methods.{m}: JTT runs in the plain loop only (train.num_workers=0), "
+                             f"got train.num_workers={cfg.train.num_workers}")
     for m in cfg.sweep.methods:
+        if m in cfg.train.methods and cfg.method(m).jtt_epochs is not None:
+            raise ValueError(f"sweep.methods: '{m}' is JTT, which runs in the plain loop only; sweep trials use "
+                             "Ray Train (sweep its runs by hand: train.methods.jtt.jtt_up=...)")
         if m not in cfg.train.methods:
             raise ValueError(f"sweep.methods: '{m}' is not defined in train.methods")
         if m not in cfg.sweep.spaces:

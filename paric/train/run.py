@@ -191,6 +191,9 @@ def run_in_memory(cfg: Config, root: Path, method: str, seed: int, backbone: Pat
         train = {k: v[keep] for k, v in train.items()}
     val = load_split(root, maps / "val", "val", size, [], False)
     test = load_split(root, maps / "test", "test", size, [], has_masks)
+    jtt = {}
+    if cfg.method(method).jtt_epochs is not None:  # JTT's first stage: its error set, upsampled below
+        train, jtt = jtt_train_set(cfg, method, seed, train, val, n_classes, n_groups, backbone, root)
     spec = make_spec(cfg, method, seed, train["label"], train["group"], n_classes, n_groups, backbone,
                      classes=class_names(root))
     trainer = make_trainer(spec)
@@ -200,8 +203,35 @@ def run_in_memory(cfg: Config, root: Path, method: str, seed: int, backbone: Pat
     out = test_metrics(trainer, iterate(test, 128, False), spec.classes)
     if model_path is not None:
         save_best(trainer.best["state"], trainer.model.state_dict(), model_path)
-    out.update(method=method, seed=seed, seconds=round(time.time() - t0, 1), history=trainer.history)
+    out.update(method=method, seed=seed, seconds=round(time.time() - t0, 1), history=trainer.history, **jtt)
     return out
+
+
+def jtt_train_set(cfg: Config, method: str, seed: int, train: dict, val: dict, n_classes: int, n_groups: int,
+                  backbone: Path | None, root: Path) -> tuple[dict, dict]:
+    """JTT's first stage: ERM for ``jtt_epochs`` epochs (its own schedule, no early stopping), the
+    training points its last model misclassifies, and the train set with those upsampled ``jtt_up``
+    times. Returns (train set, what to report)."""
+    from paric.train.jtt import error_set, upsampled_rows
+
+    m = cfg.method(method)
+    first = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": m.jtt_epochs, "patience": None})})
+    spec = make_spec(first, method, seed, train["label"], train["group"], n_classes, n_groups, backbone,
+                     classes=class_names(root))
+    stage1 = make_trainer(spec)
+    bs = cfg.train.batch_size
+    fit(stage1, lambda e: iterate(train, bs, True, seed, e), lambda: iterate(val, 256, False),
+        lambda _t, mt: log.info("jtt stage 1 " + epoch_line(method, seed, mt)))
+    size = cfg.classifier.image_size
+    errors = error_set(stage1.model, (prepare(b, size, torch.device("cpu")) for b in iterate(train, 256, False)))
+    rows = upsampled_rows(errors, m.jtt_up)
+    minority = ~np.isin(train["group"], majority_groups(train["label"], train["group"]))
+    report = {"jtt_errors": int(errors.sum()), "jtt_error_minority_share":
+              float(minority[errors].mean()) if errors.any() else None, "jtt_minority_share": float(minority.mean())}
+    log.info("jtt %s s%d: error set %d of %d train images (%.0f%% of them minority-group; of all: %.0f%%)", method, seed,
+             report["jtt_errors"], len(errors), 100 * (report["jtt_error_minority_share"] or 0),
+             100 * report["jtt_minority_share"])
+    return {k: v[rows] for k, v in train.items()}, report
 
 
 def run_dfr(cfg: Config, root: Path, method: str, seed: int, base_model: Path, base_result: dict,
