@@ -64,7 +64,7 @@ def test_dfr_fits_group_balanced_data_only_and_matches_scikit_learn():
     fit = fit_dfr(x, y, g, 2, 4, [1.0, 0.1], subsamples=1, seed=0)
     (rows,) = fit.subsamples
     counts = np.bincount(g[rows], minlength=4)
-    assert len(set(counts.tolist())) == 1 and counts[0] == np.bincount(g).min()  # every group equally, the rarest's size
+    assert len(set(counts.tolist())) == 1 and counts[0] == np.bincount(g).min()  # each group: the rarest's size
     scaler = StandardScaler().fit(x)
     ref = LogisticRegression(l1_ratio=1.0, C=fit.c, solver="liblinear", random_state=0).fit(
         scaler.transform(x[rows]), y[rows])

@@ -137,8 +137,9 @@ def weighted_accuracy(result: dict, proportions: np.ndarray) -> float | None:
     return float(sum(p * a for p, a in pairs) / sum(p for p, _ in pairs)) if pairs else None
 
 
-TABLE_METRICS = ["weighted_acc", "worst_group_acc", "mean_group_acc", "acc", "balanced_acc", "ece", "nll", "fgsm_acc", "pgd_acc",
-                 "cam_energy_in_mask", "insertion_auc", "deletion_auc", "faithfulness", "worst_class_acc", "ratio_delta", "outcome_divergence", "best_epoch",
+TABLE_METRICS = ["weighted_acc", "worst_group_acc", "mean_group_acc", "acc", "balanced_acc", "ece", "nll", "fgsm_acc",
+                 "pgd_acc", "cam_energy_in_mask", "insertion_auc", "deletion_auc", "faithfulness", "worst_class_acc",
+                 "ratio_delta", "outcome_divergence", "best_epoch",
                  "epochs_trained", "seconds"]
 
 

@@ -152,8 +152,9 @@ def sweep_stage(cfg: Config, root: Path, method: str, backbone: Path | None, tra
             ACTIVE.pop(str(exp_dir), None)
         _remove_leaked_groups(groups_before)
         trials = []
+        objective = selection_metric(cfg.method(method))
         for r in grid:
-            trials.append({"params": dict(r.config or {}), "score": (r.metrics or {}).get(selection_metric(cfg.method(method))),
+            trials.append({"params": dict(r.config or {}), "score": (r.metrics or {}).get(objective),
                            "error": str(r.error).strip().splitlines()[-1][:500] if r.error else None,
                            "path": r.path})
         ok = [t for t in trials if t["error"] is None and t["score"] is not None]

@@ -228,7 +228,8 @@ def jtt_train_set(cfg: Config, method: str, seed: int, train: dict, val: dict, n
     minority = ~np.isin(train["group"], majority_groups(train["label"], train["group"]))
     report = {"jtt_errors": int(errors.sum()), "jtt_error_minority_share":
               float(minority[errors].mean()) if errors.any() else None, "jtt_minority_share": float(minority.mean())}
-    log.info("jtt %s s%d: error set %d of %d train images (%.0f%% of them minority-group; of all: %.0f%%)", method, seed,
+    log.info("jtt %s s%d: error set %d of %d train images (%.0f%% of them minority-group; of all: %.0f%%)",
+             method, seed,
              report["jtt_errors"], len(errors), 100 * (report["jtt_error_minority_share"] or 0),
              100 * report["jtt_minority_share"])
     return {k: v[rows] for k, v in train.items()}, report
