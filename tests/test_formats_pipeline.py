@@ -1,6 +1,6 @@
 """Each real dataset format, as a tiny native fixture, through the whole pipeline (quick profile,
 micro open_clip tower instead of RN50) by the same code path the paper configs use, ending with the
-dataset's own metrics in results.json."""
+dataset's own metrics (and LaZSL's zero-shot accuracies) in results.json."""
 from __future__ import annotations
 
 import json
@@ -38,5 +38,11 @@ def test_pipeline_runs_on_native_fixture(fmt, tmp_path, ray_cluster):
         for m in metrics:
             assert 0.0 <= got[m]["mean"] <= 1.0
     assert (result["report"] / "report.md").is_file()
+    # LaZSL's zero-shot accuracies on the fixture (issue 16): the shapes' descriptors name none of its
+    # classes, so each falls back to its class prompt, and the report says which
+    zero = results["zero_shot"]["classes"]
+    assert set(zero["acc"]) == {"clip", "by_description", "lazsl"} and all(0 <= a <= 1 for a in zero["acc"].values())
+    assert zero["fell_back"] == zero["classes"] and "fell back to the class prompt" in \
+        (result["report"] / "report.md").read_text()
     index = cfg.data_root()
     assert (index / "metadata.csv").is_file() and (index / "dataset.json").is_file()
