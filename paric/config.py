@@ -391,6 +391,7 @@ DEFAULT_METHODS: dict[str, dict] = {
     "paric_mean_unc": {**_SWAP, "reference": "mean", "uncertainty": "inverse_std"},
     "oracle_mask": {**_SWAP, "reference": "oracle"},
     # the group-robustness baselines (issue 18), each marked by the group labels it uses
+    "abn": {"regularizer": "abn", "weight": 1.0},  # GALS' attention baseline: L_att + L_per
     "group_dro": {"objective": "group_dro", "dro_eta": 0.01, "dro_adjust": 2.0},
     "dfr": {"posthoc": "dfr", "base": "vanilla"},
     "jtt": {"jtt_epochs": 2, "jtt_up": 20},  # T: vanilla's best epochs here are 1–3 (README); λ_up as tuned below

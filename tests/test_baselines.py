@@ -174,3 +174,38 @@ def test_jtt_is_refused_where_it_cannot_run(tmp_path, tiny_overrides):
         check_pipeline_config(load_config(REPO / "conf" / "default.yaml",
                                           [*tiny_overrides, "sweep.methods=[jtt]", "sweep.spaces.jtt.jtt_up="
                                            "{dist: categorical, choices: [10, 20]}"]))
+
+
+def test_abn_trains_its_attention_branch_and_the_saved_model_reloads_with_it():
+    """A Trainer step of ``abn`` moves the attention branch's weights (its CE is the ``branch`` term);
+    the perception branch reads (1 + M)·features; a saved state reloads as an ABN classifier."""
+    from sklearn.datasets import load_digits
+
+    from paric.config import Config
+    from paric.models.abn import ABNClassifier
+    from paric.models.classifier import classifier_for_state
+    from paric.train.data import iterate
+    from paric.train.loop import Trainer
+
+    cfg = Config.model_validate({"classifier": {"arch": "small_resnet", "weights": "none", "width": 4,
+                                                "image_size": 16},
+                                 "train": {"epochs": 1, "batch_size": 16, "lr": 0.05, "flip": False}})
+    d = load_digits()
+    x = (np.repeat(d.images[:64, :, :, None], 3, axis=3) * 15).astype(np.uint8)
+    data = {"image": x, "label": (d.target[:64] % 2).astype(np.int64), "group": np.zeros(64, np.int64)}
+    t = Trainer(cfg, "abn", 2, 1, 4, seed=0)
+    assert isinstance(t.model, ABNClassifier)
+    before = {k: v.clone() for k, v in t.model.branch.state_dict().items()}
+    out = t.train_epoch(iterate(data, 16, True, 0, 0))
+    assert out["train_branch"] > 0 and out["train_loss"] > out["train_ce"]
+    moved = [k for k, v in t.model.branch.state_dict().items() if not torch.equal(v, before[k])]
+    assert any("to_k" in k for k in moved) and any("to_map" in k for k in moved)
+    model = t.best_model()  # a deep copy: the last forward's attention is not carried along
+    xb = torch.rand(3, 3, 16, 16)
+    with torch.no_grad():
+        logits = model(xb)
+        _, m = model.take_attention()
+    assert m.shape[1] == 1 and float(m.min()) >= 0 and float(m.max()) <= 1
+    again = classifier_for_state("small_resnet", 2, 4, model.state_dict()).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(xb), logits)

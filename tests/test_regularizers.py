@@ -13,13 +13,13 @@ from paric.models.cam import forward_with_features
 from paric.regularizers import REGULARIZERS, StepInputs, balance_weights, build_reference, build_regularizer, total
 
 
-def _model(seed: int = 0):
-    return build_classifier("small_resnet", 2, width=4, seed=seed)
+def _model(seed: int = 0, architecture: str = "plain"):
+    return build_classifier("small_resnet", 2, width=4, seed=seed, architecture=architecture)
 
 
 def _inputs(method: MethodConfig, ref_map: torch.Tensor, seed: int = 0, features: bool = False):
     torch.manual_seed(seed)
-    model = _model(seed)
+    model = _model(seed, REGULARIZERS.get(method.regularizer).architecture)  # the classifier the trainer builds
     x = torch.rand(4, 3, 32, 32, requires_grad=True)
     y = torch.tensor([0, 1, 0, 1])
     if features:

@@ -61,7 +61,7 @@ def _small_resnet(num_classes: int, width: int) -> ResNet:
 
 
 def build_classifier(arch: str, num_classes: int, weights: str = "none", width: int = 32,
-                     seed: int = 0) -> Classifier:
+                     seed: int = 0, architecture: str = "plain") -> Classifier:
     """Build a classifier; ``weights='imagenet'`` loads torchvision's weights (a clear error when
     they cannot be fetched). Other inits ('none', 'corpus') start random; the caller loads a
     corpus-pretrained backbone afterwards."""
@@ -69,7 +69,7 @@ def build_classifier(arch: str, num_classes: int, weights: str = "none", width: 
     if arch == "small_resnet":
         if weights == "imagenet":
             raise ClassifierLoadError("classifier.weights: 'imagenet' needs arch resnet18 or resnet50")
-        return Classifier(_small_resnet(num_classes, width))
+        return _wrap(_small_resnet(num_classes, width), num_classes, architecture)
     builders = {"resnet18": (resnet18, "ResNet18_Weights"), "resnet50": (resnet50, "ResNet50_Weights")}
     if arch not in builders:
         raise ValueError(f"classifier.arch: unknown '{arch}', expected small_resnet, resnet18 or resnet50")
@@ -87,4 +87,23 @@ def build_classifier(arch: str, num_classes: int, weights: str = "none", width: 
                 "Pre-download them into the torch hub cache (TORCH_HOME) or set classifier.weights=none."
             ) from exc
     net.fc = nn.Linear(net.fc.in_features, num_classes)
+    return _wrap(net, num_classes, architecture)
+
+
+def _wrap(net: ResNet, num_classes: int, architecture: str) -> Classifier:
+    """``plain``: the ResNet as is; ``abn``: with an attention branch (:mod:`paric.models.abn`)."""
+    if architecture == "abn":
+        from paric.models.abn import ABNClassifier
+
+        return ABNClassifier(net, num_classes)
+    if architecture != "plain":
+        raise ValueError(f"unknown classifier architecture {architecture!r}; known: plain, abn")
     return Classifier(net)
+
+
+def classifier_for_state(arch: str, num_classes: int, width: int, state: dict) -> Classifier:
+    """A classifier whose architecture fits a saved state dict (ABN's has an attention branch), loaded."""
+    architecture = "abn" if any(k.startswith("branch.") for k in state) else "plain"
+    model = build_classifier(arch, num_classes, "none", width, architecture=architecture)
+    model.load_state_dict(state)
+    return model

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from paric.config import MethodConfig
 # each module registers its class in REGULARIZERS on import (a new regulariser: one module + its import here)
-from paric.regularizers import background_swap, gradcam, gradient_outside, lico  # noqa: F401
+from paric.regularizers import abn, background_swap, gradcam, gradient_outside, lico  # noqa: F401
 from paric.regularizers.balance import balance_weights
 from paric.regularizers.base import REGULARIZERS, NoRegularizer, Regularizer, RunContext, StepInputs, total
 from paric.regularizers.reference import Reference, build_reference, needed_columns

@@ -88,6 +88,9 @@ class Regularizer(nn.Module):
     terms: ClassVar[tuple[str, ...]] = ("att",)
     #: relative cost of a training step with this term (1 = a plain step): final runs start costliest first
     cost: ClassVar[float] = 1.0
+    #: the classifier it trains (``paric.models.classifier.build_classifier``): ``plain``, or ``abn`` (the
+    #: attention branch network, whose branch loss is the regulariser's term)
+    architecture: ClassVar[str] = "plain"
 
     def __init__(self, weight: float) -> None:
         super().__init__()

@@ -25,7 +25,7 @@ from paric.config import Config  # noqa: E402
 from paric.data import WaterbirdsDataset  # noqa: E402
 from paric.io import atomic_path  # noqa: E402
 from paric.models.cam import classifier_gradcam  # noqa: E402
-from paric.models.classifier import build_classifier  # noqa: E402
+from paric.models.classifier import classifier_for_state  # noqa: E402
 from paric.store import read_store  # noqa: E402
 
 log = logging.getLogger("paric")
@@ -47,9 +47,8 @@ def group_names(root: Path) -> list[str]:
 def load_classifier(cfg: Config, n_classes: int, path: Path) -> torch.nn.Module:
     """A trained run's best-validation classifier (``model.pt`` of a training run)."""
     c = cfg.classifier
-    model = build_classifier(c.arch, n_classes, "none", c.width)
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["model"])
-    return model.eval()
+    state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    return classifier_for_state(c.arch, n_classes, c.width, state).eval()
 
 
 def pick_examples(group: np.ndarray, per_group: int) -> list[int]:

@@ -51,8 +51,9 @@ class Trainer:
         self.n_classes, self.n_groups, self.seed = n_classes, n_groups, seed
         self.device = torch.device(device)
         c = cfg.classifier
+        arch_kind = REGULARIZERS.get(self.method.regularizer).architecture  # ABN brings its own branch
         self.model: Classifier = build_classifier(c.arch, n_classes, c.weights if c.weights == "imagenet" else "none",
-                                                  c.width, seed)
+                                                  c.width, seed, arch_kind)
         if backbone is not None:
             self.load_backbone(backbone)
         self.model.to(self.device)
@@ -106,7 +107,8 @@ class Trainer:
         """Load pretrained weights except the final layer (its classes differ)."""
         own = self.model.state_dict()
         keep = {k: v for k, v in state.items() if k in own and not k.startswith("net.fc.") and v.shape == own[k].shape}
-        missing = [k for k in own if k not in keep and not k.startswith("net.fc.")]
+        # the final layer's classes differ; an attention branch (ABN) is new
+        missing = [k for k in own if k not in keep and not k.startswith(("net.fc.", "branch."))]
         if missing:
             raise ValueError(f"backbone checkpoint does not fit classifier.arch={self.cfg.classifier.arch} "
                              f"width={self.cfg.classifier.width}: missing {missing[:3]}")

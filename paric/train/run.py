@@ -20,7 +20,7 @@ import torch
 from paric.config import Config, MethodConfig
 from paric.data import WaterbirdsDataset
 from paric.eval.classifier import evaluate_classifier
-from paric.models.classifier import build_classifier
+from paric.models.classifier import classifier_for_state
 from paric.io import atomic_path
 from paric.regularizers import REGULARIZERS, RunContext, balance_weights, needed_columns
 from paric.train.data import iterate, load_split, majority_groups, prepare, train_view
@@ -142,8 +142,7 @@ def evaluate_saved(cfg: Config, root: Path, best_state: dict, fit: dict) -> dict
     run's ``best_epoch``, ``val_balanced_acc`` and ``history``, kept in the result."""
     n_classes, n_groups, has_masks = dataset_info(root)
     c = cfg.classifier
-    model = build_classifier(c.arch, n_classes, "none", c.width)
-    model.load_state_dict(best_state)
+    model = classifier_for_state(c.arch, n_classes, c.width, best_state)
     test = load_split(root, cfg.output_path("maps", "test"), "test", c.image_size, [], has_masks)
     out = evaluate_model(cfg, model.eval(), n_classes, n_groups, iterate(test, 128, False), class_names(root))
     out.update({k: fit[k] for k in ("best_epoch", "val_balanced_acc", "history", "resumed_at_epochs") if k in fit})
@@ -248,8 +247,8 @@ def run_dfr(cfg: Config, root: Path, method: str, seed: int, base_model: Path, b
                                 f"train {m.base} first (list it in train.compare)")
     n_classes, n_groups, has_masks = dataset_info(root)
     c = cfg.classifier
-    model = build_classifier(c.arch, n_classes, "none", c.width)
-    model.load_state_dict(torch.load(base_model, map_location="cpu", weights_only=False)["model"])
+    model = classifier_for_state(c.arch, n_classes, c.width,
+                                 torch.load(base_model, map_location="cpu", weights_only=False)["model"])
     val = load_split(root, cfg.output_path("maps", "val"), "val", c.image_size, [], False)
     feats, y, g = penultimate(model, model.head, (prepare(b, c.image_size, torch.device("cpu"))
                                                   for b in iterate(val, 256, False)))
