@@ -15,26 +15,17 @@ the embedded size by default (paric-tiny-cnn at 64 px, 30 crops, 4 classes, 3–
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
+
+from timing import best_time  # benchmarks/timing.py
 
 from paric.data.descriptors import SHAPE_DESCRIPTORS, build
 from paric.ot import sinkhorn_log
 from paric.vlm.factory import load_vlm
 from paric.zeroshot.evaluate import LazslScorer, encode_descriptors
 from paric.zeroshot.lazsl import LazslConfig, classify, crop_boxes, crop_mass, crop_views
-
-
-def best_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def looped_scores(g: torch.Tensor, r: torch.Tensor, t: torch.Tensor, valid: torch.Tensor,

@@ -11,9 +11,10 @@ Last line, for the last tower (ViT-B-32 by default):  batched_over_det=<x> naive
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+
+from timing import best_time  # benchmarks/timing.py
 
 from paric.attention.reference import ReferenceMapper
 from paric.config import AdapterConfig
@@ -21,16 +22,6 @@ from paric.vlm.adapters import build_adapters
 from paric.vlm.factory import load_vlm
 
 PROMPTS = ["a photo of a bird"]
-
-
-def best_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def measure(name: str, K: int, batch: int, repeats: int) -> tuple[float, float, float]:
