@@ -1,6 +1,7 @@
-"""The framework-free training loop: one method (loss weighting + attention regulariser) on one
-classifier, checkpointable at every epoch, selecting the best epoch by class-balanced validation
-accuracy (no group labels, as GALS).
+"""The framework-free training loop: one method (objective, loss weighting, attention regulariser)
+on one classifier, checkpointable at every epoch, selecting the best epoch by class-balanced
+validation accuracy (no group labels, as GALS), or by worst-group validation accuracy for a method
+that uses group labels (:func:`selection_metric`).
 
 Ray Train calls the same :class:`Trainer` from each worker (``paric/stages/train.py``); here it
 knows nothing about Ray, so it is tested and usable as plain PyTorch.
