@@ -209,3 +209,14 @@ def test_abn_trains_its_attention_branch_and_the_saved_model_reloads_with_it():
     again = classifier_for_state("small_resnet", 2, 4, model.state_dict()).eval()
     with torch.no_grad():
         torch.testing.assert_close(again(xb), logits)
+
+
+def test_a_posthoc_method_needs_a_trained_base_in_the_table(tiny_overrides):
+    from paric.stages.pipeline import check_pipeline_config
+
+    conf = REPO / "conf" / "default.yaml"
+    with pytest.raises(ValueError, match="starts from base 'vanilla', which train.compare"):
+        check_pipeline_config(load_config(conf, [*tiny_overrides, "train.compare=[dfr]"]))
+    with pytest.raises(ValueError, match="must be a trained method"):
+        check_pipeline_config(load_config(conf, [*tiny_overrides, "train.compare=[vanilla,dfr,dfr_r100]",
+                                                 "train.methods.dfr_r100.base=dfr", "train.methods.dfr_r100.posthoc=dfr"]))

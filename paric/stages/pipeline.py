@@ -49,6 +49,8 @@ def check_pipeline_config(cfg: Config) -> None:
         if cfg.method(m).posthoc != "none" and base not in cfg.train.compare:
             raise ValueError(f"train.methods.{m}: posthoc '{cfg.method(m).posthoc}' starts from base '{base}', "
                              f"which train.compare {cfg.train.compare} does not train")
+        if cfg.method(m).posthoc != "none" and cfg.method(base).posthoc != "none":
+            raise ValueError(f"train.methods.{m}: base '{base}' must be a trained method, not another post-hoc one")
         if cfg.method(m).jtt_epochs is not None and cfg.train.num_workers > 0:
             raise ValueError(f"train.methods.{m}: JTT runs in the plain loop only (train.num_workers=0), "
                              f"got train.num_workers={cfg.train.num_workers}")
