@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from paric.data.descriptors import SHAPE_DESCRIPTORS, DescriptorError, build, load, sentence
-from paric.zeroshot.lazsl import LazslConfig, classify, crop_boxes, crop_mass, crop_views, relevance
+from paric.zeroshot.lazsl import LazslConfig, classify, crop_boxes, crop_mass, crop_views, crop_weights, relevance
 
 
 def test_sentences_read_the_first_word_and_fix_articles():
@@ -92,7 +92,7 @@ def test_relevance_paints_the_transported_mass_over_the_crops():
     plans[0, 1, 0] = 0.3  # class 1: crop 0 carries 0.9, crop 1 carries 0.1
     plans[0, 1, 1, 0] = 0.1
     boxes = torch.tensor([[[0.0, 0.0, 2.0, 2.0], [2.0, 2.0, 4.0, 4.0]]])
-    heat = relevance(plans, boxes, torch.tensor([1]), 4, 4)
+    heat = relevance(crop_weights(plans, torch.tensor([1])), boxes, 4, 4)
     assert float(heat[0, 0, 0]) == pytest.approx(1.0) and float(heat[0, 3, 3]) == pytest.approx(0.1 / 0.9)
     assert float(heat[0, 0, 3]) == 0.0
 
@@ -121,8 +121,8 @@ def test_relevance_by_score_share_follows_the_crops_that_match_the_class():
     plans = torch.full((1, 1, 2, 1), 0.5)  # equal mass on both crops
     fused = torch.tensor([0.8, 0.2]).view(1, 1, 2, 1)
     boxes = torch.tensor([[[0.0, 0.0, 2.0, 2.0], [2.0, 2.0, 4.0, 4.0]]])
-    mass = relevance(plans, boxes, torch.tensor([0]), 4, 4)
-    score = relevance(plans, boxes, torch.tensor([0]), 4, 4, fused=fused)
+    mass = relevance(crop_weights(plans, torch.tensor([0])), boxes, 4, 4)
+    score = relevance(crop_weights(plans, torch.tensor([0]), fused), boxes, 4, 4)
     assert float(mass[0, 3, 3]) == pytest.approx(1.0)  # mass cannot tell the crops apart
     assert float(score[0, 0, 0]) == pytest.approx(1.0) and float(score[0, 3, 3]) == pytest.approx(0.25)
 
@@ -133,9 +133,9 @@ def test_the_transported_mass_map_does_not_depend_on_the_class():
     g, r, t, valid = _problem(seed=2)
     out = classify(g, r, t, valid, LazslConfig(iters=3000, tol=None))
     boxes = crop_boxes([f"i{i}" for i in range(len(g))], 16, 16, r.shape[1], seed=0)
-    by_class = [relevance(out.plans, boxes, torch.full((len(g),), c), 16, 16) for c in range(t.shape[0])]
+    by_class = [relevance(crop_weights(out.plans, torch.full((len(g),), c)), boxes, 16, 16) for c in range(t.shape[0])]
     assert all(float((m - by_class[0]).abs().max()) < 1e-4 for m in by_class[1:])
-    shares = [relevance(out.plans, boxes, torch.full((len(g),), c), 16, 16, fused=out.fused) for c in range(2)]
+    shares = [relevance(crop_weights(out.plans, torch.full((len(g),), c), out.fused), boxes, 16, 16) for c in range(2)]
     assert float((shares[0] - shares[1]).abs().max()) > 1e-3
 
 

@@ -17,11 +17,10 @@ from paric.data.fingerprint import dataset_fingerprint
 from paric.io import write_json
 from paric.stages.prepare import VLMArtifact, label_sets, stack_images
 from paric.stages.runner import Stage, run_stage
-from paric.zeroshot.evaluate import (LazslScorer, descriptor_table, descriptors_for, lazsl_config, table_id,
-                                     zero_shot)
-from paric.zeroshot.lazsl import relevance
-
 from paric.report.results import ZERO_SHOT_FIGURE as FIGURE, ZERO_SHOT_RESULT as RESULT
+from paric.zeroshot.evaluate import (LazslScorer, descriptor_table, descriptors_for, lazsl_config, table_id,
+                                     zero_shot_tasks)
+from paric.zeroshot.lazsl import crop_weights, relevance
 
 
 def zeroshot_spec(cfg: Config, root: Path, vlm_art: VLMArtifact) -> Stage:
@@ -45,12 +44,12 @@ def crop_examples(cfg: Config, vlm, test: WaterbirdsDataset, images: torch.Tenso
     labels = torch.as_tensor(test.rows["y"].to_numpy()[rows])
     sc = scorer(vlm.normalise(images[rows]), ids)
     H, W = images.shape[1:3]
-    heats = {"mass": relevance(sc.out.plans, sc.boxes, labels, H, W),
-             "score": relevance(sc.out.plans, sc.boxes, labels, H, W, fused=sc.out.fused)}
+    weights = {"mass": crop_weights(sc.out.plans, labels), "score": crop_weights(sc.out.plans, labels, sc.out.fused)}
+    heats = {k: relevance(w, sc.boxes, H, W) for k, w in weights.items()}
     out = []
     for i, r in enumerate(rows):
         plan, fused = sc.out.plans[i, labels[i]], sc.out.fused[i, labels[i]]  # (M, N)
-        mass, share = plan.sum(-1), (plan * fused).sum(-1)
+        mass, share = weights["mass"][i], weights["score"][i]
         best = share.argsort(descending=True)[:top].tolist()
         out.append({"image": images[r].numpy(), "group": int(groups[r]), "label": test.classes[int(labels[i])],
                     "predicted": test.classes[int(sc.out.scores[i].argmax())],
@@ -73,11 +72,10 @@ def zeroshot_stage(cfg: Config, root: Path, vlm_art: VLMArtifact) -> dict:
         vlm = vlm_art.load()
         test = WaterbirdsDataset(root, "test", image_size=vlm.image_size, with_masks=False)
         images, ids = stack_images(test), list(test.rows["img_filename"])
-        result: dict = {}
-        for name, (classes, y) in label_sets(root, test).items():
-            desc = descriptors_for(classes, cfg.lazsl.descriptors, cfg.vlm.class_template)
-            result[name] = zero_shot(vlm, images, y, ids, classes, desc, cfg.vlm.class_template,
-                                     lazsl_config(cfg.lazsl), cfg.maps.seed)
+        tasks = {name: (classes, y, descriptors_for(classes, cfg.lazsl.descriptors, cfg.vlm.class_template))
+                 for name, (classes, y) in label_sets(root, test).items()}
+        result = zero_shot_tasks(vlm, images, ids, tasks, cfg.vlm.class_template, lazsl_config(cfg.lazsl),
+                                 cfg.maps.seed)
         lazsl_figure(crop_examples(cfg, vlm, test, images), group_names(root), out / FIGURE)
         write_json(out / RESULT, result)
 
@@ -95,5 +93,3 @@ def accuracy_lines(result: dict) -> list[str]:
                      f"{100 * acc['clip']:.1f}  by description {100 * acc['by_description']:.1f}  lazsl "
                      f"{100 * acc['lazsl']:.1f}  ({r['crops']} crops; fell back: {r['fell_back'] or 'none'})")
     return lines
-
-

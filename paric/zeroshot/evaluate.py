@@ -63,13 +63,22 @@ class LazslScorer:
         self.t, self.valid = t.to(device), valid.to(device)
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor, image_ids: list[str]) -> Scored:
-        """Normalised images (B, 3, S, S) at the VLM's size and their ids (which seed the crops)."""
+    def encode(self, x: torch.Tensor, image_ids: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(global embeddings (B, D), crop embeddings (B, M, D), boxes (B, M, 4)) of normalised images
+        (B, 3, S, S) at the VLM's size; the ids seed the crops. Independent of the classes."""
         size = x.shape[-1]
         g = self.vlm.model.encode_image(x, normalize=True)
         boxes = crop_boxes(image_ids, x.shape[-2], size, self.cfg.crops, self.seed, self.cfg.scale).to(x.device)
         views = crop_views(x, boxes, size)
         r = self.vlm.model.encode_image(views.flatten(0, 1), normalize=True).view(len(x), self.cfg.crops, -1)
+        return g, r, boxes
+
+    def __call__(self, x: torch.Tensor, image_ids: list[str]) -> Scored:
+        g, r, boxes = self.encode(x, image_ids)
+        return self.classify(g, r, boxes)
+
+    def classify(self, g: torch.Tensor, r: torch.Tensor, boxes: torch.Tensor) -> Scored:
+        """LaZSL on encoded views (:meth:`encode`) against these classes' descriptors."""
         return Scored(g, boxes, classify(g, r, self.t, self.valid, self.cfg))
 
 
@@ -77,17 +86,34 @@ class LazslScorer:
 def zero_shot(vlm: VLM, images: torch.Tensor, labels: np.ndarray, image_ids: list[str], classes: list[str],
               desc: Descriptors, template: str, cfg: LazslConfig, seed: int, batch_size: int = 32) -> dict:
     """Accuracies of the three classifiers on ``images`` (N, S, S, 3) uint8 at the VLM's size."""
-    prompts = vlm.encode_text([template.format(c.replace("_", " ")) for c in classes])
-    scorer = LazslScorer(vlm, desc, cfg, seed)
-    preds: dict[str, list[np.ndarray]] = {"clip": [], "by_description": [], "lazsl": []}
+    return zero_shot_tasks(vlm, images, image_ids, {"task": (classes, labels, desc)}, template, cfg, seed,
+                           batch_size)["task"]
+
+
+@torch.no_grad()
+def zero_shot_tasks(vlm: VLM, images: torch.Tensor, image_ids: list[str],
+                    tasks: dict[str, tuple[list[str], np.ndarray, Descriptors]], template: str, cfg: LazslConfig,
+                    seed: int, batch_size: int = 32) -> dict[str, dict]:
+    """:func:`zero_shot` for several label sets of the same images ({name: (classes, labels,
+    descriptors)}): each batch's views are encoded once and classified for every task."""
+    scorers = {name: LazslScorer(vlm, desc, cfg, seed) for name, (_, _, desc) in tasks.items()}
+    prompts = {name: vlm.encode_text([template.format(c.replace("_", " ")) for c in classes])
+               for name, (classes, _, _) in tasks.items()}
+    preds = {name: {"clip": [], "by_description": [], "lazsl": []} for name in tasks}
+    first = next(iter(scorers.values()))
     for s in range(0, len(images), batch_size):
-        sc = scorer(vlm.normalise(images[s:s + batch_size]), image_ids[s:s + batch_size])
-        preds["clip"].append((sc.g @ prompts.T).argmax(1).cpu().numpy())
-        preds["by_description"].append(sc.out.by_description.argmax(1).cpu().numpy())
-        preds["lazsl"].append(sc.out.scores.argmax(1).cpu().numpy())
-    y = np.asarray(labels)
-    return {"n": int(len(y)), "crops": cfg.crops, "classes": list(classes), "fell_back": list(desc.fell_back),
-            "acc": {k: float((np.concatenate(v) == y).mean()) for k, v in preds.items()}}
+        g, r, boxes = first.encode(vlm.normalise(images[s:s + batch_size]), image_ids[s:s + batch_size])
+        for name, scorer in scorers.items():
+            sc = scorer.classify(g, r, boxes)
+            preds[name]["clip"].append((g @ prompts[name].T).argmax(1).cpu().numpy())
+            preds[name]["by_description"].append(sc.out.by_description.argmax(1).cpu().numpy())
+            preds[name]["lazsl"].append(sc.out.scores.argmax(1).cpu().numpy())
+    out = {}
+    for name, (classes, labels, desc) in tasks.items():
+        y = np.asarray(labels)
+        out[name] = {"n": int(len(y)), "crops": cfg.crops, "classes": list(classes), "fell_back": list(desc.fell_back),
+                     "acc": {k: float((np.concatenate(v) == y).mean()) for k, v in preds[name].items()}}
+    return out
 
 
 def descriptors_for(classes: list[str], path: str | None, template: str) -> Descriptors:

@@ -82,22 +82,25 @@ def classify(g: torch.Tensor, r: torch.Tensor, t: torch.Tensor, t_valid: torch.T
     return LazslOutput((plans * fused).sum((-1, -2)), plans, fused, by_description)
 
 
-def relevance(plans: torch.Tensor, boxes: torch.Tensor, classes: torch.Tensor, height: int, width: int,
-              fused: torch.Tensor | None = None) -> torch.Tensor:
-    """Pixel relevance (B, H, W) in [0, 1]: Σ over crops of the mass transported to ``classes``'
-    descriptors, painted over each crop's box (the issue's form).
+def crop_weights(plans: torch.Tensor, classes: torch.Tensor, fused: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, M) per crop: the mass transported to ``classes``' descriptors (the issue's form), or with
+    ``fused`` (B, C, M, N) the crop's *score contribution* Σ_n T_mn·S̃_mn.
 
-    With ``fused`` (B, C, M, N), each crop's *score contribution* Σ_n T_mn·S̃_mn instead. Why both: the
-    plan's row marginal is the crop mass itself (uniform over the kept crops, whatever the class), so
-    the transported mass says which crops were kept, not which carry the class; the contribution
-    weighs each crop by how well it matches the class's descriptors (measured side by side, README).
+    Why both: the plan's row marginal is the crop mass itself (uniform over the kept crops, whatever
+    the class), so the transported mass says which crops were kept, not which carry the class; the
+    contribution weighs each crop by how well it matches the class's descriptors (README).
     """
     idx = torch.arange(len(plans), device=plans.device)
-    mass = (plans[idx, classes] * (fused[idx, classes] if fused is not None else 1.0)).sum(-1)  # (B, M)
+    return (plans[idx, classes] * (fused[idx, classes] if fused is not None else 1.0)).sum(-1)
+
+
+def relevance(weights: torch.Tensor, boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pixel relevance (B, H, W) in [0, 1]: each crop's weight (:func:`crop_weights`, negatives as 0)
+    painted over its box, summed, divided by the peak."""
     ys = torch.arange(height, dtype=boxes.dtype, device=boxes.device).view(1, 1, height, 1) + 0.5
     xs = torch.arange(width, dtype=boxes.dtype, device=boxes.device).view(1, 1, 1, width) + 0.5
     x0, y0, x1, y1 = (boxes[..., i].view(*boxes.shape[:2], 1, 1) for i in range(4))
-    inside = ((xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)).to(mass)
-    heat = (inside * mass.clamp_min(0).view(*mass.shape, 1, 1)).sum(1)
+    inside = ((xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)).to(weights)
+    heat = (inside * weights.clamp_min(0).view(*weights.shape, 1, 1)).sum(1)
     peak = heat.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
     return heat / peak

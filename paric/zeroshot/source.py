@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from paric.attention.sources import MAP_SOURCES, Column, MapSource
 from paric.vlm.factory import VLM
 from paric.zeroshot.evaluate import LazslScorer, descriptor_table, descriptors_for, lazsl_config, table_id
-from paric.zeroshot.lazsl import relevance
+from paric.zeroshot.lazsl import crop_weights, relevance
 
 
 def to_grid(heat: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -28,7 +28,7 @@ def to_grid(heat: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
 class LazslSource(MapSource):
     """Σ over crops of the mass transported to the label's descriptors, painted over each crop's box
     (``map_lazsl``), and each crop's contribution to the label's score (``map_lazsl_score``; see
-    :func:`paric.zeroshot.lazsl.relevance` for why both)."""
+    :func:`paric.zeroshot.lazsl.crop_weights` for why both)."""
 
     columns = (Column("map_lazsl", "map", "reference", "LaZSL mass", in_figure=True),
                Column("map_lazsl_score", "map", "reference", "LaZSL score"))
@@ -50,7 +50,7 @@ class LazslSource(MapSource):
         sc = self.scorer(x, image_ids)
         y = torch.as_tensor(labels, device=x.device)
         H, W = x.shape[-2:]
-        mass = relevance(sc.out.plans, sc.boxes, y, H, W)
-        score = relevance(sc.out.plans, sc.boxes, y, H, W, fused=sc.out.fused)
+        mass = relevance(crop_weights(sc.out.plans, y), sc.boxes, H, W)
+        score = relevance(crop_weights(sc.out.plans, y, sc.out.fused), sc.boxes, H, W)
         return {"map_lazsl": to_grid(mass, self.grid).cpu().numpy(),
                 "map_lazsl_score": to_grid(score, self.grid).cpu().numpy()}
