@@ -131,12 +131,37 @@ class PretrainConfig(_Section):
     warmup_steps: int = Field(50, ge=0)
 
 
+class ProlipConfig(_Section):
+    """ProLIP's pretraining objective and towers (METHODS.md §4; vlm.family=prolip). Defaults: the paper's."""
+
+    text_unc_from: Literal["auto", "unc", "cls"] = Field(
+        "auto", description="the text tower's log σ² from its [UNC] output (the paper) or from the projected "
+        "[CLS] (the published code, which its weights need); auto: unc when pretrained here, cls for published "
+        "weights")
+    inclusion_image_text: float = Field(1e-7, ge=0, description="weight of image ⊂ its caption")
+    inclusion_masked: float = Field(1e-3, ge=0, description="weight of original ⊂ masked copy")
+    vib: float = Field(1e-4, ge=0, description="weight of KL(N(μ, σ²) ‖ N(0, I))")
+    kappa: float = Field(1000.0, gt=0, description="the inclusion loss's temperature")
+    masked_fraction: float = Field(0.125, ge=0, le=1, description="share of each batch that gets masked copies")
+    text_mask: float = Field(0.75, ge=0, lt=1, description="share of a masked caption's tokens replaced")
+    image_keep: float = Field(0.75, gt=0, le=1, description="share of a masked image's patches / feature cells kept")
+
+    def unc_from(self, published: bool) -> Literal["unc", "cls"]:
+        if self.text_unc_from != "auto":
+            return self.text_unc_from
+        return "cls" if published else "unc"
+
+
 class VLMConfig(_Section):
+    family: Literal["clip", "prolip"] = Field(
+        "clip", description="clip: an open_clip model; prolip: ProLIP's probabilistic towers "
+        "(paric/vlm/prolip/configs holds its configs, by the same names as the CLIP ones)")
     name: str = "paric-tiny-cnn"
     pretrained: str | None = Field(
         None, description="open_clip tag (e.g. 'openai') or checkpoint path; None pretrains a custom model here"
     )
     pretrain: PretrainConfig = PretrainConfig()
+    prolip: ProlipConfig = ProlipConfig()
     prompts: list[str] = ["a photo of a shape", "an image of a shape"]
     class_template: str = "a photo of a {}"
     saliency_layer: str = Field("auto", description="module path inside the visual tower, or 'auto'")
@@ -390,6 +415,8 @@ DEFAULT_METHODS: dict[str, dict] = {
     "paric_median": {**_SWAP, "reference": "median"},
     "paric_mean_unc": {**_SWAP, "reference": "mean", "uncertainty": "inverse_std"},
     "oracle_mask": {**_SWAP, "reference": "oracle"},
+    # PARIC with its K maps from ProLIP's Gaussians (map source 'prolip', vlm.family=prolip; METHODS.md §4)
+    "paric_prolip": {**_SWAP, "reference": "prolip_mean"},
     # the group-robustness baselines (issue 18), each marked by the group labels it uses
     "abn": {"regularizer": "abn", "weight": 1.0},  # GALS' attention baseline: L_att + L_per
     "group_dro": {"objective": "group_dro", "dro_eta": 0.01, "dro_adjust": 2.0},

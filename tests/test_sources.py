@@ -36,6 +36,10 @@ def test_every_source_writes_its_declared_columns_and_reads_them_back(parts, nam
     vlm, ckpt, x, ids = parts
     cfg = load_config(None, ["maps.K=4", f"maps.sources=[{name}]"])
     src = MAP_SOURCES.get(name)(cfg, ckpt)
+    if src.family == "prolip":  # it samples the tower's own Gaussians: a ProLIP tower of the same shape
+        from paric.vlm.prolip.factory import load_prolip
+
+        vlm = load_prolip("paric-micro-vit")
     engine = build_sources([src], vlm, PROMPTS, "auto", torch.device("cpu"), ["circle", "triangle"])
     assert (engine is None) == (not src.engine)
     cols = compute_columns([src], engine, x, ids, np.array([0, 1, 0]))

@@ -57,16 +57,35 @@ def aggregate_samples(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return mean, median, std
 
 
+@dataclass
+class ImageEmbedding:
+    """What the tower gives an embedding sampler: the projected embedding ``v`` (B, d), as CLIP's
+    ``encode_image`` returns it, and for a probabilistic tower (ProLIP) its log σ² (B, d); both
+    carry the graph from the Grad-CAM leaf."""
+
+    v: torch.Tensor
+    logvar: torch.Tensor | None = None
+
+
+def embed_images(model: torch.nn.Module, images: torch.Tensor) -> ImageEmbedding:
+    """The tower's output for the samplers: a ProLIP tower (``encode_image_dist``) gives its log σ²
+    too, from the same forward pass."""
+    if hasattr(model, "encode_image_dist"):
+        v, logvar = model.visual(images)
+        return ImageEmbedding(v, logvar)
+    return ImageEmbedding(model.encode_image(images))
+
+
 class TextMatch:
     """GALS' embedding side: the image embedding itself against each prompt, v·t̂_p (one score)."""
 
     n_scores = 1
 
-    def setup(self, text: torch.Tensor, prompts: list[str]) -> None:
+    def setup(self, text: torch.Tensor, prompts: list[str], vlm: VLM | None = None) -> None:
         self.text = text  # (P, d), unit norm
 
-    def scores(self, v: torch.Tensor, image_ids: list[str]) -> torch.Tensor:
-        return (v @ self.text.T)[..., None]  # (B, P, 1)
+    def scores(self, emb: ImageEmbedding, image_ids: list[str]) -> torch.Tensor:
+        return (emb.v @ self.text.T)[..., None]  # (B, P, 1)
 
 
 class GGDSampler:
@@ -79,7 +98,7 @@ class GGDSampler:
             raise ValueError(f"sampled maps need K >= 1, got K={K}")
         self.adapters, self.n_scores, self.seed = adapters, K, seed
 
-    def setup(self, text: torch.Tensor, prompts: list[str]) -> None:
+    def setup(self, text: torch.Tensor, prompts: list[str], vlm: VLM | None = None) -> None:
         with torch.no_grad():
             mu, alpha, beta = self.adapters.text(text)
             d = mu.shape[-1]
@@ -95,7 +114,8 @@ class GGDSampler:
             np.stack([sample_uniforms(self.seed, f"image\x1f{i}", self.n_scores, d) for i in image_ids])
         ).float()
 
-    def scores(self, v: torch.Tensor, image_ids: list[str]) -> torch.Tensor:
+    def scores(self, emb: ImageEmbedding, image_ids: list[str]) -> torch.Tensor:
+        v = emb.v
         mu, alpha, beta = self.adapters.image(F.normalize(v, dim=-1))
         u = self.image_uniforms(image_ids, v.shape[-1]).to(v.device, v.dtype)
         z = sample_ggd(mu[:, None], alpha[:, None], beta[:, None], u)  # (B, K, d)
@@ -119,7 +139,7 @@ class GradCamEngine:
         self._vjp = batched_vjp if vjp == "batched" else looped_vjp
         self.text = vlm.encode_text(self.prompts)  # (P, d), unit norm
         for sampler in self.samplers:
-            sampler.setup(self.text, self.prompts)
+            sampler.setup(self.text, self.prompts, vlm)
 
     def scores(self, images: torch.Tensor, image_ids: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One forward pass -> (layer activations, gradient leaf, scores (B, P, Σ n_scores)).
@@ -129,13 +149,13 @@ class GradCamEngine:
         """
         visual = self.vlm.model.visual
         with torch.set_grad_enabled(self.head is None), capture_as_leaf(visual, self.layer) as cap:
-            v = self.vlm.model.encode_image(images)  # (B, d), graph starts at the leaf
+            emb = embed_images(self.vlm.model, images)  # graph starts at the leaf
         leaf = cap["acts"]
         with torch.enable_grad():
             if self.head is not None:  # recompute only what reaches the output, from the offset
                 leaf = leaf.new_zeros(leaf.shape[0], leaf.shape[-1]).requires_grad_(True)
-                v = self.head(cap, leaf)
-            scores = torch.cat([s.scores(v, image_ids) for s in self.samplers], dim=-1)
+                emb = ImageEmbedding(self.head(cap, leaf))
+            scores = torch.cat([s.scores(emb, image_ids) for s in self.samplers], dim=-1)
         return cap["acts"].detach(), leaf, scores
 
     def __call__(self, images: torch.Tensor, image_ids: list[str]) -> list[torch.Tensor]:

@@ -53,6 +53,8 @@ class MapSource:
     #: True: its maps are Grad-CAM maps of the shared engine (:meth:`sampler`, :meth:`to_columns`);
     #: False: it computes its columns itself (:meth:`setup`, :meth:`compute`; LaZSL's plan)
     engine: ClassVar[bool] = True
+    #: the VLM family whose own outputs it needs (ProLIP's σ²), or None for any
+    family: ClassVar[str | None] = None
 
     def __init__(self, cfg: "Config", adapters: Path | None = None) -> None:
         self.cfg = cfg
@@ -121,8 +123,13 @@ class PARICSource(MapSource):
         return GGDSampler(pair, self.cfg.maps.K, self.cfg.maps.seed)
 
     def to_columns(self, maps: torch.Tensor) -> dict[str, np.ndarray]:
-        mean, median, std = (t.cpu().numpy() for t in aggregate_samples(maps))
-        return {"map_samples": maps.cpu().numpy(), "map_mean": mean, "map_median": median, "map_std": std}
+        return sample_columns(maps, [c.name for c in self.columns])
+
+
+def sample_columns(maps: torch.Tensor, names: list[str]) -> dict[str, np.ndarray]:
+    """A sampling source's (B, K, h, w) maps -> its (samples, mean, median, std) columns, in that order."""
+    mean, median, std = (t.cpu().numpy() for t in aggregate_samples(maps))
+    return dict(zip(names, (maps.cpu().numpy(), mean, median, std)))
 
 
 def build_sources(sources: list[MapSource], vlm, prompts: list[str], layer: str, device: torch.device,
@@ -155,6 +162,7 @@ def compute_columns(sources: list[MapSource], engine, x: torch.Tensor, image_ids
 
 def _register_modules() -> None:
     """Sources defined in their own modules register on import (after this module's classes exist)."""
+    import paric.vlm.prolip.source  # noqa: F401  'prolip'
     import paric.zeroshot.source  # noqa: F401  'lazsl'
 
 

@@ -91,6 +91,8 @@ REFERENCES.add("mean", _aggregate("map_samples", "mean"))
 REFERENCES.add("median", _aggregate("map_samples", "median"))
 REFERENCES.add("lazsl", _column("map_lazsl"))  # LaZSL's transported mass (paric.zeroshot.source)
 REFERENCES.add("lazsl_score", _column("map_lazsl_score"))  # each crop's share of LaZSL's class score
+REFERENCES.add("prolip_mean", _aggregate("map_prolip_samples", "mean"))  # ProLIP's own samples (issue 15)
+REFERENCES.add("prolip_median", _aggregate("map_prolip_samples", "median"))
 REFERENCES.add("oracle", ReferenceKind(("mask",), _oracle, is_map=False))
 
 

@@ -18,12 +18,15 @@ def build_results(cfg: Config, quality: dict | None, summary: dict, sweeps: dict
     maps = {}
     if quality:
         test = quality.get("splits", {}).get("test") or {}
-        maps = {k: test[k] for k in ("energy_in_mask", "pointing_game") if k in test}
+        maps = {k: test[k] for k in ("energy_in_mask", "pointing_game", "pixel_std") if k in test}
     out = {"config": cfg.model_dump(mode="json"), "maps": maps, "methods": summary["methods"],
            "seeds": summary.get("seeds", []), "per_group_acc": summary.get("per_group_acc", {})}
     zero = load_zero_shot(cfg)
     if zero:
         out["zero_shot"] = zero
+    vlm = load_vlm_report(cfg)
+    if vlm:
+        out["vlm"] = vlm
     if sweeps:
         out["sweep"] = {m: {"best": s["best"], "best_score": s["best_score"], "failed": s.get("failed", 0),
                             "n_trials": len(s.get("trials", []))} for m, s in sweeps.items()}
@@ -38,11 +41,7 @@ def write_report(cfg: Config, results: dict, out_dir: Path | None = None, figure
     lines = [f"# paric report: {cfg.run.name}", "",
              f"Seeds: {results.get('seeds')}; accuracies in %, mean ± std over seeds; best epoch by class-balanced "
              "validation accuracy.", "", methods_table(results["methods"]), ""]
-    eim = results.get("maps", {}).get("energy_in_mask")
-    if eim:
-        lines += ["## Reference maps (test split)", "", "| map | energy-in-mask |", "|---|---|"]
-        lines += [f"| {k} | {v:.3f} |" for k, v in eim.items()]
-        lines.append("")
+    lines += map_lines(results.get("maps", {})) + vlm_lines(results.get("vlm"))
     zero = results.get("zero_shot")
     if zero:
         lines += ["## Zero-shot classification (test split)", "",
@@ -63,6 +62,46 @@ def write_report(cfg: Config, results: dict, out_dir: Path | None = None, figure
     with atomic_path(out / "report.md") as tmp:
         Path(tmp).write_text("\n".join(lines))
     return out
+
+
+def map_lines(maps: dict) -> list[str]:
+    """The reference-map table: energy-in-mask, pointing game, and a sampling source's per-pixel std
+    over its K maps (on its mean's row)."""
+    eim, pg, spread = maps.get("energy_in_mask"), maps.get("pointing_game", {}), maps.get("pixel_std", {})
+    if not eim:
+        return []
+    lines = ["## Reference maps (test split)", "", "| map | energy-in-mask | pointing game | per-pixel std of "
+             "the K maps (all / in object / outside) |", "|---|---|---|---|"]
+    for k, v in eim.items():
+        sd = spread.get(k.replace("mean", "std")) if k.endswith("mean") else None
+        sd_txt = f"{sd['mean']:.4f} / {sd['in_mask']:.4f} / {sd['out_mask']:.4f}" if sd else ""
+        lines.append(f"| {k} | {v:.3f} | {pg.get(k, float('nan')):.3f} | {sd_txt} |")
+    return lines + [""]
+
+
+def vlm_lines(vlm: dict | None) -> list[str]:
+    """The VLM's zero-shot accuracy (and a ProLIP's CSD ranking and text uncertainty)."""
+    if not vlm:
+        return []
+    lines = ["## The VLM (test split, zero-shot)", "", "| task | prompt μ only | CSD ranking |", "|---|---|---|"]
+    for task in ("classes", "all_shapes"):
+        if f"acc_{task}" in vlm:
+            csd = vlm.get(f"csd_{task}", {}).get("csd")
+            lines.append(f"| {task} | {100 * vlm[f'acc_{task}']:.1f} | {'' if csd is None else f'{100 * csd:.1f}'} |")
+    unc = vlm.get("text_uncertainty")
+    if unc:
+        (p1, v1), (p2, v2) = list(unc["probes"].items())
+        lines += ["", f"Text uncertainty (mean σ² per dimension): '{p1}' {v1:.3g}, '{p2}' {v2:.3g}; over the "
+                  f"corpus' {unc['captions']} distinct captions, generic-noun {unc['mean_var_generic']:.3g} against "
+                  f"shape-named {unc['mean_var_named']:.3g}, Spearman ρ(words, σ²) = {unc['spearman_words_vs_var']:.2f}. "
+                  f"Image σ per dimension: {vlm.get('image_std_per_dim', float('nan')):.3g}."]
+    return lines + [""]
+
+
+def load_vlm_report(cfg: Config) -> dict | None:
+    """The vlm stage's zero-shot report (``vlm/clip/pretrain.json``), for a VLM pretrained here."""
+    p = cfg.output_path("vlm", "clip", "pretrain.json")
+    return json.loads(p.read_text()).get("zero_shot") if p.is_file() else None
 
 
 def load_zero_shot(cfg: Config) -> dict | None:

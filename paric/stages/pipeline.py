@@ -17,9 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from paric.attention.sources import declared_columns
+from paric.attention.sources import MAP_SOURCES, declared_columns
 from paric.config import Config
 from paric.data.fingerprint import fixed_data
+from paric.regularizers import REGULARIZERS
 from paric.regularizers.reference import REFERENCES
 from paric.io import write_json
 from paric.report.results import ZERO_SHOT_FIGURE, build_results, load_quality, write_report
@@ -62,6 +63,16 @@ def check_pipeline_config(cfg: Config) -> None:
             raise ValueError(f"sweep.methods: '{m}' is not defined in train.methods")
         if m not in cfg.sweep.spaces:
             raise ValueError(f"sweep.methods: '{m}' has no search space in sweep.spaces ({sorted(cfg.sweep.spaces)})")
+    for name in cfg.maps.sources:
+        family = MAP_SOURCES.get(name).family
+        if family is not None and family != cfg.vlm.family:
+            raise ValueError(f"maps.sources: '{name}' samples a {family} VLM's own Gaussians; it needs "
+                             f"vlm.family={family} (got {cfg.vlm.family})")
+    for m in cfg.train.compare:
+        if REGULARIZERS.get(cfg.method(m).regularizer).needs_text and cfg.vlm.family != "clip":
+            raise ValueError(f"train.methods.{m}: regularizer '{cfg.method(m).regularizer}' trains through a CLIP "
+                             f"text tower (CoOp prompts); vlm.family={cfg.vlm.family} has none. Leave it out of "
+                             "train.compare")
     written = set(declared_columns(cfg.maps.sources))
     for m in sorted({*cfg.train.compare, *cfg.sweep.methods}):
         refs = {cfg.method(m).reference, *(cfg.sweep.spaces[m].choices("reference") if m in cfg.sweep.methods else [])}

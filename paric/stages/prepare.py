@@ -6,15 +6,14 @@ the cache markers; the algorithms they call know nothing about caching or output
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import open_clip
 import torch
 
 from paric import __version__
-from paric.config import Config
+from paric.config import Config, VLMConfig
 from paric.data import CaptionCorpus, WaterbirdsDataset, generate_benchmark
 from paric.data.fingerprint import dataset_fingerprint, forget
 from paric.data.formats import prepare_index
@@ -22,8 +21,9 @@ from paric.io import sha256_file, write_json
 from paric.stages.cache import read_marker, timed_stage
 from paric.stages.runner import Stage, run_stage
 from paric.vlm.adapters import embed_pairs, train_adapters
-from paric.vlm.factory import CUSTOM_MODELS, VLM, VLMLoadError, load_vlm, weights_id
-from paric.vlm.pretrain import pretrain_clip, zero_shot_accuracy
+from paric.vlm.factory import VLM, VLMLoadError, weights_id
+from paric.vlm.families import VLM_FAMILIES
+from paric.vlm.pretrain import zero_shot_accuracy
 
 
 def set_threads(cfg: Config) -> None:
@@ -67,6 +67,7 @@ class VLMArtifact:
     pretrained: str | None
     checkpoint: Path | None
     key: str
+    vlm: VLMConfig = field(default_factory=VLMConfig)  # the family and its options
 
     def weights(self) -> str:
         """The weights' content id for map provenance (a checkpoint's hash, or the published tag)."""
@@ -75,17 +76,23 @@ class VLMArtifact:
         return weights_id(self.pretrained) if self.pretrained is not None else "random"
 
     def load(self) -> VLM:
-        return load_vlm(self.name, self.pretrained, self.checkpoint)
+        return VLM_FAMILIES[self.vlm.family].load(self.vlm, self.pretrained, self.checkpoint)
 
 
 VLM_KEYS = ("vlm.name", "vlm.pretrain", "run.seed")
+
+
+def vlm_keys(cfg: Config) -> tuple[str, ...]:
+    """The vlm stage's config keys: CLIP's, plus the family's own for another family (so the keys of
+    CLIP outputs written before families existed stay valid)."""
+    return VLM_KEYS + VLM_FAMILIES[cfg.vlm.family].key_fields()
 ADAPTER_KEYS = ("adapter", "run.seed")
 
 
 def vlm_stage_spec(cfg: Config, root: Path) -> Stage:
     """The VLM pretrained here: its config, the seed and the caption corpus' content (published
     weights are keyed by their own content instead, see :class:`VLMArtifact`)."""
-    return Stage("vlm", cfg.output_path("vlm", "clip"), VLM_KEYS, (dataset_fingerprint(root),), outputs=("model.pt",))
+    return Stage("vlm", cfg.output_path("vlm", "clip"), vlm_keys(cfg), (dataset_fingerprint(root),), outputs=("model.pt",))
 
 
 def adapter_stage_spec(cfg: Config, root: Path, vlm_art: VLMArtifact) -> Stage:
@@ -99,9 +106,15 @@ def vlm_id(cfg: Config) -> str:
     """Which VLM a text-branch regulariser (LICO) trains through, for the training keys: published
     weights by their id, a VLM pretrained here by its stage key (retraining it retrains those runs)."""
     if cfg.vlm.pretrained is not None:
-        return f"{cfg.vlm.name}:{weights_id(cfg.vlm.pretrained)}"
+        return published_key(cfg)
     marker = read_marker(cfg.output_path("vlm", "clip"))
     return str(marker.get("key")) if marker else "missing"
+
+
+def published_key(cfg: Config) -> str:
+    """Published weights' key: name and content id (and the family's, for another family)."""
+    base = f"{cfg.vlm.name}:{weights_id(cfg.vlm.pretrained)}"
+    return base if cfg.vlm.family == "clip" else f"{cfg.vlm.family}:{base}:{cfg.section_hash('vlm.prolip')}"
 
 
 def vlm_key(cfg: Config, root: Path) -> str:
@@ -116,41 +129,44 @@ def vlm_stage(cfg: Config, root: Path, progress: bool = True) -> VLMArtifact:
     """Use published weights when ``vlm.pretrained`` is set; otherwise pretrain a custom config."""
     out = cfg.output_path("vlm", "clip")
     if cfg.vlm.pretrained is not None:
-        art = VLMArtifact(cfg.vlm.name, cfg.vlm.pretrained, None, f"{cfg.vlm.name}:{weights_id(cfg.vlm.pretrained)}")
+        art = VLMArtifact(cfg.vlm.name, cfg.vlm.pretrained, None, published_key(cfg), cfg.vlm)
         with timed_stage("vlm", out) as info:
             info["skipped"] = True  # nothing to train; load once to fail early on missing weights
             art.load()
         return art
-    if cfg.vlm.name not in CUSTOM_MODELS:
+    family = VLM_FAMILIES[cfg.vlm.family]
+    if cfg.vlm.name not in family.custom_models():
         raise VLMLoadError(
-            f"vlm.pretrained: '{cfg.vlm.name}' is a published architecture; give its weights tag or "
-            f"checkpoint path (custom configs that are pretrained here: {sorted(CUSTOM_MODELS)})"
+            f"vlm.pretrained: '{cfg.vlm.name}' is a published {cfg.vlm.family} architecture; give its weights tag "
+            f"or checkpoint path (custom configs that are pretrained here: {sorted(family.custom_models())})"
         )
     stage = vlm_stage_spec(cfg, root)
     ckpt = out / "model.pt"
-    art = VLMArtifact(cfg.vlm.name, None, ckpt, stage.key(cfg))
+    art = VLMArtifact(cfg.vlm.name, None, ckpt, stage.key(cfg), cfg.vlm)
 
     def pretrain() -> dict:
-        size = open_clip.get_model_config(cfg.vlm.name)["vision_cfg"]["image_size"]
-        images, captions = load_corpus(root, size)
-        stats = pretrain_clip(cfg.vlm.name, images, captions, cfg.vlm.pretrain, cfg.run.seed, ckpt, progress)
-        stats["zero_shot"] = zero_shot_report(cfg, root, art.load())
+        images, captions = load_corpus(root, family.image_size(cfg.vlm.name))
+        stats = family.pretrain(cfg.vlm, images, captions, cfg.run.seed, ckpt, progress)
+        stats["zero_shot"] = zero_shot_report(cfg, root, art.load(), captions)
         write_json(out / "pretrain.json", stats)
         return {"checkpoint": str(ckpt), "stats": stats}
 
     return run_stage(cfg, stage, pretrain, lambda: art)
 
 
-def zero_shot_report(cfg: Config, root: Path, vlm: VLM) -> dict:
+def zero_shot_report(cfg: Config, root: Path, vlm: VLM, captions: list[str] | None = None) -> dict:
     """Zero-shot object accuracy on the test split: among the benchmark's classes, and (harder)
-    among every shape named in the caption corpus."""
+    among every shape named in the caption corpus; plus what the VLM's family reports (ProLIP: CSD
+    ranking and its text uncertainty over ``captions``)."""
     test = WaterbirdsDataset(root, "test", image_size=vlm.image_size, with_masks=False)
     images = stack_images(test)
     report = {"n": int(len(test)), "classes": test.classes}
-    for name, (classes, labels) in label_sets(root, test).items():
+    sets = label_sets(root, test)
+    for name, (classes, labels) in sets.items():
         report[f"acc_{name}"] = zero_shot_accuracy(vlm, images, labels, classes, cfg.vlm.class_template)
         if name == "all_shapes":
             report["all_shapes"] = classes
+    report.update(VLM_FAMILIES[cfg.vlm.family].report(vlm, images, sets, cfg.vlm.class_template, captions or []))
     return report
 
 

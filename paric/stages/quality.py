@@ -19,12 +19,12 @@ from paric.data import WaterbirdsDataset
 from paric.eval.map_quality import summarise
 from paric.io import write_json
 from paric.stages.runner import Stage, run_stage
-from paric.vlm.factory import load_vlm
+from paric.vlm.families import VLM_FAMILIES
 
 
 def control_maps(cfg: Config, root: Path, split: str, layer: str, batch_size: int = 64) -> np.ndarray:
     """Deterministic maps of a randomly initialised tower of the same architecture (the control)."""
-    vlm = load_vlm(cfg.vlm.name, pretrained=None, checkpoint=None, seed=cfg.run.seed + 1)
+    vlm = VLM_FAMILIES[cfg.vlm.family].load(cfg.vlm, pretrained=None, checkpoint=None, seed=cfg.run.seed + 1)
     dataset = WaterbirdsDataset(root, split, image_size=vlm.image_size, with_masks=False)
     mapper = ReferenceMapper(vlm, cfg.vlm.prompts, layer=layer)
     out = []
@@ -35,6 +35,16 @@ def control_maps(cfg: Config, root: Path, split: str, layer: str, batch_size: in
     return np.concatenate(out)
 
 
+def pixel_spread(std: np.ndarray, masks: np.ndarray) -> dict[str, float]:
+    """A sampling source's per-pixel std over its K maps (maps in [0, 1]): its mean over all pixels,
+    inside the object and outside it (upsampled to the masks, as the classifier sees them)."""
+    from paric.eval.map_quality import upsample
+
+    std, m = upsample(std, masks.shape[-2:]).numpy(), np.asarray(masks) > 0
+    return {"mean": float(std.mean()), "in_mask": float(std[m].mean()) if m.any() else float("nan"),
+            "out_mask": float(std[~m].mean()) if (~m).any() else float("nan")}
+
+
 def quality_stage(cfg: Config, root: Path, layer: str, control_split: str = "test") -> dict:
     """Score each split's stored maps against its object masks; write ``maps/quality.json``."""
     out_path = cfg.output_path("maps", "quality.json")
@@ -42,9 +52,12 @@ def quality_stage(cfg: Config, root: Path, layer: str, control_split: str = "tes
 
     def score() -> None:
         report: dict = {"splits": {}}
-        refs = [c for c in declared_columns(cfg.maps.sources).values() if c.role == "reference"]
+        cols = declared_columns(cfg.maps.sources).values()
+        refs = [c for c in cols if c.role == "reference"]
+        spreads = [c for c in cols if c.role == "uncertainty"]
         for split in cfg.maps.splits:
-            ms = store.read_store(cfg.output_path("maps", split), columns=["image_id", *[c.name for c in refs]])
+            ms = store.read_store(cfg.output_path("maps", split),
+                                  columns=["image_id", *[c.name for c in refs + spreads]])
             ds = WaterbirdsDataset(root, split, with_masks=True)
             if not len(ds) or ds[0]["mask"] is None:
                 continue
@@ -54,6 +67,7 @@ def quality_stage(cfg: Config, root: Path, layer: str, control_split: str = "tes
             if split == control_split:
                 kinds["random_init_det"] = control_maps(cfg, root, split, layer)
             summary = summarise(kinds, masks)
+            summary["pixel_std"] = {c.short: pixel_spread(ms.maps[c.name], masks) for c in spreads}
             summary["n"] = int(len(masks))
             report["splits"][split] = summary
         write_json(out_path, report)

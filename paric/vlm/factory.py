@@ -92,6 +92,14 @@ def _image_size(model: torch.nn.Module) -> int:
     return int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
+def frozen(model: torch.nn.Module) -> torch.nn.Module:
+    """The model in eval mode with every parameter frozen (how every stage uses a VLM)."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
 def load_vlm(name: str, pretrained: str | None = None, checkpoint: Path | None = None, seed: int = 0) -> VLM:
     """Build ``name`` and load weights from an open_clip tag/path (``pretrained``) or from a
     checkpoint written by :mod:`paric.vlm.pretrain`; with neither, random weights (a control)."""
@@ -115,12 +123,9 @@ def load_vlm(name: str, pretrained: str | None = None, checkpoint: Path | None =
             except Exception as exc:
                 raise VLMLoadError(f"{checkpoint}: not a loadable checkpoint for '{name}': {exc}") from exc
             weights = f"sha256:{sha256_file(checkpoint)[:16]}"
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
     pp = getattr(model.visual, "preprocess_cfg", {}) or {}
     return VLM(
-        model=model,
+        model=frozen(model),
         tokenizer=open_clip.get_tokenizer(name),
         name=name,
         weights=weights,

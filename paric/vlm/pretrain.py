@@ -2,13 +2,15 @@
 
 Why: CLIP weights cannot be downloaded here, so the embedded default pretrains a tiny tower with
 open_clip's own ``ClipLoss`` on image–caption pairs in which object and place are independent;
-the checkpoint is keyed by a hash of its config and reused.
+the checkpoint is keyed by a hash of its config and reused. ProLIP's pretraining
+(:mod:`paric.vlm.prolip.pretrain`) runs the same loop with its own losses.
 """
 from __future__ import annotations
 
 import math
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import open_clip
@@ -31,19 +33,35 @@ def pretrain_clip(
     out_path: Path,
     progress: bool = True,
 ) -> dict:
-    """Train ``name`` from scratch on (images uint8 (N,H,W,3), captions); save to ``out_path``.
-
-    Returns training stats. The checkpoint is written to a temp name and renamed, so an
-    interrupted run never leaves a truncated checkpoint where a finished one is expected.
-    """
+    """Train the open_clip model ``name`` from scratch on (images uint8 (N,H,W,3), captions) with
+    ``ClipLoss``; save to ``out_path`` (see :func:`contrastive_pretrain`)."""
     model = build_model(name, seed)
-    tokenizer = open_clip.get_tokenizer(name)
-    tokens = tokenizer(captions)
+    tokens = open_clip.get_tokenizer(name)(captions)
+    loss_fn = ClipLoss()
+
+    def step(x: torch.Tensor, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        img_f = model.encode_image(x, normalize=True)
+        txt_f = model.encode_text(tokens[idx], normalize=True)
+        return {"loss": loss_fn(img_f, txt_f, model.logit_scale.exp())}
+
+    return contrastive_pretrain(model, name, images, step, cfg, seed, out_path, progress)
+
+
+def contrastive_pretrain(model: torch.nn.Module, name: str, images: torch.Tensor,
+                         step_loss: Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]],
+                         cfg: PretrainConfig, seed: int, out_path: Path, progress: bool = True,
+                         extra: dict | None = None) -> dict:
+    """The pretraining loop both VLM families share: AdamW, warmup-cosine, random flips, a clamped
+    ``logit_scale``; ``step_loss(normalised images, their corpus rows)`` returns the losses ("loss" is
+    optimised; the others are averaged into the stats).
+
+    Returns training stats. The checkpoint (with ``extra``) is written to a temp name and renamed, so
+    an interrupted run never leaves a truncated checkpoint where a finished one is expected.
+    """
     model.train()
     opt = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
     )
-    loss_fn = ClipLoss()
     n = images.shape[0]
     steps_per_epoch = n // cfg.batch_size
     if steps_per_epoch == 0:
@@ -51,6 +69,7 @@ def pretrain_clip(
     total = steps_per_epoch * cfg.epochs
     gen = torch.Generator().manual_seed(seed)
     step, t0, losses = 0, time.time(), []
+    parts: dict[str, list[float]] = {}
     bar = tqdm(total=total, desc=f"pretrain {name}", disable=not progress, unit="step")
     for _epoch in range(cfg.epochs):
         order = torch.randperm(n, generator=gen)
@@ -61,15 +80,17 @@ def pretrain_clip(
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
             for g in opt.param_groups:
                 g["lr"] = warmup_cosine(step, total, cfg.warmup_steps, cfg.lr)
-            img_f = model.encode_image(x, normalize=True)
-            txt_f = model.encode_text(tokens[idx], normalize=True)
-            loss = loss_fn(img_f, txt_f, model.logit_scale.exp())
+            out = step_loss(x, idx)
+            loss = out["loss"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             with torch.no_grad():
                 model.logit_scale.clamp_(0, math.log(100))
             losses.append(float(loss.detach()))
+            for k, v in out.items():
+                if k != "loss":
+                    parts.setdefault(k, []).append(float(v.detach()))
             step += 1
             bar.update(1)
             if step % 20 == 0:
@@ -83,8 +104,9 @@ def pretrain_clip(
         "pairs": n,
         "epochs": cfg.epochs,
     }
+    stats.update({f"final_{k}": float(np.mean(v[-20:])) for k, v in parts.items()})
     with atomic_path(out_path) as tmp:
-        torch.save({"model": model.state_dict(), "name": name, "stats": stats}, tmp)
+        torch.save({"model": model.state_dict(), "name": name, "stats": stats, **(extra or {})}, tmp)
     return stats
 
 
