@@ -4,9 +4,12 @@ Prints, per tower, time(K sampled maps) / time(1 deterministic map) with the gra
 K scores from one batched vector–Jacobian product ("batched") and from one backward pass per
 sample ("naive"). Random weights (timing does not depend on them). Towers: the embedded
 default (paric-tiny-cnn), the earlier ModifiedResNet and ViT tiny towers, and ViT-B-32 at 224 px.
-Last line, for the last tower (ViT-B-32 by default):  batched_over_det=<x> naive_over_det=<y>
+ProLIP rows (``--prolip``, issue 15): its K maps from the tower's own Gaussians against its one
+deterministic map, on ProLIP towers (paric/vlm/prolip/configs; ViT-B-16 is the published shape at 224 px).
+Last line, for the last CLIP tower (ViT-B-32 by default):  batched_over_det=<x> naive_over_det=<y>;
+then for the last ProLIP tower:  prolip_batched_over_det=<x>  (goal ≤ 1.5 at K = 32 on ViT-B-16)
 
-    python benchmarks/bench_maps.py [--K 32] [--batch 8] [--repeats 3] [--towers NAME ...]
+    python benchmarks/bench_maps.py [--K 32] [--batch 8] [--repeats 3] [--towers NAME ...] [--prolip NAME ...]
 """
 from __future__ import annotations
 
@@ -16,10 +19,12 @@ import torch
 
 from timing import best_time  # benchmarks/timing.py
 
-from paric.attention.reference import ReferenceMapper
+from paric.attention.reference import GradCamEngine, ReferenceMapper, TextMatch
 from paric.config import AdapterConfig
 from paric.vlm.adapters import build_adapters
-from paric.vlm.factory import load_vlm
+from paric.vlm.factory import VLMLoadError, load_vlm
+from paric.vlm.prolip.factory import load_prolip
+from paric.vlm.prolip.sampler import ProlipSampler
 
 PROMPTS = ["a photo of a bird"]
 
@@ -39,6 +44,42 @@ def measure(name: str, K: int, batch: int, repeats: int) -> tuple[float, float, 
     return t_det, t_fast, t_slow
 
 
+def offline_tokens(name: str):
+    """The ProLIP tower with a stand-in tokenizer (every prompt: token 1 then padding)."""
+    from dataclasses import replace
+
+    from paric.vlm.prolip.factory import load_prolip, model_config
+
+    ctx = model_config(name)["text_cfg"]["context_length"]
+
+    def tokens(texts: list[str]) -> torch.Tensor:
+        t = torch.zeros(len(texts), ctx, dtype=torch.long)
+        t[:, 0] = 1
+        return t
+
+    vlm = load_prolip("paric-micro-cnn")  # only for its VLM fields; the model is replaced
+    from paric.vlm.factory import frozen
+    from paric.vlm.prolip.factory import build_prolip
+
+    model = frozen(build_prolip(name))
+    return replace(vlm, model=model, tokenizer=tokens, name=name, image_size=int(model.visual.image_size))
+
+
+def measure_prolip(name: str, K: int, batch: int, repeats: int) -> tuple[float, float, float]:
+    torch.manual_seed(0)
+    try:
+        vlm = load_prolip(name)
+    except VLMLoadError:  # the published shape's SigLIP tokenizer is not here offline; the prompt's tokens
+        vlm = offline_tokens(name)  # do not change the timing of random weights
+    x = torch.randn(batch, 3, vlm.image_size, vlm.image_size)
+    ids = [f"img{i}" for i in range(batch)]
+    det = GradCamEngine(vlm, PROMPTS, [TextMatch()])
+    fast = GradCamEngine(vlm, PROMPTS, [ProlipSampler(K, 0)])
+    slow = GradCamEngine(vlm, PROMPTS, [ProlipSampler(K, 0)], vjp="looped")
+    return (best_time(lambda: det(x, ids), repeats), best_time(lambda: fast(x, ids), repeats),
+            best_time(lambda: slow(x, ids), repeats))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--K", type=int, default=32)
@@ -46,6 +87,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--towers", nargs="+", default=["paric-tiny-cnn", "paric-tiny-rn", "paric-tiny-vit", "ViT-B-32"],
                    help="open_clip model names; the last one gives the final line")
+    p.add_argument("--prolip", nargs="*", default=["paric-tiny-cnn", "ViT-B-16"],
+                   help="ProLIP config names (paric/vlm/prolip/configs); the last one gives the prolip line")
     args = p.parse_args()
     print(f"torch threads: {torch.get_num_threads()}, K={args.K}, batch={args.batch}")
     result = None
@@ -55,6 +98,14 @@ def main() -> None:
         print(f"{name:16s} det {t_det * 1e3:8.1f} ms  batched {t_fast * 1e3:8.1f} ms ({result[0]:.2f}x)  "
               f"naive {t_slow * 1e3:8.1f} ms ({result[1]:.2f}x)")
     print(f"batched_over_det={result[0]:.2f} naive_over_det={result[1]:.2f}")
+    pro = None
+    for name in args.prolip:
+        t_det, t_fast, t_slow = measure_prolip(name, args.K, args.batch, args.repeats)
+        pro = t_fast / t_det
+        print(f"prolip {name:9s} det {t_det * 1e3:8.1f} ms  batched {t_fast * 1e3:8.1f} ms ({pro:.2f}x)  "
+              f"naive {t_slow * 1e3:8.1f} ms ({t_slow / t_det:.2f}x)")
+    if pro is not None:
+        print(f"prolip_batched_over_det={pro:.2f}")
 
 
 if __name__ == "__main__":

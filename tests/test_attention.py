@@ -124,10 +124,12 @@ def test_cls_head_reproduces_the_towers_output_and_gradcam_weights():
     with capture_as_leaf(visual, layer) as cap:
         full = vlm.model.encode_image(x)
     offset = torch.zeros(2, cap["acts"].shape[-1], requires_grad=True)
-    np.testing.assert_allclose(head(cap, offset).detach().numpy(), full.detach().numpy(), atol=1e-5)
+    v, logvar = head(cap, offset)
+    assert logvar is None
+    np.testing.assert_allclose(v.detach().numpy(), full.detach().numpy(), atol=1e-5)
     t = vlm.encode_text(["a photo"])[0]
     (g_full,) = torch.autograd.grad(full @ t, cap["acts"], torch.ones(2))
-    (g_off,) = torch.autograd.grad(head(cap, offset) @ t, offset, torch.ones(2))
+    (g_off,) = torch.autograd.grad(head(cap, offset)[0] @ t, offset, torch.ones(2))
     np.testing.assert_allclose((g_off / layer.grid[0] / layer.grid[1]).numpy(),
                                channel_weights(g_full[None], layer)[0].numpy(), atol=1e-6)
     assert ClsHead.build(load_vlm("paric-micro-vit").model.visual, layer) is None  # avg pooling: generic path

@@ -102,10 +102,15 @@ class ClsHead:
 
     @classmethod
     def build(cls, visual: nn.Module, layer: SaliencyLayer) -> "ClsHead | None":
-        """The head when the tower has this form, else None (the generic autograd path is used)."""
+        """The head when the tower has this form, else None (the generic autograd path is used).
+
+        The leading tokens whose outputs the embedding reads are the queries: [CLS] for CLIP, and
+        [CLS, UNC] for a tower that says how it pools them (``embed_prefix``: ProLIP's μ and log σ²).
+        """
         blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
+        queries = 2 if hasattr(visual, "embed_prefix") else 1
         if (blocks is None or getattr(visual, "pool_type", None) != "tok"
-                or getattr(visual, "attn_pool", None) is not None or layer.prefix != 1
+                or getattr(visual, "attn_pool", None) is not None or layer.prefix != queries
                 or layer.path != f"transformer.resblocks.{len(blocks) - 1}.ln_1"):
             return None
         attn = getattr(blocks[-1], "attn", None)
@@ -114,27 +119,30 @@ class ClsHead:
             return None
         return cls(visual, layer)
 
-    def __call__(self, cap: dict[str, torch.Tensor], offset: torch.Tensor) -> torch.Tensor:
-        """Embedding (B, d) from what :func:`capture_as_leaf` stored and the offset δ (B, C)."""
+    def __call__(self, cap: dict[str, torch.Tensor], offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(embedding (B, d), log σ² (B, d) or None) from what :func:`capture_as_leaf` stored and the
+        offset δ (B, C); every leading token is a query (Q = 1 for CLIP, 2 for ProLIP)."""
         block, attn = self.block, self.block.attn
         y = torch.cat([cap["prefix"], cap["acts"].detach()], dim=1)  # (B, N, E) ln_1 output
         E, H, start = attn.embed_dim, attn.num_heads, self.layer.prefix
-        dh = E // H
+        B, dh = len(y), E // H
         w_q, w_k, w_v = attn.in_proj_weight.split(E)
         b_q, _, b_v = attn.in_proj_bias.split(E) if attn.in_proj_bias is not None else (None, None, None)
-        q = F.linear(y[:, 0], w_q, b_q).view(-1, H, dh) * dh**-0.5
-        r = torch.einsum("bhd,hde->bhe", q, w_k.view(H, dh, E))  # (B, H, E)
-        logits = r @ y.transpose(1, 2)  # (B, H, N)
-        shift = (r @ offset[:, :, None])  # (B, H, 1): r_h·δ on every patch logit
+        q = F.linear(y[:, :start], w_q, b_q).view(B, start, H, dh) * dh**-0.5
+        r = torch.einsum("bqhd,hde->bqhe", q, w_k.view(H, dh, E))  # (B, Q, H, E)
+        logits = torch.einsum("bqhe,bne->bqhn", r, y)  # (B, Q, H, N)
+        shift = torch.einsum("bqhe,be->bqh", r, offset)[..., None]  # r_h·δ on every patch logit
         p = torch.cat([logits[..., :start], logits[..., start:] + shift], dim=-1).softmax(-1)
-        pooled = p @ y + p[..., start:].sum(-1, keepdim=True) * offset[:, None, :]  # (B, H, E)
-        o = torch.einsum("bhe,hde->bhd", pooled, w_v.view(H, dh, E))
+        pooled = torch.einsum("bqhn,bne->bqhe", p, y) + p[..., start:].sum(-1, keepdim=True) * offset[:, None, None, :]
+        o = torch.einsum("bqhe,hde->bqhd", pooled, w_v.view(H, dh, E))
         if b_v is not None:
             o = o + b_v.view(H, dh)
-        h = cap["prefix_input"] + block.ls_1(attn.out_proj(o.reshape(-1, 1, E)))
+        h = cap["prefix_input"] + block.ls_1(attn.out_proj(o.reshape(B, start, E)))
         h = h + block.ls_2(block.mlp(block.ln_2(h)))
+        if hasattr(self.visual, "embed_prefix"):
+            return self.visual.embed_prefix(h)
         out = self.visual.ln_post(h[:, 0])
-        return out @ self.visual.proj if self.visual.proj is not None else out
+        return (out @ self.visual.proj if self.visual.proj is not None else out), None
 
 
 @contextmanager

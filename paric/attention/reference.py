@@ -154,7 +154,7 @@ class GradCamEngine:
         with torch.enable_grad():
             if self.head is not None:  # recompute only what reaches the output, from the offset
                 leaf = leaf.new_zeros(leaf.shape[0], leaf.shape[-1]).requires_grad_(True)
-                emb = ImageEmbedding(self.head(cap, leaf))
+                emb = ImageEmbedding(*self.head(cap, leaf))
             scores = torch.cat([s.scores(emb, image_ids) for s in self.samplers], dim=-1)
         return cap["acts"].detach(), leaf, scores
 

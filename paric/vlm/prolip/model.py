@@ -88,7 +88,11 @@ class ProlipViT(nn.Module):
             heads = self.transformer.resblocks[0].attn.num_heads
             mask = torch.zeros(keys.shape, dtype=t.dtype, device=t.device).masked_fill(keys, float("-inf"))
             mask = mask[:, None, None, :].expand(-1, heads, t.shape[1], -1).reshape(-1, t.shape[1], t.shape[1])
-        t = self.transformer(t, attn_mask=mask)
+        return self.embed_prefix(self.transformer(t, attn_mask=mask))
+
+    def embed_prefix(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(projected [CLS], log σ²) from the last block's outputs at the leading tokens (B, ≥2, width);
+        Grad-CAM's fast head (:class:`paric.attention.gradcam.ClsHead`) calls it on those two only."""
         cls, unc = self.ln_post(t[:, 0]), self.ln_post(t[:, 1])
         return cls @ self.proj, self.unc_head(unc)
 
