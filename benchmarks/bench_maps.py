@@ -22,8 +22,8 @@ from timing import best_time  # benchmarks/timing.py
 from paric.attention.reference import GradCamEngine, ReferenceMapper, TextMatch
 from paric.config import AdapterConfig
 from paric.vlm.adapters import build_adapters
-from paric.vlm.factory import VLMLoadError, load_vlm
-from paric.vlm.prolip.factory import load_prolip
+from paric.vlm.factory import VLM, VLMLoadError, frozen, load_vlm
+from paric.vlm.prolip.factory import SIGLIP_MEAN, SIGLIP_STD, build_prolip, load_prolip, model_config
 from paric.vlm.prolip.sampler import ProlipSampler
 
 PROMPTS = ["a photo of a bird"]
@@ -44,12 +44,9 @@ def measure(name: str, K: int, batch: int, repeats: int) -> tuple[float, float, 
     return t_det, t_fast, t_slow
 
 
-def offline_tokens(name: str):
-    """The ProLIP tower with a stand-in tokenizer (every prompt: token 1 then padding)."""
-    from dataclasses import replace
-
-    from paric.vlm.prolip.factory import load_prolip, model_config
-
+def offline_tokens(name: str) -> VLM:
+    """The ProLIP tower (random weights) with a stand-in tokenizer: every prompt is token 1 then
+    padding. Its SigLIP tokenizer is not here offline, and the prompt does not change the timing."""
     ctx = model_config(name)["text_cfg"]["context_length"]
 
     def tokens(texts: list[str]) -> torch.Tensor:
@@ -57,12 +54,8 @@ def offline_tokens(name: str):
         t[:, 0] = 1
         return t
 
-    vlm = load_prolip("paric-micro-cnn")  # only for its VLM fields; the model is replaced
-    from paric.vlm.factory import frozen
-    from paric.vlm.prolip.factory import build_prolip
-
     model = frozen(build_prolip(name))
-    return replace(vlm, model=model, tokenizer=tokens, name=name, image_size=int(model.visual.image_size))
+    return VLM(model, tokens, name, "random", int(model.visual.image_size), SIGLIP_MEAN, SIGLIP_STD)
 
 
 def measure_prolip(name: str, K: int, batch: int, repeats: int) -> tuple[float, float, float]:

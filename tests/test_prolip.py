@@ -250,3 +250,28 @@ def test_pretraining_is_seeded_reports_its_terms_and_reloads_with_its_text_varia
     assert vlm.weights.startswith("sha256:") and vlm.model.text.unc_from == "unc"
     rep = text_uncertainty_report(vlm, caps)
     assert rep["captions"] == 4 and set(rep["probes"]) == {"a shape", "a circle on the water"}
+
+
+@pytest.mark.slow
+def test_the_maps_stages_pretrain_a_prolip_vlm_and_store_both_samplers_maps(tmp_path, ray_cluster, tiny_overrides):
+    """``vlm.family=prolip`` end to end through the map stages: ProLIP pretrained on the corpus (with its
+    CSD zero-shot and text-uncertainty report), then GALS', the adapters' and ProLIP's maps in one store."""
+    import json
+
+    from paric import store
+    from paric.stages.maps import run_precompute
+
+    cfg = load_config(REPO / "conf" / "default.yaml", tiny_overrides + [
+        f"run.output_dir={tmp_path}", "vlm.family=prolip", "maps.sources=[gals,paric,prolip]"])
+    run_precompute(cfg, progress=False)
+    report = json.loads(cfg.output_path("vlm", "clip", "pretrain.json").read_text())
+    assert report["text_unc_from"] == "unc" and "final_incl_masked" in report
+    zs = report["zero_shot"]
+    assert {"csd", "mu"} == set(zs["csd_classes"]) and zs["csd_classes"]["mu"] == pytest.approx(zs["acc_classes"])
+    assert set(zs["text_uncertainty"]["probes"]) == {"a shape", "a circle on the water"}
+    ms = store.read_store(cfg.output_path("maps", "test"))
+    assert {"map_det", "map_samples", "map_prolip_samples", "map_prolip_mean", "map_prolip_std"} <= set(ms.maps)
+    assert ms.maps["map_prolip_samples"].shape[1] == cfg.maps.K
+    quality = json.loads(cfg.output_path("maps", "quality.json").read_text())["splits"]["test"]
+    assert {"prolip_mean", "mean", "det"} <= set(quality["energy_in_mask"])
+    assert {"prolip_std", "std"} == set(quality["pixel_std"])
