@@ -76,7 +76,10 @@ class VLMArtifact:
         return weights_id(self.pretrained) if self.pretrained is not None else "random"
 
     def load(self) -> VLM:
-        return VLM_FAMILIES[self.vlm.family].load(self.vlm, self.pretrained, self.checkpoint)
+        """Load by this artifact's own name and weights (``vlm`` supplies only the family options, so
+        an artifact built without it still loads the model it names)."""
+        vcfg = self.vlm.model_copy(update={"name": self.name, "pretrained": self.pretrained})
+        return VLM_FAMILIES[self.vlm.family].load(vcfg, self.pretrained, self.checkpoint)
 
 
 VLM_KEYS = ("vlm.name", "vlm.pretrain", "run.seed")
