@@ -10,6 +10,10 @@ the token layout differ; the transformer blocks, norms and tokenizer are open_cl
 - log σ²: a linear head whose bias starts at −10 (σ² ≈ 5e-5 at init), on the [UNC] output.
   The published text tower computes the [UNC] output and discards it, reading log σ² from the
   projected [CLS] instead; its weights depend on that, hence ``text_unc_from: unc | cls``.
+- The published code has three more quirks its weights depend on, each an option here (default off,
+  the paper's form; :mod:`paric.vlm.prolip.published` turns them on): the vision [CLS] goes through
+  ``ln_post`` twice (``ln_post_twice``); the text tower attends without a causal mask
+  (``causal=False``); its projection has a bias (``proj_bias``), and its norms use eps 1e-6.
 - The CNN vision variant (the embedded benchmark's tiny tower, whose ViT did not learn shape)
   has no tokens: its [UNC] is a second pooled head over the last stage, beside the μ head.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import timm
@@ -61,9 +66,9 @@ class ProlipViT(nn.Module):
     attn_pool = None
 
     def __init__(self, image_size: int, patch_size: int, width: int, layers: int, heads: int, embed_dim: int,
-                 mlp_ratio: float = 4.0) -> None:
+                 mlp_ratio: float = 4.0, ln_post_twice: bool = False) -> None:
         super().__init__()
-        self.image_size, self.patch_size = image_size, patch_size
+        self.image_size, self.patch_size, self.ln_post_twice = image_size, patch_size, ln_post_twice
         self.grid_size = (image_size // patch_size, image_size // patch_size)
         scale = width ** -0.5
         self.conv1 = nn.Conv2d(3, width, patch_size, patch_size, bias=False)
@@ -94,6 +99,8 @@ class ProlipViT(nn.Module):
         """(projected [CLS], log σ²) from the last block's outputs at the leading tokens (B, ≥2, width);
         Grad-CAM's fast head (:class:`paric.attention.gradcam.ClsHead`) calls it on those two only."""
         cls, unc = self.ln_post(t[:, 0]), self.ln_post(t[:, 1])
+        if self.ln_post_twice:  # the published tower's quirk: its [CLS] is normalised again
+            cls = self.ln_post(cls)
         return cls @ self.proj, self.unc_head(unc)
 
     def drop_units(self) -> int:
@@ -135,23 +142,28 @@ class ProlipCNN(nn.Module):
 
 
 class ProlipText(nn.Module):
-    """Tokens, then [UNC] and [CLS] appended (context + 2 positions), causal attention: the appended
-    tokens see the whole caption. μ from the projected [CLS]; log σ² from the [UNC] output
-    (``unc_from='unc'``, the paper) or from the projected [CLS] (``'cls'``, the published code)."""
+    """Tokens, then [UNC] and [CLS] appended (context + 2 positions), causal attention by default: the
+    appended tokens see the whole caption either way. μ from the projected [CLS]; log σ² from the
+    [UNC] output (``unc_from='unc'``, the paper) or from the projected [CLS] (``'cls'``, the
+    published code, whose head then maps embed_dim → embed_dim)."""
 
     def __init__(self, context_length: int, vocab_size: int, width: int, heads: int, layers: int, embed_dim: int,
-                 unc_from: Literal["unc", "cls"] = "unc", mlp_ratio: float = 4.0) -> None:
+                 unc_from: Literal["unc", "cls"] = "unc", mlp_ratio: float = 4.0, causal: bool = True,
+                 proj_bias: bool = False, ln_eps: float = 1e-5) -> None:
         super().__init__()
-        self.context_length, self.unc_from = context_length, unc_from
+        self.context_length, self.unc_from, self.causal = context_length, unc_from, causal
         scale = width ** -0.5
         self.token_embedding = nn.Embedding(vocab_size, width)
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         self.unc_embedding = nn.Parameter(scale * torch.randn(width))
         self.cls_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(0.01 * torch.randn(context_length + 2, width))
-        self.transformer = Transformer(width, layers, heads, mlp_ratio)
-        self.ln_final = LayerNorm(width)
-        self.text_projection = nn.Parameter(scale * torch.randn(width, embed_dim))
+        norm = partial(LayerNorm, eps=ln_eps)
+        self.transformer = Transformer(width, layers, heads, mlp_ratio, norm_layer=norm)
+        self.ln_final = norm(width)
+        # a bias-free matrix (our checkpoints) or, with proj_bias, a Linear (the published layout)
+        self.text_projection = (nn.Linear(width, embed_dim) if proj_bias
+                                else nn.Parameter(scale * torch.randn(width, embed_dim)))
         self.unc_head = _unc_head(width if unc_from == "unc" else embed_dim, embed_dim)
         n = context_length + 2
         self.register_buffer("attn_mask", torch.full((n, n), float("-inf")).triu_(1), persistent=False)
@@ -164,8 +176,9 @@ class ProlipText(nn.Module):
             x = x.masked_fill(replace[..., None], 0.0)
         tail = torch.stack([self.unc_embedding, self.cls_embedding]).to(x.dtype).expand(len(x), -1, -1)
         x = torch.cat([x, tail], dim=1) + self.positional_embedding.to(x.dtype)
-        x = self.ln_final(self.transformer(x, attn_mask=self.attn_mask.to(x.dtype)))
-        cls = x[:, -1] @ self.text_projection
+        x = self.ln_final(self.transformer(x, attn_mask=self.attn_mask.to(x.dtype) if self.causal else None))
+        proj = self.text_projection
+        cls = proj(x[:, -1]) if isinstance(proj, nn.Linear) else x[:, -1] @ proj
         return cls, self.unc_head(x[:, -2] if self.unc_from == "unc" else cls)
 
 
