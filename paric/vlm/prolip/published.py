@@ -7,7 +7,7 @@ is a set of tower options (:data:`PUBLISHED_QUIRKS`, see :mod:`paric.vlm.prolip.
 
 Accepted files: ``model.safetensors`` (the hub's format), or a torch file holding the state dict,
 optionally under ``state_dict`` and with DDP's ``module.`` prefix (the training checkpoints).
-A hub id is looked up in the local Hugging Face cache only when offline (``HF_HUB_OFFLINE=1``).
+A hub id goes through huggingface_hub (its local cache only, with ``HF_HUB_OFFLINE=1``).
 """
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ from typing import Literal
 
 import torch
 
-from paric.io import sha256_file
-from paric.vlm.factory import VLMLoadError
+from paric.vlm.factory import VLMLoadError, weights_id
 from paric.vlm.prolip.model import ProLIP
 
 #: tower options that reproduce the published forward pass (their weights were trained under it)
@@ -128,4 +127,4 @@ def load_published(name: str, pretrained: str, text_unc_from: Literal["unc", "cl
             raise VLMLoadError(f"{path}: '{key}' has shape {tuple(value.shape)}, ProLIP '{name}' expects "
                                f"{tuple(ours[key].shape)}")
     model.load_state_dict({k: v.float() for k, v in state.items()})
-    return model, f"sha256:{sha256_file(path)[:16]}"
+    return model, weights_id(str(path))  # the resolved file's content, a hub id's included
