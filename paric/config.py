@@ -677,6 +677,19 @@ class ReportConfig(_Section):
     before: str = "vanilla"
     after: str = "paric_mean"
     examples_per_group: int = Field(1, ge=1, description="test images per group in the map figure")
+    families: list[str] = Field(
+        [], description="pipelines/families.py: the VLM families (vlm.family values) to run this config under, "
+        "each into <output_dir>/<family>, and compare in one report (families.md)")
+
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, v: list[str]) -> list[str]:
+        from paric.vlm.families import VLM_FAMILIES  # imports torch: only when validating
+
+        for name in v:
+            if name not in VLM_FAMILIES:
+                raise ValueError(f"unknown VLM family {name!r}; known: {', '.join(VLM_FAMILIES.names())}")
+        return v
 
 
 class Config(_Section):
