@@ -279,7 +279,9 @@ class ClassifierConfig(_Section):
     weights: Literal["none", "imagenet", "corpus"] = Field(
         "corpus", description="init: random, torchvision ImageNet weights, or pretrained here on the caption corpus"
     )
-    width: int = Field(16, ge=4, description="small_resnet: channels of the first stage")
+    # ge=8: narrower first stages crash torch 2.14.1's oneDNN convolution backward on channels-last input
+    # (our NHWC batches, permuted) in one thread with a heap corruption (AMD EPYC; measured widths 4-7)
+    width: int = Field(16, ge=8, description="small_resnet: channels of the first stage (at least 8)")
     image_size: int = Field(64, ge=16, description="classifier input size; images and maps are resized to it")
     pretrain: BackbonePretrainConfig = BackbonePretrainConfig()
 

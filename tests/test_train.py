@@ -25,7 +25,7 @@ from paric.train.loop import completed, fit
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = [
-    "classifier.width=4",
+    "classifier.width=8",
     "classifier.image_size=32",
     "classifier.pretrain.epochs=1",
     "classifier.pretrain.batch_size=32",

@@ -42,6 +42,9 @@ log = logging.getLogger("paric")
 
 def check_pipeline_config(cfg: Config) -> None:
     """Config problems that would otherwise surface an hour in (raises ValueError naming the key)."""
+    if cfg.report.families:
+        raise ValueError(f"report.families={cfg.report.families}: this config compares VLM families; run it with "
+                         "pipelines/families.py (one run per family and a merged report), or drop the key")
     for m in cfg.train.compare:
         if m not in cfg.train.methods:
             raise ValueError(f"train.compare: '{m}' is not defined in train.methods ({sorted(cfg.train.methods)})")
