@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from paric.config import Config, load_config, profile_overlays
 from paric.stages.cache import write_invocation_config, write_resolved_config
@@ -31,6 +31,42 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=3")
     return p
+
+
+def stage_parser(doc: str | None) -> argparse.ArgumentParser:
+    """:func:`parser` and ``--force STAGE`` (repeatable or comma-separated), for the entry points that
+    run every stage."""
+    from paric.stages.cache import STAGES
+
+    p = parser(doc)
+    p.add_argument("--force", action="append", default=[], metavar="STAGE",
+                   help=f"redo a stage even if cached (repeatable or comma-separated): {', '.join(STAGES)}")
+    return p
+
+
+def forced(args: argparse.Namespace) -> list[str]:
+    return [s.strip() for f in args.force for s in f.split(",") if s.strip()]
+
+
+def run_stages(doc: str | None, argv: list[str] | None, check: Callable[[Config], object],
+               run: Callable[..., dict]) -> dict | None:
+    """The shape of the stage-running entry points: parse (with ``--force``), load and ``check`` the
+    config (a problem prints ``config error: …`` and returns None, before any stage), then ``run`` it
+    holding ``run.output_dir``. Returns ``run``'s result."""
+    from paric.stages.cache import set_forced
+
+    args = stage_parser(doc).parse_args(argv)
+    setup_logging()
+    force = forced(args)
+    try:
+        cfg = config_from(args)
+        check(cfg)
+        set_forced(force)
+    except ValueError as exc:  # ConfigError is a ValueError
+        print(f"config error: {exc}", file=sys.stderr)
+        return None
+    with exclusive(cfg):  # one invocation per run.output_dir
+        return run(cfg, force=force, progress=not args.no_progress)
 
 
 def config_from(args: argparse.Namespace) -> Config:

@@ -1,22 +1,21 @@
 """The entry points' arguments: ``key=value`` overrides anywhere on the line, as users type them."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _entry(name: str):
-    spec = importlib.util.spec_from_file_location(f"pipelines_{name}", REPO / "pipelines" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_full_accepts_overrides_before_and_after_flags():
-    args = _entry("full").parse(["maps.K=8", "--force", "data", "train.epochs=3", "--quick"])
-    assert args.overrides == ["maps.K=8", "train.epochs=3"] and args.force == ["data"] and args.quick
+    """What pipelines/full.py and pipelines/families.py parse (``cli.run_stages``)."""
+    from paric import cli
+
+    args = cli.stage_parser(None).parse_args(["maps.K=8", "--force", "data,vlm", "train.epochs=3", "--quick",
+                                              "--force", "sweep"])
+    assert args.overrides == ["maps.K=8", "train.epochs=3"] and cli.forced(args) == ["data", "vlm", "sweep"]
+    assert args.quick
+    for name in ("full", "families"):
+        assert "cli.run_stages(" in (REPO / "pipelines" / f"{name}.py").read_text(), name
 
 
 def test_the_shared_parser_takes_overrides_anywhere():

@@ -107,19 +107,28 @@ def plan_families(cfg: Config) -> list[FamilyRun]:
     return plan
 
 
+def check_families(cfg: Config) -> list[FamilyRun]:
+    """The plan, after every family's config problems (each named with its family), so that none
+    surfaces after the first family's hour of work."""
+    from paric.stages.pipeline import check_pipeline_config  # the pipeline module imports Ray Data's stages
+
+    plan = plan_families(cfg)
+    for p in plan:
+        try:
+            check_pipeline_config(p.cfg)
+        except ValueError as exc:
+            raise ValueError(f"family '{p.family}': {exc}") from None
+    return plan
+
+
 def run_families(cfg: Config, force: list[str] | tuple[str, ...] = (), progress: bool = True) -> dict:
     """Run (or resume) :func:`run_full` per family, then write ``<output_dir>/families.{json,md}``.
     Returns {"merged", "report", "runs": {family: run_full's result}}."""
     from paric.cli import exclusive
     from paric.report.families import FamilyResults, merge_families, write_families
-    from paric.stages.pipeline import check_pipeline_config, run_full
+    from paric.stages.pipeline import run_full
 
-    plan = plan_families(cfg)
-    for p in plan:  # every family's config problems before the first family's hour of work
-        try:
-            check_pipeline_config(p.cfg)
-        except ValueError as exc:
-            raise ValueError(f"family '{p.family}': {exc}") from None
+    plan = check_families(cfg)
     runs, results = {}, []
     for p in plan:
         with exclusive(p.cfg):
