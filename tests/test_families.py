@@ -92,6 +92,7 @@ def test_merge_names_vlm_rows_per_family_and_checks_the_shared_baseline(tmp_path
     out = write_families(merged, tmp_path, "t")
     md = (out / "families.md").read_text()
     assert "| gals (prolip) |" in md and "identical in every per-seed metric" in md and "## prolip" in md
+    assert "| det | 0.300 | nan | 0.300 | nan |" in md  # the maps side by side
     assert json.loads((out / "families.json").read_text())["families"] == ["clip", "prolip"]
 
     drifted = _family("prolip", {"vanilla": _metrics([0.1, 0.25]), "gals": _metrics([0.5, 0.6])}, ("gals",),

@@ -74,6 +74,26 @@ def merge_families(runs: list[FamilyResults]) -> dict:
             "agreement": {m: agreement(runs, m) for m in twice}}
 
 
+def side_by_side_maps(merged: dict) -> list[str]:
+    """Each reference map's energy-in-mask / pointing game under every family (— where a family's
+    sources do not write it), so the VLMs' maps compare on one table."""
+    fams = merged["families"]
+    kinds = list(dict.fromkeys(k for f in fams for k in (merged["maps"].get(f) or {}).get("energy_in_mask", {})))
+    if not kinds:
+        return []
+
+    def cell(f: str, k: str) -> str:
+        maps = merged["maps"].get(f) or {}
+        if k not in maps.get("energy_in_mask", {}):
+            return "— | —"
+        return f"{maps['energy_in_mask'][k]:.3f} | {maps.get('pointing_game', {}).get(k, float('nan')):.3f}"
+
+    head = "| map | " + " | ".join(f"{f} energy-in-mask | {f} pointing game" for f in fams) + " |"
+    lines = ["## Reference maps under each VLM (test split)", "", head, "|---|" + "---|---|" * len(fams)]
+    lines += [f"| {k} | " + " | ".join(cell(f, k) for f in fams) + " |" for k in kinds]
+    return lines + [""]
+
+
 def write_families(merged: dict, out: Path, title: str) -> Path:
     """``families.json`` and ``families.md`` under ``out`` (each written to a temp name, then renamed)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -90,6 +110,7 @@ def write_families(merged: dict, out: Path, title: str) -> Path:
         verdict = ("identical in every per-seed metric" if a["identical"] else
                    f"NOT identical (largest per-seed difference {a['max_abs_diff']:.3g})")
         lines += [f"Equal footing: `{m}` was trained by {', '.join(a['families'])}; its runs are {verdict}.", ""]
+    lines += side_by_side_maps(merged)
     for f in fams:
         lines += [f"## {f}", ""]
         lines += [s.replace("## ", "### ", 1) for s in vlm_lines(merged["vlm"].get(f))]
