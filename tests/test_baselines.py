@@ -122,7 +122,7 @@ def test_a_group_dro_run_checkpoints_its_weights_and_selects_by_worst_group():
     from paric.train.data import iterate
     from paric.train.loop import Trainer
 
-    cfg = Config.model_validate({"classifier": {"arch": "small_resnet", "weights": "none", "width": 4,
+    cfg = Config.model_validate({"classifier": {"arch": "small_resnet", "weights": "none", "width": 8,
                                                 "image_size": 16},
                                  "train": {"epochs": 2, "batch_size": 16, "lr": 0.05, "flip": False}})
     d = load_digits()
@@ -187,7 +187,7 @@ def test_abn_trains_its_attention_branch_and_the_saved_model_reloads_with_it():
     from paric.train.data import iterate
     from paric.train.loop import Trainer
 
-    cfg = Config.model_validate({"classifier": {"arch": "small_resnet", "weights": "none", "width": 4,
+    cfg = Config.model_validate({"classifier": {"arch": "small_resnet", "weights": "none", "width": 8,
                                                 "image_size": 16},
                                  "train": {"epochs": 1, "batch_size": 16, "lr": 0.05, "flip": False}})
     d = load_digits()
@@ -206,7 +206,7 @@ def test_abn_trains_its_attention_branch_and_the_saved_model_reloads_with_it():
         logits = model(xb)
         _, m = model.take_attention()
     assert m.shape[1] == 1 and float(m.min()) >= 0 and float(m.max()) <= 1
-    again = classifier_for_state("small_resnet", 2, 4, model.state_dict()).eval()
+    again = classifier_for_state("small_resnet", 2, 8, model.state_dict()).eval()
     with torch.no_grad():
         torch.testing.assert_close(again(xb), logits)
 

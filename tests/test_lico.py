@@ -91,7 +91,7 @@ def _digits(n: int = 32) -> dict:
 
 
 def _cfg() -> Config:
-    return Config.model_validate({"classifier": {"arch": "small_resnet", "weights": "none", "width": 4,
+    return Config.model_validate({"classifier": {"arch": "small_resnet", "weights": "none", "width": 8,
                                                  "image_size": 16},
                                   "train": {"epochs": 1, "batch_size": 16, "lr": 0.05, "flip": False,
                                             "methods": {"lico": {"options": {"n_ctx": 3}}}}})

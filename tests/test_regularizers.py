@@ -316,7 +316,7 @@ def test_the_trainer_optimises_checkpoints_and_logs_a_regularizers_own_parameter
     REGULARIZERS.add("toy_projected", Projected)
     try:
         method = MethodConfig().model_copy(update={"regularizer": "toy_projected", "weight": 1.0})
-        cfg = Config.model_validate({"classifier": {"arch": "small_resnet", "weights": "none", "width": 4,
+        cfg = Config.model_validate({"classifier": {"arch": "small_resnet", "weights": "none", "width": 8,
                                                     "image_size": 16},
                                      "train": {"epochs": 1, "batch_size": 16, "lr": 0.05, "flip": False}})
         methods = {**cfg.train.methods, "toy": method}
