@@ -128,3 +128,10 @@ def test_overrides_are_validated_together():
     cfg = load_config(REPO / "conf" / "default.yaml", ["sweep.spaces.gals.grid=false", "sweep.spaces.gals.weight=[0.3,3]",
                                                         "train.compare=[vanilla,gals]", "report.after=gals"])
     assert cfg.sweep.spaces["gals"].root["weight"].values() == [0.3, 3.0] and cfg.report.after == "gals"
+
+
+def test_a_classifier_narrower_than_eight_channels_is_refused():
+    """Widths 4-7 crash torch 2.14.1's oneDNN convolution backward (channels-last input, one thread)
+    with a heap corruption that kills the process: refused at load time instead."""
+    with pytest.raises(ConfigError, match=r"classifier\.width.*greater than or equal to 8"):
+        load_config(None, ["classifier.width=4"])
