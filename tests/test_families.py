@@ -83,7 +83,7 @@ def test_merge_names_vlm_rows_per_family_and_checks_the_shared_baseline(tmp_path
     prolip = _family("prolip", {"vanilla": _metrics([0.1, 0.2], seconds=7.0), "gals": _metrics([0.5, 0.6])},
                      ("gals",), ("vanilla",))
     merged = merge_families([clip, prolip])
-    assert set(merged["methods"]) == {"vanilla", "oracle_mask", "gals (clip)", "gals (prolip)"}
+    assert list(merged["methods"]) == ["oracle_mask", "vanilla", "gals (clip)", "gals (prolip)"]
     assert merged["methods"]["gals (prolip)"]["worst_group_acc"]["runs"] == [0.5, 0.6]
     assert merged["methods"]["vanilla"]["family"] == "clip"
     # wall time may differ; the metrics may not

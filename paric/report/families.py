@@ -54,13 +54,14 @@ def agreement(runs: list[FamilyResults], method: str) -> dict:
 def merge_families(runs: list[FamilyResults]) -> dict:
     """{"families", "outputs", "methods" (rows "<m> (<family>)" for VLM-dependent methods, "<m>" once for
     the others, each with its "family"), "vlm", "maps", "sweep", "agreement", "seeds"}."""
-    methods: dict[str, dict] = {}
-    for r in runs:
+    rows: dict[tuple, tuple[str, dict]] = {}  # ordered: the shared methods, then each method under every family
+    for i, r in enumerate(runs):
         for m, metrics in r.results["methods"].items():
             if m in r.vlm_methods:
-                methods[row_name(m, r.family)] = {**metrics, "family": r.family}
-            elif m in r.shared_methods and m not in methods:
-                methods[m] = {**metrics, "family": r.family}
+                rows[(1, m, i)] = (row_name(m, r.family), {**metrics, "family": r.family})
+            elif m in r.shared_methods and not any(k[:2] == (0, m) for k in rows):
+                rows[(0, m, i)] = (m, {**metrics, "family": r.family})
+    methods = dict(rows[k] for k in sorted(rows))
     shared = sorted({m for r in runs for m in r.shared_methods})
     twice = [m for m in shared if sum(m in r.shared_methods for r in runs) > 1]
     seeds = {tuple(r.results.get("seeds", [])) for r in runs}
