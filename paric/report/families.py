@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from paric.io import atomic_path, write_json
-from paric.report.results import map_lines, vlm_lines
+from paric.report.results import best_values, map_lines, vlm_lines
 from paric.report.table import methods_table
 
 #: per-run values that may differ between identical runs (wall time)
@@ -117,9 +117,8 @@ def write_families(merged: dict, out: Path, title: str) -> Path:
         lines += [s.replace("## ", "### ", 1) for s in vlm_lines(merged["vlm"].get(f))]
         lines += [s.replace("## ", "### ", 1) for s in map_lines(merged["maps"].get(f) or {})]
         for method, sw in (merged["sweep"].get(f) or {}).items():
-            best = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sw["best"].items())
             lines += [f"Sweep `{method}`: {sw['n_trials']} trials ({sw['failed']} failed), best validation balanced "
-                      f"accuracy {100 * sw['best_score']:.1f}% at {best}.", ""]
+                      f"accuracy {100 * sw['best_score']:.1f}% at {best_values(sw['best'])}.", ""]
         lines += [f"Its own report: `{merged['outputs'][f]}/report/report.md`.", ""]
     with atomic_path(out / "families.md") as tmp:
         Path(tmp).write_text("\n".join(lines))

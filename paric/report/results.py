@@ -54,7 +54,7 @@ def write_report(cfg: Config, results: dict, out_dir: Path | None = None, figure
                   f"{', '.join(r['fell_back']) or 'none'} |" for name, r in zero.items()]
         lines.append("")
     for method, sw in (results.get("sweep") or {}).items():
-        best = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sw["best"].items())
+        best = best_values(sw["best"])
         lines += [f"## Sweep: {method}", "", f"{sw['n_trials']} trials ({sw['failed']} failed); best validation "
                   f"balanced accuracy {100 * sw['best_score']:.1f}% at {best}. The final runs use these values.", ""]
     for fig in figures or []:
@@ -62,6 +62,11 @@ def write_report(cfg: Config, results: dict, out_dir: Path | None = None, figure
     with atomic_path(out / "report.md") as tmp:
         Path(tmp).write_text("\n".join(lines))
     return out
+
+
+def best_values(best: dict) -> str:
+    """A sweep's best values as ``weight=0.3, k=8``."""
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.items())
 
 
 def map_lines(maps: dict) -> list[str]:

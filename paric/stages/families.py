@@ -43,27 +43,27 @@ def method_references(cfg: Config, method: str) -> set[str]:
     return refs - {"none"}
 
 
-def reads_vlm(cfg: Config, method: str) -> bool:
-    """Whether a method's training depends on the VLM: a reference built from maps (not the masks), a
-    regulariser that trains through the VLM's text tower, or a post-hoc method on such a base."""
+def vlm_inputs(cfg: Config, method: str) -> tuple[bool, set[str]]:
+    """What of the VLM a method's training reads: (trains through its text tower, the map columns its
+    references read, the masks left out); a post-hoc method reads what its base does."""
     m = cfg.method(method)
     if m.posthoc != "none" and m.base is not None:
-        return reads_vlm(cfg, m.base)
-    if REGULARIZERS.get(m.regularizer).needs_text:
-        return True
-    return any(c != "mask" for ref in method_references(cfg, method) for c in REFERENCES.get(ref).columns)
+        return vlm_inputs(cfg, m.base)
+    columns = {c for ref in method_references(cfg, method) for c in REFERENCES.get(ref).columns} - {"mask"}
+    return REGULARIZERS.get(m.regularizer).needs_text, columns
+
+
+def reads_vlm(cfg: Config, method: str) -> bool:
+    """Whether a method's training depends on the VLM (so it is trained, and reported, per family)."""
+    text, columns = vlm_inputs(cfg, method)
+    return text or bool(columns)
 
 
 def _runs_under(cfg: Config, method: str, family: str, sources: list[str]) -> bool:
-    """Whether ``family`` with map ``sources`` can train a VLM-dependent method."""
-    m = cfg.method(method)
-    if m.posthoc != "none" and m.base is not None:
-        return _runs_under(cfg, m.base, family, sources)
-    if REGULARIZERS.get(m.regularizer).needs_text and family != "clip":
-        return False
-    written = set(declared_columns(sources))
-    return all(c == "mask" or c in written
-               for ref in method_references(cfg, method) for c in REFERENCES.get(ref).columns)
+    """Whether ``family`` with map ``sources`` can train a method: a text tower only under CLIP (as
+    ``check_pipeline_config`` requires), and every column it reads written by the sources."""
+    text, columns = vlm_inputs(cfg, method)
+    return (not text or family == "clip") and columns <= set(declared_columns(sources))
 
 
 def plan_families(cfg: Config) -> list[FamilyRun]:
