@@ -429,6 +429,10 @@ DEFAULT_METHODS: dict[str, dict] = {
     "gals_lazsl_score": {**_SWAP, "reference": "lazsl_score"},  # ours: the crops' score contribution
     # LICO (METHODS.md §6): no reference map; its options (w_mm 10, w_ot 1, n_ctx …) in options
     "lico": {"regularizer": "lico"},
+    # the map-quality ladder (issue 27): gals' loss towards the ground-truth mask area-pooled to a VLM-like
+    # grid (a perfect map that is only coarse), and with its halo cut (only the map's core is the object)
+    **{f"ladder_mask{g}": {**_SWAP, "reference": f"mask{g}"} for g in (4, 8, 16)},
+    **{f"ladder_mask{g}_cut": {**_SWAP, "reference": f"mask{g}", "reference_floor": 0.5} for g in (4, 8, 16)},
 }
 #: suffix of a method's Waterbirds-100-style twin: the same method on the majority groups only
 R100 = "_r100"
@@ -679,6 +683,10 @@ class ReportConfig(_Section):
     before: str = "vanilla"
     after: str = "paric_mean"
     examples_per_group: int = Field(1, ge=1, description="test images per group in the map figure")
+    differences: list[tuple[str, str]] = Field(
+        [("paric_mean", "gals"), ("paric_median", "gals"), ("paric_mean_unc", "gals"), ("paric_prolip", "gals")],
+        description="pairs (a, b) whose paired per-seed difference a − b the report gives with its CI (besides "
+        "every method − before); pairs with a method this config does not train are left out")
     families: list[str] = Field(
         [], description="pipelines/families.py: the VLM families (vlm.family values) to run this config under, "
         "each into <output_dir>/<family>, and compare in one report (families.md)")

@@ -109,7 +109,7 @@ def test_job_submit_quick_pipeline_then_cached_rerun(ray_head, tmp_path):
     assert twin["same_training_as"] == "vanilla"  # balanced classes: upweight's weights are all 1
     assert results["methods"]["upweight"]["worst_group_acc"] == results["methods"]["vanilla"]["worst_group_acc"]
     text = (report / "report.md").read_text()
-    for fig in ("group_accuracy.png", "maps.png", "sweep_paric_mean_history.png"):
+    for fig in ("methods_ci.png", "maps.png", "sweep_paric_mean_history.png"):
         assert (report / fig).stat().st_size > 1000 and f"]({fig})" in text
     first_stages = json.loads((out / "pipeline_summary.json").read_text())["stages"]
     assert all(s["state"] == "done" for s in first_stages)

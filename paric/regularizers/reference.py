@@ -83,6 +83,19 @@ def _oracle(b: dict[str, torch.Tensor], m: MethodConfig, size: tuple[int, int]):
     return ref, None
 
 
+def pooled_mask(mask: torch.Tensor, grid: int) -> torch.Tensor:
+    """(B, H, W) 0/1 masks area-pooled to ``grid``×``grid``: a perfect map at a VLM's grid (each cell the
+    object's share of it), the map-quality ladder's rungs. Upsampled like any map by :func:`build_reference`."""
+    return F.adaptive_avg_pool2d(mask.float().unsqueeze(1), grid).squeeze(1)
+
+
+def _ladder(grid: int) -> ReferenceKind:
+    return ReferenceKind(("mask",), lambda b, m, size: (pooled_mask(b["mask"], grid), None))
+
+
+#: the grids of the ladder's pooled-mask references (``mask<g>``); the full-resolution rung is ``oracle``
+LADDER_GRIDS = (4, 8, 16)
+
 #: ``MethodConfig.reference`` -> how it is read: GALS' map, PARIC's mean / median of the first k
 #: stored samples, the ground-truth mask
 REFERENCES: Registry[ReferenceKind] = Registry("reference")
@@ -94,6 +107,8 @@ REFERENCES.add("lazsl_score", _column("map_lazsl_score"))  # each crop's share o
 REFERENCES.add("prolip_mean", _aggregate("map_prolip_samples", "mean"))  # ProLIP's own samples (issue 15)
 REFERENCES.add("prolip_median", _aggregate("map_prolip_samples", "median"))
 REFERENCES.add("oracle", ReferenceKind(("mask",), _oracle, is_map=False))
+for _g in LADDER_GRIDS:  # the ground-truth mask as a perfect map at a coarse grid (map-quality ladder)
+    REFERENCES.add(f"mask{_g}", _ladder(_g))
 
 
 def needed_columns(method: MethodConfig) -> list[str]:

@@ -133,21 +133,32 @@ def lazsl_figure(examples: list[dict], names: list[str], out: Path) -> Path:
     return _save(fig, out)
 
 
-def group_bars(per_group: dict[str, list[float | None]], names: list[str], out: Path) -> Path:
-    """Grouped bars: test accuracy of every group for each method (mean over seeds)."""
-    methods = list(per_group)
-    width = 0.8 / max(1, len(methods))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(names)), 3.5))
-    xs = np.arange(len(names))
-    for i, m in enumerate(methods):
-        vals = [np.nan if v is None else 100 * v for v in per_group[m]]
-        ax.bar(xs + i * width - 0.4 + width / 2, vals, width, label=m)
-    ax.set_xticks(xs)
-    ax.set_xticklabels(names, fontsize=8)
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=7, ncol=min(len(methods), 3))
-    ax.set_title("per-group accuracy (mean over seeds)")
+def methods_ci_figure(methods: dict[str, dict], out: Path,
+                      metrics: tuple[tuple[str, str], ...] = (("worst_group_acc", "worst-group"),
+                                                              ("mean_group_acc", "mean-of-groups"))) -> Path:
+    """One row per method, sorted by worst-group mean: each metric's mean with its 95 % CI over seeds
+    and every seed as a faint dot (replaces the per-group bars, whose 18 bars per group and legend
+    over them could not be read)."""
+    rows = sorted((m for m in methods if metrics[0][0] in methods[m]),
+                  key=lambda m: methods[m][metrics[0][0]]["mean"])
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 0.9 + 0.32 * max(1, len(rows))),
+                             sharey=True, squeeze=False)
+    ys = np.arange(len(rows))
+    for ax, (key, label) in zip(axes[0], metrics):
+        for y, m in zip(ys, rows):
+            e = methods[m].get(key)
+            if not e:
+                continue
+            ci = e.get("ci") or {"lo": e["mean"], "hi": e["mean"]}
+            ax.plot([100 * ci["lo"], 100 * ci["hi"]], [y, y], color="tab:blue", lw=2, solid_capstyle="butt")
+            ax.plot(100 * e["mean"], y, "o", color="tab:blue", ms=5)
+            ax.plot([100 * v for v in e["runs"]], [y] * len(e["runs"]), "|", color="0.45", ms=7)
+        ax.set_xlim(-2, 102)
+        ax.set_xlabel(f"test {label} accuracy (%)")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(ys)
+    axes[0][0].set_yticklabels(rows, fontsize=8)
+    fig.suptitle("mean and 95 % bootstrap CI over seeds (ticks: each seed)", fontsize=9)
     return _save(fig, out)
 
 
@@ -182,3 +193,36 @@ def sweep_figures(trials: list[dict], dists: dict[str, BaseDistribution], method
             log.warning("sweep %s: no parameter-importance plot (%s)", method, exc)
             plt.close("all")
     return paths
+
+
+def ladder_figure(ladder: dict, out: Path) -> Path:
+    """Worst-group accuracy (mean, 95 % CI over seeds) against the reference's energy-in-mask: the
+    mask rungs (labelled by grid, hollow where the halo is cut) and the pipeline's maps; the band is
+    ``before`` (vanilla) with its CI."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    b = ladder["before"].get("worst_group_acc")
+    if b:
+        ci = b.get("ci") or {"lo": b["mean"], "hi": b["mean"]}
+        ax.axhspan(100 * ci["lo"], 100 * ci["hi"], color="0.85", zorder=0)
+        ax.axhline(100 * b["mean"], color="0.5", lw=1, zorder=1, label=f"{ladder['before']['method']} (CI band)")
+    colours = {"mask": "tab:green", "vlm": "tab:blue"}
+    for p in ladder["points"]:
+        e = p.get("worst_group_acc")
+        if not e or p["train_groups"] != "all":
+            continue
+        ci = e.get("ci") or {"lo": e["mean"], "hi": e["mean"]}
+        x, y = p["energy_in_mask"], 100 * e["mean"]
+        ax.errorbar(x, y, yerr=[[y - 100 * ci["lo"]], [100 * ci["hi"] - y]], fmt="o", color=colours[p["kind"]],
+                    mfc="white" if p["halo_cut"] else colours[p["kind"]], capsize=3, zorder=3)
+        label = f"{p['method']} ({p['grid']})" if p["kind"] == "vlm" else f"{p['grid']}{' cut' if p['halo_cut'] else ''}"
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    ax.set_xlabel(f"energy-in-mask of the reference ({ladder['split']} split, {ladder['size']} px)")
+    ax.set_ylabel("test worst-group accuracy (%)")
+    ax.set_xlim(0, 1.05)
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.plot([], [], "o", color=colours["mask"], label="ground-truth mask at a grid")
+    ax.plot([], [], "o", color=colours["vlm"], label="the VLM's maps")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("map-quality ladder", fontsize=9)
+    return _save(fig, out)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from paric.config import Config
 from paric.io import atomic_path, write_json
-from paric.report.table import methods_table
+from paric.report.ladder import ladder_lines
+from paric.report.table import methods_table, paired_table
 
 ZERO_SHOT_RESULT, ZERO_SHOT_FIGURE = "lazsl.json", "lazsl_crops.png"  # written by paric.stages.zeroshot
 
@@ -20,7 +21,8 @@ def build_results(cfg: Config, quality: dict | None, summary: dict, sweeps: dict
         test = quality.get("splits", {}).get("test") or {}
         maps = {k: test[k] for k in ("energy_in_mask", "pointing_game", "pixel_std") if k in test}
     out = {"config": cfg.model_dump(mode="json"), "maps": maps, "methods": summary["methods"],
-           "seeds": summary.get("seeds", []), "per_group_acc": summary.get("per_group_acc", {})}
+           "seeds": summary.get("seeds", []), "per_group_acc": summary.get("per_group_acc", {}),
+           "paired": summary.get("paired", [])}
     zero = load_zero_shot(cfg)
     if zero:
         out["zero_shot"] = zero
@@ -33,15 +35,24 @@ def build_results(cfg: Config, quality: dict | None, summary: dict, sweeps: dict
     return out
 
 
-def write_report(cfg: Config, results: dict, out_dir: Path | None = None, figures: list[Path] | None = None) -> Path:
+def write_report(cfg: Config, results: dict, out_dir: Path | None = None, figures: list[Path] | None = None,
+                 ladder: dict | None = None) -> Path:
     """Write results.json and report.md (methods × metrics, map quality, sweeps, figures) under ``report/``."""
     out = out_dir or cfg.output_path("report")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "results.json", results)
     lines = [f"# paric report: {cfg.run.name}", "",
-             f"Seeds: {results.get('seeds')}; accuracies in %, mean ± std over seeds; best epoch by class-balanced "
-             "validation accuracy.", "", methods_table(results["methods"]), ""]
+             f"Seeds: {results.get('seeds')}; accuracies in %: worst-group, mean-of-groups, overall and ECE as mean "
+             "[95 % bootstrap CI over seeds], the rest mean ± std; best epoch by class-balanced validation accuracy.",
+             "", methods_table(results["methods"]), ""]
+    if results.get("paired"):
+        lines += ["## Paired differences (per seed, percentage points)", "",
+                  "Runs of two methods with the same seed share data order and initialisation; the mean of their "
+                  "per-seed differences and its 95 % bootstrap CI (an interval that excludes 0 is a difference "
+                  "this benchmark resolves).", "", paired_table(results["paired"]), ""]
     lines += map_lines(results.get("maps", {})) + vlm_lines(results.get("vlm"))
+    if ladder is not None:
+        lines += ladder_lines(ladder)
     zero = results.get("zero_shot")
     if zero:
         lines += ["## Zero-shot classification (test split)", "",

@@ -14,9 +14,30 @@ TEXT_COLUMNS = ("group_labels", "selection")
 
 
 def fmt(entry: dict | None, scale: float = 100.0, digits: int = 1) -> str:
+    """``mean [lo, hi]`` (the 95 % bootstrap CI over seeds) where the entry has one, else ``mean ± std``."""
     if not entry:
         return "—"
+    ci = entry.get("ci")
+    if ci and ci.get("n", 0) > 1:
+        return f"{entry['mean'] * scale:.{digits}f} [{ci['lo'] * scale:.{digits}f}, {ci['hi'] * scale:.{digits}f}]"
     return f"{entry['mean'] * scale:.{digits}f} ± {entry['std'] * scale:.{digits}f}"
+
+
+def paired_table(paired: list[dict], metrics: tuple[tuple[str, str], ...] = (
+        ("worst_group_acc", "worst-group"), ("mean_group_acc", "mean-of-groups"))) -> str:
+    """Paired per-seed differences a − b: mean [95 % CI], the seeds where a > b, and each seed's
+    difference (percentage points)."""
+    head = "| a − b | " + " | ".join(f"{label} Δ [95 % CI] | a > b | per seed" for _, label in metrics) + " |"
+    rows = [head, "|---|" + "---|---|---|" * len(metrics)]
+    for p in paired:
+        cells = []
+        for key, _ in metrics:
+            d = p.get(key)
+            cells += ["—", "—", "—"] if not d else [
+                f"{100 * d['mean']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]", f"{d['wins']}/{d['n']}",
+                " / ".join(f"{100 * x:+.1f}" for x in d["diffs"])]
+        rows.append(f"| {p['a']} − {p['b']} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 def epochs(entry: dict | None) -> str:

@@ -15,6 +15,7 @@ import numpy as np
 import ray
 
 from paric.config import Config, MethodConfig
+from paric.eval.stats import mean_ci, paired_differences
 from paric.io import write_json
 from paric.regularizers import REGULARIZERS
 from paric.report.table import GROUP_ORDER
@@ -93,16 +94,28 @@ def copy_twin(cfg: Config, method: str, seed: int, same_as: str, result: dict, t
     return twin
 
 
-def summarise(results: dict[str, list[dict]], metrics: list[str]) -> dict:
-    """{method: {metric: {mean, std, runs}}} over seeds (the results.json contract)."""
+#: metrics whose entries carry a 95 % CI over seeds (the headline ones; the rest keep mean ± std)
+CI_METRICS = ("worst_group_acc", "mean_group_acc", "acc", "ece")
+
+
+def summarise(results: dict[str, list[dict]], metrics: list[str], seeds: list[int] | None = None) -> dict:
+    """{method: {metric: {mean, std, runs, seeds}}} over seeds (the results.json contract); the
+    ``CI_METRICS`` also get ``ci`` (:func:`paric.eval.stats.mean_ci`)."""
     out: dict = {}
     for method, runs in results.items():
         out[method] = {}
+        run_seeds = seeds if seeds is not None else list(range(len(runs)))
         for m in metrics:
-            vals = [r[m] for r in runs if r.get(m) is not None]
-            if vals:
-                out[method][m] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "runs": vals}
+            kept = [(s, r[m]) for s, r in zip(run_seeds, runs) if r.get(m) is not None]
+            if kept:
+                vals = [v for _, v in kept]
+                out[method][m] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "runs": vals,
+                                  "seeds": [s for s, _ in kept]}
+                if m in CI_METRICS:
+                    out[method][m]["ci"] = mean_ci(vals)
     return out
+
+
 
 
 def mean_per_group(runs: list[dict]) -> list[float | None]:
@@ -191,11 +204,12 @@ def compare_stage(cfg: Config, root: Path, methods: list[str], seeds: list[int],
     proportions = train_proportions(cfg)
     results = {m: [{**runs[(m, s)], "weighted_acc": weighted_accuracy(runs[(m, s)], proportions)} for s in seeds]
                for m in methods}
-    table = summarise(results, TABLE_METRICS)
+    table = summarise(results, TABLE_METRICS, seeds)
     for m in methods:  # what a fair comparison needs to know beside the numbers
         table[m]["group_labels"] = cfg.method(m).group_labels
         table[m]["selection"] = selection_rule(cfg.method(m))
     summary = {"methods": table, "seeds": seeds,
+               "paired": paired_differences(table, cfg.report.before, cfg.report.differences),
                "per_group_acc": {m: mean_per_group(runs) for m, runs in results.items()},
                "methods_config": {m: cfg.method(m).model_dump() for m in methods}}
     write_json(cfg.output_path("train", "summary.json"), summary)

@@ -23,6 +23,7 @@ from paric.data.fingerprint import fixed_data
 from paric.regularizers import REGULARIZERS
 from paric.regularizers.reference import REFERENCES
 from paric.io import write_json
+from paric.report.ladder import build_ladder
 from paric.report.results import ZERO_SHOT_FIGURE, build_results, load_quality, write_report
 from paric.stages.cache import EVENTS, set_forced
 from paric.stages.runner import Stage, run_stage
@@ -116,9 +117,13 @@ def report_stage(cfg: Config, root: Path, summary: dict, sweeps: dict[str, dict]
     digest = hashlib.sha256(json.dumps(results, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def write() -> dict:
-        from paric.report.figures import group_bars, group_names, maps_figure, sweep_figures  # matplotlib: slow import
+        from paric.report.figures import ladder_figure, maps_figure, methods_ci_figure, sweep_figures  # matplotlib: slow import
 
-        figures = [group_bars(summary["per_group_acc"], group_names(root), out / "group_accuracy.png")]
+        figures = [methods_ci_figure(summary["methods"], out / "methods_ci.png")]
+        ladder = build_ladder(cfg, root, summary)
+        write_json(out / "ladder.json", ladder)
+        if "skipped" not in ladder:
+            figures.append(ladder_figure(ladder, out / "ladder.png"))
         before, after = figure_runs(cfg, summary)
         if before and after:
             figures.append(maps_figure(cfg, root, before, after, out / "maps.png", cfg.report.examples_per_group))
@@ -130,8 +135,8 @@ def report_stage(cfg: Config, root: Path, summary: dict, sweeps: dict[str, dict]
         for method, sw in sweeps.items():
             dists = distributions(cfg.sweep.spaces[method], cfg.maps.K)
             figures.extend(sweep_figures(sw["trials"], dists, method, out))
-        write_report(cfg, results, out, figures)
-        for path in [out / "results.json", out / "report.md", *figures]:
+        write_report(cfg, results, out, figures, ladder)
+        for path in [out / "results.json", out / "report.md", out / "ladder.json", *figures]:
             log_artifact(tracking.uri, tracking.parent_id, path, "report")
         return {"figures": [f.name for f in figures]}
 
