@@ -3,7 +3,7 @@
 Prints, per tower, time(K sampled maps) / time(1 deterministic map) with the gradients of all
 K scores from one batched vector–Jacobian product ("batched") and from one backward pass per
 sample ("naive"). Random weights (timing does not depend on them). Towers: the embedded
-default (paric-tiny-cnn), the earlier ModifiedResNet and ViT tiny towers, and ViT-B-32 at 224 px.
+default (paric-tiny-cnn16, 16×16 grid at 64 px), the 8×8 paric-tiny-cnn, the earlier ModifiedResNet and ViT tiny towers, and ViT-B-32 at 224 px.
 ProLIP rows (``--prolip``, issue 15): its K maps from the tower's own Gaussians against its one
 deterministic map, on ProLIP towers (paric/vlm/prolip/configs; ViT-B-16 is the published shape at 224 px).
 Last line, for the last CLIP tower (ViT-B-32 by default):  batched_over_det=<x> naive_over_det=<y>;
@@ -78,7 +78,7 @@ def main() -> None:
     p.add_argument("--K", type=int, default=32)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--towers", nargs="+", default=["paric-tiny-cnn", "paric-tiny-rn", "paric-tiny-vit", "ViT-B-32"],
+    p.add_argument("--towers", nargs="+", default=["paric-tiny-cnn16", "paric-tiny-cnn", "paric-tiny-rn", "paric-tiny-vit", "ViT-B-32"],
                    help="open_clip model names; the last one gives the final line")
     p.add_argument("--prolip", nargs="*", default=["paric-tiny-cnn", "ViT-B-16"],
                    help="ProLIP config names (paric/vlm/prolip/configs); the last one gives the prolip line")

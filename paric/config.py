@@ -417,6 +417,10 @@ DEFAULT_METHODS: dict[str, dict] = {
     "paric_median": {**_SWAP, "reference": "median"},
     "paric_mean_unc": {**_SWAP, "reference": "mean", "uncertainty": "inverse_std"},
     "oracle_mask": {**_SWAP, "reference": "oracle"},
+    # ours beside PARIC: its samples scaled by the tower's embedding norm (map source 'paric_norm')
+    "paric_norm_mean": {**_SWAP, "reference": "pn_mean"},
+    "paric_norm_median": {**_SWAP, "reference": "pn_median"},
+    "paric_norm_unc": {**_SWAP, "reference": "pn_mean", "uncertainty": "inverse_std"},
     # PARIC with its K maps from ProLIP's Gaussians (map source 'prolip', vlm.family=prolip; METHODS.md §4)
     "paric_prolip": {**_SWAP, "reference": "prolip_mean"},
     # the group-robustness baselines (issue 18), each marked by the group labels it uses
@@ -683,13 +687,21 @@ class ReportConfig(_Section):
     before: str = "vanilla"
     after: str = "paric_mean"
     examples_per_group: int = Field(1, ge=1, description="test images per group in the map figure")
-    differences: list[tuple[str, str]] = Field(
-        [("paric_mean", "gals"), ("paric_median", "gals"), ("paric_mean_unc", "gals"), ("paric_prolip", "gals")],
+    differences: list[list[str]] = Field(
+        [["paric_mean", "gals"], ["paric_median", "gals"], ["paric_mean_unc", "gals"], ["paric_prolip", "gals"]],
         description="pairs (a, b) whose paired per-seed difference a − b the report gives with its CI (besides "
         "every method − before); pairs with a method this config does not train are left out")
     families: list[str] = Field(
         [], description="pipelines/families.py: the VLM families (vlm.family values) to run this config under, "
         "each into <output_dir>/<family>, and compare in one report (families.md)")
+
+    @field_validator("differences")
+    @classmethod
+    def _pairs(cls, v: list[list[str]]) -> list[list[str]]:
+        for pair in v:
+            if len(pair) != 2 or pair[0] == pair[1]:
+                raise ValueError(f"each pair is [a, b] of two different methods, got {pair}")
+        return v
 
     @field_validator("families")
     @classmethod

@@ -13,7 +13,8 @@ from paric.vlm.factory import load_vlm
 PROMPTS = ["a photo of a shape", "an image of a shape"]
 
 
-@pytest.fixture(scope="module", params=["paric-micro-vit", "paric-micro-vit-tok", "paric-micro-rn", "paric-micro-cnn"])
+@pytest.fixture(scope="module", params=["paric-micro-vit", "paric-micro-vit-tok", "paric-micro-rn", "paric-micro-cnn",
+                                               "paric-micro-cnn16"])
 def setup(request):
     torch.manual_seed(0)
     vlm = load_vlm(request.param, seed=0)
@@ -101,6 +102,8 @@ def test_layer_choice():
     assert resolve_layer(avg.model.visual, avg.image_size).path == "transformer.resblocks.0"
     cnn = load_vlm("paric-micro-cnn")  # timm trunk, average pooling: the last stage, kept at 8x8
     assert resolve_layer(cnn.model.visual, cnn.image_size) == SaliencyLayer("trunk.layer4", "conv", (8, 8))
+    cnn16 = load_vlm("paric-micro-cnn16")  # the same without the stem's max-pool: 16x16 at 64 px
+    assert resolve_layer(cnn16.model.visual, cnn16.image_size) == SaliencyLayer("trunk.layer4", "conv", (16, 16))
     with pytest.raises(ValueError, match="saliency_layer"):
         resolve_layer(avg.model.visual, avg.image_size, "transformer.nope")
 
@@ -147,3 +150,22 @@ def test_paper_configs_read_the_layer_gals_reads(config: str) -> None:
     want = {"RN50": SaliencyLayer("layer4", "conv", (7, 7)),
             "ViT-B-32": SaliencyLayer("transformer.resblocks.11.ln_1", "tokens", (7, 7), prefix=1)}[cfg.vlm.name]
     assert layer == want
+
+
+def test_norm_scaled_samples_are_the_published_scores_times_the_towers_norm(setup):
+    """``paric_norm``: each image sample times ‖v‖, the same uniforms as PARIC's (paired samples)."""
+    from paric.attention.reference import GGDSampler, ImageEmbedding
+
+    vlm, adapters, x, ids = setup
+    text = vlm.encode_text(PROMPTS)
+    plain, scaled = GGDSampler(adapters, 4, 3), GGDSampler(adapters, 4, 3, scale_by_norm=True)
+    for s in (plain, scaled):
+        s.setup(text, PROMPTS)
+    with torch.no_grad():
+        v = vlm.model.encode_image(x)
+        a, b = plain.scores(ImageEmbedding(v), ids), scaled.scores(ImageEmbedding(v), ids)
+    torch.testing.assert_close(b, a * v.norm(dim=-1)[:, None, None])
+    maps = ReferenceMapper(vlm, PROMPTS, adapters, K=4, seed=3)
+    maps.engine.samplers[1].scale_by_norm = True
+    out, ref = maps(x, ids), ReferenceMapper(vlm, PROMPTS, adapters, K=4, seed=3)(x, ids)
+    assert np.abs(out.samples - ref.samples).max() > 1e-3  # the norm's gradient changes the maps

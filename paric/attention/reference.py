@@ -93,10 +93,12 @@ class GGDSampler:
     output against K samples of the text adapter's GGD per prompt (z_k·t_{p,k}); sample k depends
     on (seed, image_id or prompt, k) only."""
 
-    def __init__(self, adapters: AdapterPair, K: int, seed: int) -> None:
+    def __init__(self, adapters: AdapterPair, K: int, seed: int, scale_by_norm: bool = False) -> None:
         if K < 1:
             raise ValueError(f"sampled maps need K >= 1, got K={K}")
         self.adapters, self.n_scores, self.seed = adapters, K, seed
+        #: ours, not PARIC's: each image sample times the tower's ‖v‖ (see :meth:`scores`)
+        self.scale_by_norm = scale_by_norm
 
     def setup(self, text: torch.Tensor, prompts: list[str], vlm: VLM | None = None) -> None:
         with torch.no_grad():
@@ -119,6 +121,12 @@ class GGDSampler:
         mu, alpha, beta = self.adapters.image(F.normalize(v, dim=-1))
         u = self.image_uniforms(image_ids, v.shape[-1]).to(v.device, v.dtype)
         z = sample_ggd(mu[:, None], alpha[:, None], beta[:, None], u)  # (B, K, d)
+        if self.scale_by_norm:
+            # The adapters read the unit-norm embedding, so the published score z·t is (near) a cosine,
+            # whose gradient drops the component along v: the map of what t adds to the image, not of
+            # where t is. Times ‖v‖, z ≈ v and the gradient is GALS' again (v·t̂, which GALS scales by
+            # ‖v‖ too), with each sample's own deviation on top.
+            z = z * v.norm(dim=-1)[:, None, None]
         return torch.einsum("bkd,pkd->bpk", z, self.text_samples)  # (B, P, K)
 
 

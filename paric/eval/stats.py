@@ -52,11 +52,11 @@ def paired_difference(a: Sequence[float], b: Sequence[float], seeds_a: Sequence[
             **mean_ci(diffs, level)}
 
 
-def paired_differences(table: dict, before: str, pairs: list[tuple[str, str]],
+def paired_differences(table: dict, before: str, pairs: list[list[str]] | list[tuple[str, str]],
                        metrics: tuple[str, ...] = ("worst_group_acc", "mean_group_acc")) -> list[dict]:
     """Every method − ``before`` and each configured pair a − b, seed by seed, with the CI of the mean
     difference; pairs naming a method not in the table are left out."""
-    wanted = [(m, before) for m in table if m != before] + [p for p in pairs if p[1] != before]
+    wanted = [(m, before) for m in table if m != before] + [(a, b) for a, b in pairs if b != before]
     out = []
     for a, b in dict.fromkeys(wanted):
         if a not in table or b not in table:

@@ -102,6 +102,8 @@ REFERENCES: Registry[ReferenceKind] = Registry("reference")
 REFERENCES.add("det", _column("map_det"))
 REFERENCES.add("mean", _aggregate("map_samples", "mean"))
 REFERENCES.add("median", _aggregate("map_samples", "median"))
+REFERENCES.add("pn_mean", _aggregate("map_pn_samples", "mean"))  # PARIC's samples × the tower's ‖v‖ (ours)
+REFERENCES.add("pn_median", _aggregate("map_pn_samples", "median"))
 REFERENCES.add("lazsl", _column("map_lazsl"))  # LaZSL's transported mass (paric.zeroshot.source)
 REFERENCES.add("lazsl_score", _column("map_lazsl_score"))  # each crop's share of LaZSL's class score
 REFERENCES.add("prolip_mean", _aggregate("map_prolip_samples", "mean"))  # ProLIP's own samples (issue 15)
