@@ -156,7 +156,7 @@ class VLMConfig(_Section):
     family: Literal["clip", "prolip"] = Field(
         "clip", description="clip: an open_clip model; prolip: ProLIP's probabilistic towers "
         "(paric/vlm/prolip/configs holds its configs, by the same names as the CLIP ones)")
-    name: str = "paric-tiny-cnn"
+    name: str = "paric-tiny-cnn16"
     pretrained: str | None = Field(
         None, description="open_clip tag (e.g. 'openai') or checkpoint path; None pretrains a custom model here"
     )

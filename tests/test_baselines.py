@@ -167,7 +167,8 @@ def test_jtt_is_refused_where_it_cannot_run(tmp_path, tiny_overrides):
     from paric.stages.pipeline import check_pipeline_config
     from paric.config import ConfigError
 
-    cfg = load_config(REPO / "conf" / "default.yaml", [*tiny_overrides, f"run.output_dir={tmp_path}"])
+    cfg = load_config(REPO / "conf" / "default.yaml", [*tiny_overrides, f"run.output_dir={tmp_path}",
+                                                       "train.compare=[vanilla,jtt]"])
     with pytest.raises(ValueError, match="JTT runs in the plain loop only"):
         check_pipeline_config(cfg.model_copy(update={"train": cfg.train.model_copy(update={"num_workers": 1})}))
     with pytest.raises((ValueError, ConfigError), match="is JTT"):

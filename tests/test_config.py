@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_default_yaml_matches_schema_defaults():
     cfg = load_config(REPO / "conf" / "default.yaml")
-    assert cfg.maps.K == 32 and cfg.vlm.name == "paric-tiny-cnn"
+    assert cfg.maps.K == 32 and cfg.vlm.name == "paric-tiny-cnn16" == type(cfg.vlm)().name
     assert cfg.adapter.lr == pytest.approx(1e-3)
 
 
