@@ -24,6 +24,7 @@ TINY = [
     "adapter.epochs=2",
     "adapter.batch_size=64",
     "maps.K=4",
+    "maps.sources=[gals,paric,paric_norm,lazsl]",  # every source the embedded benchmark can compute
     "maps.shard_size=8",
     "maps.batch_size=4",
     "maps.num_actors=2",
