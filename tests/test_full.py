@@ -109,8 +109,14 @@ def test_job_submit_quick_pipeline_then_cached_rerun(ray_head, tmp_path):
     assert twin["same_training_as"] == "vanilla"  # balanced classes: upweight's weights are all 1
     assert results["methods"]["upweight"]["worst_group_acc"] == results["methods"]["vanilla"]["worst_group_acc"]
     text = (report / "report.md").read_text()
-    for fig in ("methods_ci.png", "maps.png", "sweep_paric_mean_history.png"):
+    for fig in ("methods_ci.png", "ladder.png", "maps.png", "sweep_paric_mean_history.png"):
         assert (report / fig).stat().st_size > 1000 and f"]({fig})" in text
+    # the map-quality ladder: every reference-trained method on one axis, the mask rung at its grid
+    ladder = {p["method"]: p for p in json.loads((report / "ladder.json").read_text())["points"]}
+    assert {"gals", "paric_mean", "paric_norm_mean", "oracle_mask", "ladder_mask8"} <= set(ladder)
+    assert ladder["ladder_mask8"]["grid"] == "8×8" and ladder["oracle_mask"]["energy_in_mask"] == 1.0
+    assert 0 < ladder["ladder_mask8"]["energy_in_mask"] < 1 and "## Map-quality ladder" in text
+    assert results["methods"]["gals"]["worst_group_acc"]["ci"]["n"] == 1  # one seed: a zero-width interval
     first_stages = json.loads((out / "pipeline_summary.json").read_text())["stages"]
     assert all(s["state"] == "done" for s in first_stages)
 
