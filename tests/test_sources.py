@@ -78,3 +78,29 @@ def test_unknown_source_and_a_reference_no_source_writes_fail_at_load_time():
     gals_only = load_config(REPO / "conf" / "default.yaml", ["maps.sources=[gals]"])
     with pytest.raises(ValueError, match="reads \\['map_(lazsl|samples)'\\], which maps.sources \\['gals'\\] do not write"):
         check_pipeline_config(gals_only)
+
+
+def test_the_16x16_grid_and_the_norm_scaled_columns_round_trip_through_the_store(tmp_path):
+    """The default tower's grid (issue 27): GALS', PARIC's and PARIC-norm's columns of a real engine
+    pass on the micro 16×16 tower are written as a store part and read back unchanged (float16)."""
+
+    torch.manual_seed(0)
+    vlm = load_vlm("paric-micro-cnn16", seed=0)
+    adapters = build_adapters(vlm.encode_text(["x"]).shape[1], AdapterConfig(hidden=16)).eval()
+    engine = GradCamEngine(vlm, ["a photo of a shape"], [TextMatch(), GGDSampler(adapters, 3, 0),
+                                                        GGDSampler(adapters, 3, 0, scale_by_norm=True)])
+    x = torch.randn(4, 3, vlm.image_size, vlm.image_size, generator=torch.Generator().manual_seed(2))
+    ids = [f"img{i}" for i in range(4)]
+    det, samples, scaled = engine(x, ids)
+    cfg = Config()
+    cols = {**MAP_SOURCES.get("gals")(cfg).to_columns(det), **MAP_SOURCES.get("paric")(cfg).to_columns(samples),
+            **MAP_SOURCES.get("paric_norm")(cfg).to_columns(scaled)}
+    assert cols["map_det"].shape == (4, 16, 16) and cols["map_pn_samples"].shape == (4, 3, 16, 16)
+    rows = {"image_id": ids, "split": ["train"] * 4, "label": np.array([0, 1, 0, 1]),
+            "group": np.array([0, 1, 2, 3]), **cols}
+    prov = {"vlm": vlm.name, "K": 3, "seed": 0}
+    store.write_part(store.build_table(rows, prov), store.part_path(tmp_path, 0))
+    store.mark_complete(tmp_path, 4, prov)
+    back = store.read_store(tmp_path)
+    for name, value in cols.items():
+        np.testing.assert_array_equal(back.maps[name], np.asarray(value).astype(np.float16), err_msg=name)
