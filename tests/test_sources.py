@@ -83,6 +83,8 @@ def test_unknown_source_and_a_reference_no_source_writes_fail_at_load_time():
 def test_the_16x16_grid_and_the_norm_scaled_columns_round_trip_through_the_store(tmp_path):
     """The default tower's grid (issue 27): GALS', PARIC's and PARIC-norm's columns of a real engine
     pass on the micro 16×16 tower are written as a store part and read back unchanged (float16)."""
+    from paric.attention.reference import GGDSampler, TextMatch
+    from paric.config import Config
 
     torch.manual_seed(0)
     vlm = load_vlm("paric-micro-cnn16", seed=0)
