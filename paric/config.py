@@ -688,7 +688,9 @@ class ReportConfig(_Section):
     after: str = "paric_mean"
     examples_per_group: int = Field(1, ge=1, description="test images per group in the map figure")
     differences: list[list[str]] = Field(
-        [["paric_mean", "gals"], ["paric_median", "gals"], ["paric_mean_unc", "gals"], ["paric_prolip", "gals"]],
+        [["paric_mean", "gals"], ["paric_median", "gals"], ["paric_mean_unc", "gals"], ["paric_prolip", "gals"],
+         ["paric_norm_mean", "gals"], ["paric_norm_median", "gals"], ["paric_norm_unc", "gals"],
+         ["paric_norm_mean", "paric_mean"]],
         description="pairs (a, b) whose paired per-seed difference a − b the report gives with its CI (besides "
         "every method − before); pairs with a method this config does not train are left out")
     families: list[str] = Field(
