@@ -107,6 +107,8 @@ class PARICSource(MapSource):
                Column("map_median", "map", "reference", "PARIC median"),
                Column("map_std", "map", "uncertainty", "PARIC std", in_figure=True))
     needs_adapters = True
+    #: each image sample times the tower's ‖v‖ (``paric_norm``, ours); False is the published form
+    scale_by_norm: ClassVar[bool] = False
 
     def provenance(self) -> dict:
 
@@ -120,7 +122,7 @@ class PARICSource(MapSource):
         pair = load_adapters(Path(self.adapters))
         pair.image.to(device)
         pair.text.to(device)
-        return GGDSampler(pair, self.cfg.maps.K, self.cfg.maps.seed)
+        return GGDSampler(pair, self.cfg.maps.K, self.cfg.maps.seed, self.scale_by_norm)
 
     def to_columns(self, maps: torch.Tensor) -> dict[str, np.ndarray]:
         return sample_columns(maps, [c.name for c in self.columns])
@@ -137,11 +139,7 @@ class PARICNormSource(PARICSource):
                Column("map_pn_mean", "map", "reference", "PARIC-norm mean", in_figure=True),
                Column("map_pn_median", "map", "reference", "PARIC-norm median"),
                Column("map_pn_std", "map", "uncertainty", "PARIC-norm std"))
-
-    def sampler(self, device: torch.device) -> GGDSampler:
-        sampler = super().sampler(device)
-        sampler.scale_by_norm = True
-        return sampler
+    scale_by_norm = True
 
 
 def sample_columns(maps: torch.Tensor, names: list[str]) -> dict[str, np.ndarray]:

@@ -55,6 +55,7 @@ class ReferenceKind:
     read: Callable[[dict[str, torch.Tensor], MethodConfig, tuple[int, int]],
                    tuple[torch.Tensor, torch.Tensor | None]]
     is_map: bool = True  # a VLM map (renormalised / floored as the method says), not a ground-truth mask
+    grid: int | None = None  # the grid a mask is pooled to (the map-quality ladder's rungs)
 
     @property
     def sampled(self) -> bool:
@@ -90,7 +91,7 @@ def pooled_mask(mask: torch.Tensor, grid: int) -> torch.Tensor:
 
 
 def _ladder(grid: int) -> ReferenceKind:
-    return ReferenceKind(("mask",), lambda b, m, size: (pooled_mask(b["mask"], grid), None))
+    return ReferenceKind(("mask",), lambda b, m, size: (pooled_mask(b["mask"], grid), None), grid=grid)
 
 
 #: the grids of the ladder's pooled-mask references (``mask<g>``); the full-resolution rung is ``oracle``

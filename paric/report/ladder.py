@@ -35,11 +35,10 @@ def ladder_methods(cfg: Config, methods: list[str]) -> list[str]:
 def reference_grid(cfg: Config, method: str, store_grid: dict[str, tuple[int, int]]) -> str:
     """The grid a method's reference is made at: ``<g>×<g>`` for a pooled mask or a stored map, ``full``
     for the mask at the classifier's size."""
-    ref = cfg.method(method).reference
-    if ref.startswith("mask"):
-        g = int(ref[4:])
-        return f"{g}×{g}"
-    cols = [c for c in REFERENCES.get(ref).columns if c != "mask"]
+    kind = REFERENCES.get(cfg.method(method).reference)
+    if kind.grid is not None:
+        return f"{kind.grid}×{kind.grid}"
+    cols = [c for c in kind.columns if c != "mask"]
     if not cols:
         return "full"
     h, w = store_grid.get(cols[0], (0, 0))
@@ -53,8 +52,7 @@ def reference_quality(cfg: Config, root: Path, methods: list[str], split: str = 
     says; uncertainty weights left aside), mean over the split's images; and each map column's grid."""
     size = cfg.classifier.image_size
     cols = sorted({c for m in methods for c in needed_columns(cfg.method(m)) if c != "mask"})
-    k_max = max([cfg.maps.K] + [cfg.method(m).k or 0 for m in methods])
-    arrays = load_split(root, cfg.output_path("maps", split), split, size, cols, True, k_max)
+    arrays = load_split(root, cfg.output_path("maps", split), split, size, cols, True)  # all K samples
     grids = {c: (int(arrays[c].shape[-2]), int(arrays[c].shape[-1])) for c in cols}
     sums = {m: np.zeros(2) for m in methods}
     counts = {m: 0 for m in methods}
@@ -89,7 +87,7 @@ def build_ladder(cfg: Config, root: Path, summary: dict) -> dict:
     points = []
     for m in methods:
         mc, row = cfg.method(m), summary["methods"][m]
-        kind = ("mask" if mc.reference.startswith("mask") or mc.reference == "oracle" else "vlm")
+        kind = "mask" if "mask" in REFERENCES.get(mc.reference).columns else "vlm"
         points.append({"method": m, "reference": mc.reference, "kind": kind, "grid": reference_grid(cfg, m, grids),
                        "halo_cut": mc.reference_floor > 0, "train_groups": mc.train_groups, **quality[m],
                        **{k: row[k] for k in ("worst_group_acc", "mean_group_acc") if k in row}})

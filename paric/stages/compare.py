@@ -116,8 +116,6 @@ def summarise(results: dict[str, list[dict]], metrics: list[str], seeds: list[in
     return out
 
 
-
-
 def mean_per_group(runs: list[dict]) -> list[float | None]:
     """Per-group test accuracy averaged over seeds (None where a group had no test images)."""
     rows = [r["per_group_acc"] for r in runs if r.get("per_group_acc")]
