@@ -670,6 +670,9 @@ class SweepConfig(_Section):
     grace_period: int = Field(2, ge=1)
     reduction_factor: int = Field(4, ge=2, description="ASHA keeps the top 1/reduction_factor of trials at each rung")
     max_failures: int = Field(0, ge=0, description="retries of a crashed trial; it is then recorded as failed")
+    seeds: list[int] = Field(
+        default_factory=list, description="training seeds each configuration of a grid space is trained with; it "
+        "is scored by their mean (empty: run.seed alone). A trial per (configuration, seed)")
     spaces: dict[str, SearchSpace] = Field(default_factory=lambda: {
         "gals": SearchSpace({"weight": {"dist": "log_uniform", "low": 0.1, "high": 10.0},
                              "lr": {"dist": "log_uniform", "low": 0.003, "high": 0.03}}),
@@ -738,6 +741,11 @@ class Config(_Section):
                 raise ValueError(f"train.methods.{name}.k={m.k} exceeds maps.K={self.maps.K} (samples stored)")
         for name, space in self.sweep.spaces.items():
             self._check_space(name, space)
+            if len(self.sweep.seeds) > 1 and name in self.sweep.methods and not space.is_grid:
+                raise ValueError(f"sweep.seeds={self.sweep.seeds}: sweep.spaces.{name} must be a grid (every dimension "
+                                 "'dist: grid') so that each configuration is trained with every seed")
+        if len(set(self.sweep.seeds)) != len(self.sweep.seeds):
+            raise ValueError(f"sweep.seeds={self.sweep.seeds}: each seed once")
         return self
 
     def _check_space(self, method: str, space: SearchSpace) -> None:

@@ -87,3 +87,52 @@ def test_a_trial_sets_options_and_training_keys_validated_where_they_live(scaled
 def test_a_bad_dimension_fails_at_load_time_naming_it(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(CONF, overrides)
+
+
+def test_a_grid_with_seeds_trains_each_configuration_once_per_seed():
+    from paric.search_space import SEED_KEY, sweep_grid, trial_seed
+
+    space = SearchSpace.model_validate({"weight": {"dist": "grid", "choices": [3.0, 0.3]}})
+    assert sweep_grid(space, K=8) == {"weight": [0.3, 3.0]}
+    grid = sweep_grid(space, K=8, seeds=[0, 1])
+    assert grid == {"weight": [0.3, 3.0], SEED_KEY: [0, 1]}
+    assert trial_seed({"weight": 0.3, SEED_KEY: 1}, default=7) == (1, {"weight": 0.3})
+    assert trial_seed({"weight": 0.3}, default=7) == (7, {"weight": 0.3})
+    # the seed is not a config key: setting the trial's values on a config leaves run.seed alone
+    cfg = load_config(CONF)
+    seed, values = trial_seed({"weight": 3.0, SEED_KEY: 1}, cfg.run.seed)
+    assert trial_config(cfg, "gals", values).method("gals").weight == 3.0
+
+
+def test_the_best_configuration_is_the_best_mean_over_seeds_not_the_best_single_trial():
+    from paric.search_space import SEED_KEY, best_configuration
+
+    def t(w, s, score, error=None):
+        return {"params": {"weight": w, SEED_KEY: s}, "score": score, "error": error, "path": f"/t/{w}-{s}"}
+
+    trials = [t(0.3, 0, 0.95), t(0.3, 1, 0.55),   # one lucky draw: mean 0.75
+              t(1.0, 0, 0.80), t(1.0, 1, 0.78),   # mean 0.79: the best
+              t(3.0, 0, 0.99, error="TrainingDiverged"), t(3.0, 1, 0.70)]
+    best = best_configuration(trials, [0, 1])
+    assert best["best"] == {"weight": 1.0} and best["best_score"] == pytest.approx(0.79)
+    assert best["scores"] == {"0": 0.80, "1": 0.78}
+    assert [c["params"]["weight"] for c in best["configs"]] == [1.0, 0.3, 3.0]
+    failed = best["configs"][-1]
+    assert failed["missing_seeds"] == [0] and failed["score"] == pytest.approx(0.70)
+    assert best["configs"][0]["paths"]["0"] == "/t/1.0-0"
+    # one seed: the best trial, as before seeds existed
+    single = best_configuration([{"params": {"weight": w}, "score": sc, "error": None} for w, sc in
+                                 ((0.3, 0.6), (1.0, 0.9))], [0])
+    assert single["best"] == {"weight": 1.0} and single["best_score"] == 0.9
+    with pytest.raises(ValueError, match="no trial"):
+        best_configuration([t(1.0, 0, None)], [0, 1])
+
+
+def test_seeds_need_a_grid_space_and_distinct_values():
+    with pytest.raises(ConfigError, match="must be a grid"):
+        load_config(CONF, ["sweep.methods=[gals]", "sweep.seeds=[0,1]",
+                           "sweep.spaces.gals.weight={dist: log_uniform, low: 0.1, high: 10}"])
+    with pytest.raises(ConfigError, match="each seed once"):
+        load_config(CONF, ["sweep.seeds=[1,1]"])
+    cfg = load_config(CONF, ["sweep.methods=[gals]", "sweep.seeds=[0,1]"])
+    assert cfg.sweep.seeds == [0, 1]

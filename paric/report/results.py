@@ -31,7 +31,9 @@ def build_results(cfg: Config, quality: dict | None, summary: dict, sweeps: dict
         out["vlm"] = vlm
     if sweeps:
         out["sweep"] = {m: {"best": s["best"], "best_score": s["best_score"], "failed": s.get("failed", 0),
-                            "n_trials": len(s.get("trials", []))} for m, s in sweeps.items()}
+                            "n_trials": len(s.get("trials", [])), "seeds": s.get("seeds", [cfg.run.seed]),
+                            "configs": [{k: c[k] for k in ("params", "score", "scores")} for c in s.get("configs", [])]}
+                        for m, s in sweeps.items()}
     return out
 
 
@@ -66,8 +68,17 @@ def write_report(cfg: Config, results: dict, out_dir: Path | None = None, figure
         lines.append("")
     for method, sw in (results.get("sweep") or {}).items():
         best = best_values(sw["best"])
-        lines += [f"## Sweep: {method}", "", f"{sw['n_trials']} trials ({sw['failed']} failed); best validation "
-                  f"balanced accuracy {100 * sw['best_score']:.1f}% at {best}. The final runs use these values.", ""]
+        seeds = sw.get("seeds") or []
+        over = f", each configuration trained with seeds {seeds} and scored by their mean" if len(seeds) > 1 else ""
+        lines += [f"## Sweep: {method}", "", f"{sw['n_trials']} trials ({sw['failed']} failed){over}; best validation "
+                  f"accuracy {100 * sw['best_score']:.1f}% at {best}. The final runs use these values.", ""]
+        if len(seeds) > 1 and sw.get("configs"):
+            lines += ["| values | mean | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+                      "|---|---|" + "---|" * len(seeds)]
+            lines += [f"| {best_values(c['params'])} | {100 * c['score']:.1f} | " + " | ".join(
+                f"{100 * c['scores'][str(s)]:.1f}" if str(s) in c["scores"] else "—" for s in seeds) + " |"
+                for c in sw["configs"]]
+            lines.append("")
     for fig in figures or []:
         lines += [f"![{fig.stem}]({fig.name})", ""]
     with atomic_path(out / "report.md") as tmp:

@@ -27,7 +27,7 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from paric.config import R100, Config, TrainConfig
-from paric.search_space import define_by_run, distributions, grid_values, trial_config
+from paric.search_space import best_configuration, define_by_run, distributions, sweep_grid, trial_config, trial_seed
 from paric.io import write_json
 from paric.stages.cache import forced
 from paric.stages.runner import Stage, run_stage
@@ -45,10 +45,12 @@ def _trial(params: dict, base: dict, root: str, method: str, backbone: str | Non
     """One Tune trial: a Ray Train run of ``method`` with the trial's values (validation only)."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    cfg = trial_config(Config.model_validate(base), method, params)
+    base_cfg = Config.model_validate(base)
+    seed, values = trial_seed(params, base_cfg.run.seed)
+    cfg = trial_config(base_cfg, method, values)
     out = Path(tune.get_context().get_trial_dir()) / "train"
     # its MLflow run is written on the driver (paric.stages.trial_runs), which outlives the trial
-    run_on_ray(cfg, Path(root), method, cfg.run.seed, Path(backbone) if backbone else None, out,
+    run_on_ray(cfg, Path(root), method, seed, Path(backbone) if backbone else None, out,
                datasets=datasets, callbacks=[TuneReportCallback()], prepared=True)
 
 
@@ -66,12 +68,13 @@ def _tuner(cfg: Config, method: str, trainable, exp_dir: Path, key: str, fresh: 
     write_json(key_file, {"key": key})
     space = cfg.sweep.spaces[method]
     num_samples, sampler = cfg.sweep.num_samples, None
+    seeds = cfg.sweep.seeds if len(cfg.sweep.seeds) > 1 else None  # one seed: run.seed's trials as before
     if space.is_grid:
-        grid = grid_values(space, cfg.maps.K)
+        grid = sweep_grid(space, cfg.maps.K, seeds)
         sampler = optuna.samplers.GridSampler(grid, seed=cfg.run.seed)
-        num_samples = math.prod(len(v) for v in grid.values())  # each combination once
+        num_samples = math.prod(len(v) for v in grid.values())  # each combination (and seed) once
     objective = selection_metric(cfg.method(method))  # class-balanced, or worst-group for group-label methods
-    searcher = OptunaSearch(space=define_by_run(space, cfg.maps.K), metric=objective, mode="max",
+    searcher = OptunaSearch(space=define_by_run(space, cfg.maps.K, seeds), metric=objective, mode="max",
                             **({"sampler": sampler} if sampler else {"seed": cfg.run.seed}))
     scheduler = ASHAScheduler(metric=objective, mode="max", grace_period=cfg.sweep.grace_period,
                               reduction_factor=cfg.sweep.reduction_factor,
@@ -160,9 +163,11 @@ def sweep_stage(cfg: Config, root: Path, method: str, backbone: Path | None, tra
         ok = [t for t in trials if t["error"] is None and t["score"] is not None]
         if not ok:
             raise RuntimeError(f"sweep {method}: every trial failed; first error: {trials[0]['error'] if trials else '-'}")
-        best = max(ok, key=lambda t: t["score"])
-        summary = {"method": method, "best": best["params"], "best_score": best["score"], "best_path": best["path"],
-                   "trials": trials,
+        seeds = cfg.sweep.seeds if len(cfg.sweep.seeds) > 1 else [cfg.run.seed]
+        best = best_configuration(ok, seeds)
+        summary = {"method": method, "best": best["best"], "best_score": best["best_score"],
+                   "best_path": best["configs"][0]["paths"].get(str(cfg.run.seed)),  # the trial that can be a final run
+                   "seeds": seeds, "best_scores": best["scores"], "configs": best["configs"], "trials": trials,
                    "failed": sum(t["error"] is not None for t in trials), "seconds": round(time.time() - t0, 1),
                    "space": {k: repr(v) for k, v in distributions(cfg.sweep.spaces[method], cfg.maps.K).items()}}
         for t in trials:
