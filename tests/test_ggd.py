@@ -55,3 +55,21 @@ def test_uniforms_depend_only_on_seed_key_and_row():
     np.testing.assert_array_equal(a[:5], b)
     assert not np.array_equal(a, sample_uniforms(1, "img/1.jpg", 32, 8))
     assert not np.array_equal(a, sample_uniforms(0, "img/2.jpg", 32, 8))
+
+
+@pytest.mark.parametrize("u_top", [1.0 - 1e-12, float(np.nextafter(np.float32(1.0), np.float32(0.0))), 1.0])
+def test_a_uniform_at_the_float32_edge_gives_a_finite_sample(u_top):
+    """sample_uniforms clips to 1 − 1e-12 in float64; cast to float32 that is exactly 1.0, where the
+    inverse gamma CDF is inf (issue 28 item 4: an all-zero map after min-max)."""
+    u = torch.tensor([[u_top, 0.7], [1e-12, 0.2], [0.5, 0.9]], dtype=torch.float64).float()
+    if u_top == 1.0 - 1e-12:
+        assert float(u[0, 0]) == 1.0  # the float64 clip really reaches float32's 1.0
+    mu, alpha = torch.zeros(3), torch.ones(3)
+    for beta in (0.5, 1.0, 2.0):
+        z = sample_ggd(mu, alpha, torch.full((3,), beta), u)
+        assert torch.isfinite(z).all(), (beta, z)
+        assert abs(float(z[0])) > abs(float(z[2]))  # the far tail stays the largest draw
+    # and through the float64 uniforms the samplers use: every row finite
+    many = torch.from_numpy(sample_uniforms(0, "edge", 4, 8)).float()
+    many[0, 0, 0] = 1.0
+    assert torch.isfinite(sample_ggd(torch.zeros(8), torch.ones(8), torch.full((8,), 0.8), many)).all()
