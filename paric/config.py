@@ -969,7 +969,30 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(_format_errors(exc, f"override '{item}'" if item else source)) from None
     # Absolute from here on: Tune trials and Ray workers run in other working directories.
     cfg.run.output_dir = str(Path(cfg.run.output_dir).expanduser().resolve())
+    where = next((f"override '{it}'" for k, it in reversed(applied) if k in ("run", "run.output_dir")), source)
+    _check_writable(Path(cfg.run.output_dir), where)
     return cfg
+
+
+def _check_writable(out: Path, source: str) -> None:
+    """``run.output_dir`` can hold the run's files: an existing writable directory, or one that can be
+    made under its nearest existing parent (tried with a temporary directory, removed again), so a bad
+    path fails here and not as a traceback from the first stage that writes."""
+    import tempfile
+
+    base = out
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    problem = None
+    if not base.is_dir():
+        problem = f"{base} is not a directory"
+    else:
+        try:
+            tempfile.TemporaryDirectory(dir=base).cleanup()
+        except OSError as exc:
+            problem = f"cannot create a directory in {base} ({exc.strerror or exc})"
+    if problem:
+        raise ConfigError(f"{source}: run.output_dir={out}: {problem}; expected a writable directory")
 
 
 def profile_overlays(config_path: str | Path, profiles: list[str]) -> list[Path]:

@@ -135,3 +135,16 @@ def test_a_classifier_narrower_than_eight_channels_is_refused():
     with a heap corruption that kills the process: refused at load time instead."""
     with pytest.raises(ConfigError, match=r"classifier\.width.*greater than or equal to 8"):
         load_config(None, ["classifier.width=4"])
+
+
+def test_an_output_dir_that_cannot_be_created_fails_at_load_naming_the_key(tmp_path):
+    """Issue 28 item 10: not a traceback from the first stage that writes."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match=r"override 'run.output_dir=.*a_file/out'.*a_file is not a directory"):
+        load_config(REPO / "conf" / "default.yaml", [f"run.output_dir={blocker}/out"])
+    with pytest.raises(ConfigError, match=r"run.output_dir=/proc/paric_out.*cannot create a directory in /proc"):
+        load_config(REPO / "conf" / "default.yaml", ["run.output_dir=/proc/paric_out"])
+    fine = load_config(REPO / "conf" / "default.yaml", [f"run.output_dir={tmp_path}/new/deeper"])
+    assert fine.run.output_dir == str(tmp_path / "new" / "deeper")
+    assert not (tmp_path / "new").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # nothing left
