@@ -174,6 +174,20 @@ def test_killed_worker_resumes_from_last_checkpoint(tiny, tmp_path):
     assert [h["epoch"] for h in result["history"]] == list(range(1, 31))
 
 
+def test_group_balanced_sampling_runs_under_ray_train(tiny, tmp_path):
+    """The Ray Train path reads its shard once and draws group-balanced epochs from it (issue 28 item 2)."""
+    cfg, backbone = tiny
+    two = {"num_workers": 1, "epochs": 2, "patience": None}
+    ray_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update=two)})
+    result = run_on_ray(ray_cfg, ray_cfg.data_root(), "group_dro", 0, backbone, tmp_path / "dro-s0")
+    assert [h["epoch"] for h in result["history"]] == [1, 2]
+    assert result["selection"] == "val_worst_group_acc" and 0.0 <= result["worst_group_acc"] <= 1.0
+    from paric.data import WaterbirdsDataset
+
+    n_train = len(WaterbirdsDataset(ray_cfg.data_root(), "train", with_masks=False).rows)
+    assert all(h["train_images"] == n_train for h in result["history"])  # n draws per epoch, as the split
+
+
 def test_cli_rejects_unknown_method_and_typo():
     for extra in (["--methods", "nope"], ["train.epoch=3"]):
         proc = subprocess.run([sys.executable, str(REPO / "pipelines" / "train.py"), *extra], capture_output=True,

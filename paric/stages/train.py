@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import ray
 import torch
 from ray.train import (Checkpoint, CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig,
@@ -34,6 +35,7 @@ from paric.stages.ray_env import cluster_gpus, without_progress
 from paric.store import provenance_hash, read_provenance
 from paric.tracking import log_artifact, log_history, log_metrics, start_run
 from paric.train.fit_log import epoch_line
+from paric.train.data import iterate
 from paric.train.loop import fit, selection_metric
 from paric.train.run import (RunSpec, class_names, dataset_info, make_spec, make_trainer, run_dfr, run_in_memory,
                              save_best,
@@ -81,10 +83,19 @@ def _worker(config: dict) -> None:
             val_batches.extend(val.iter_torch_batches(batch_size=256))
         return val_batches
 
-    fit(trainer,
-        lambda e: train_shard.iter_torch_batches(batch_size=bs, local_shuffle_buffer_size=4 * bs,
-                                                 local_shuffle_seed=spec.seed * 10_000 + e),
-        val_epoch, on_epoch)
+    sampling = trainer.method.sampling
+    rows: dict = {}  # group-balanced draws need the whole shard: read once, kept (as val_batches)
+
+    def train_epoch(e: int):
+        if sampling == "uniform":
+            return train_shard.iter_torch_batches(batch_size=bs, local_shuffle_buffer_size=4 * bs,
+                                                  local_shuffle_seed=spec.seed * 10_000 + e)
+        if not rows:
+            parts = list(train_shard.iter_batches(batch_size=1024, batch_format="numpy"))
+            rows.update({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+        return iterate(rows, bs, True, spec.seed, e, sampling)
+
+    fit(trainer, train_epoch, val_epoch, on_epoch)
     test = ray.train.get_dataset_shard("test") if config.get("test", True) else None
     result = test_metrics(trainer, test.iter_torch_batches(batch_size=128), spec.classes) \
         if rank == 0 and test is not None \

@@ -82,11 +82,31 @@ def train_view(train_groups: str, label: np.ndarray, group: np.ndarray) -> np.nd
     return np.isin(np.asarray(group), majority_groups(label, group))
 
 
+def group_balanced_probabilities(group: np.ndarray) -> np.ndarray:
+    """Per-row draw probabilities ∝ 1 / n_g: every group present is drawn equally often in expectation."""
+    group = np.asarray(group, dtype=np.int64)
+    counts = np.bincount(group)
+    p = 1.0 / counts[group]
+    return p / p.sum()
+
+
+def epoch_order(n: int, shuffle: bool, seed: int, epoch: int, p: np.ndarray | None = None) -> np.ndarray:
+    """Row indices of one epoch, a function of (seed, epoch) only: in order, a permutation, or (with
+    draw probabilities ``p``) n draws with replacement, as PyTorch's WeightedRandomSampler that
+    Sagawa et al. use for group-balanced batches."""
+    rng = np.random.default_rng([seed, epoch])
+    if p is not None:
+        return rng.choice(n, size=n, replace=True, p=p)
+    return rng.permutation(n) if shuffle else np.arange(n)
+
+
 def iterate(arrays: dict[str, np.ndarray], batch_size: int, shuffle: bool, seed: int = 0,
-            epoch: int = 0) -> Iterator[dict[str, torch.Tensor]]:
-    """Batches of tensors from in-memory arrays; the order depends only on (seed, epoch)."""
+            epoch: int = 0, sampling: str = "uniform") -> Iterator[dict[str, torch.Tensor]]:
+    """Batches of tensors from in-memory arrays; the order depends only on (seed, epoch).
+    ``sampling='group_balanced'``: rows drawn with replacement at probability ∝ 1/n_g."""
     n = len(arrays["label"])
-    order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+    p = group_balanced_probabilities(arrays["group"]) if sampling == "group_balanced" else None
+    order = epoch_order(n, shuffle, seed, epoch, p)
     keys = [k for k in arrays if k != "image_id"]
     for i in range(0, n, batch_size):
         idx = order[i : i + batch_size]

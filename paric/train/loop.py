@@ -74,10 +74,11 @@ class Trainer:
                   {"params": head, "lr": t.head_lr or lr, "base_lr": t.head_lr or lr}]
         if own:
             groups.append({"params": own, "lr": lr, "base_lr": lr})
+        wd = t.weight_decay if self.method.weight_decay is None else self.method.weight_decay
         if t.optimizer == "sgd":
-            self.opt = torch.optim.SGD(groups, lr=lr, momentum=t.momentum, weight_decay=t.weight_decay)
+            self.opt = torch.optim.SGD(groups, lr=lr, momentum=t.momentum, weight_decay=wd)
         else:
-            self.opt = torch.optim.AdamW(groups, lr=lr, weight_decay=t.weight_decay)
+            self.opt = torch.optim.AdamW(groups, lr=lr, weight_decay=wd)
         self.steps_per_epoch = max(1, steps_per_epoch)
         self.total_steps = self.steps_per_epoch * t.epochs
         self.warmup = int(round(t.warmup_epochs * self.steps_per_epoch))

@@ -196,8 +196,8 @@ def run_in_memory(cfg: Config, root: Path, method: str, seed: int, backbone: Pat
     spec = make_spec(cfg, method, seed, train["label"], train["group"], n_classes, n_groups, backbone,
                      classes=class_names(root))
     trainer = make_trainer(spec)
-    bs = cfg.train.batch_size
-    fit(trainer, lambda e: iterate(train, bs, True, seed, e), lambda: iterate(val, 256, False),
+    bs, sampling = cfg.train.batch_size, cfg.method(method).sampling
+    fit(trainer, lambda e: iterate(train, bs, True, seed, e, sampling), lambda: iterate(val, 256, False),
         lambda _t, m: log.info(epoch_line(method, seed, m)))
     out = test_metrics(trainer, iterate(test, 128, False), spec.classes)
     if model_path is not None:
