@@ -201,7 +201,7 @@ def test_a_prolip_source_needs_the_prolip_family_and_lico_a_clip_text_tower():
                                       overlays=[REPO / "conf" / "profiles" / "prolip.yaml"]))
 
 
-def test_the_clip_vlm_key_is_unchanged_and_prolip_options_key_a_prolip_vlm(tmp_path):
+def test_the_clip_vlm_key_is_unchanged_and_prolip_options_key_a_prolip_vlm(tmp_path, monkeypatch):
     from paric.stages.prepare import VLM_KEYS, vlm_keys
 
     clip = load_config(REPO / "conf" / "default.yaml")
@@ -212,6 +212,13 @@ def test_the_clip_vlm_key_is_unchanged_and_prolip_options_key_a_prolip_vlm(tmp_p
     assert a.section_hash(*vlm_keys(a)) != clip.section_hash(*vlm_keys(clip))
     assert clip.section_hash(*vlm_keys(clip)) == load_config(
         REPO / "conf" / "default.yaml", ["vlm.prolip.vib=0.001"]).section_hash(*VLM_KEYS)
+    # the loss's form (issue 28: the published VIB reduction) is in a ProLIP vlm stage's key, not CLIP's
+    from paric.stages.prepare import vlm_stage_spec
+    from paric.vlm.prolip.loss import LOSS_FORM
+
+    monkeypatch.setattr("paric.stages.prepare.dataset_fingerprint", lambda root: "data")
+    assert LOSS_FORM in vlm_stage_spec(a, tmp_path).upstream
+    assert len(vlm_stage_spec(clip, tmp_path).upstream) == 1  # CLIP's key as before: the data's content only
 
 
 def test_csd_zero_shot_ranks_by_mean_similarity_minus_half_the_text_variance():

@@ -64,11 +64,32 @@ def test_a_narrow_gaussian_inside_a_wide_one_is_included_in_it():
     assert float(inclusion_loss(mu, narrow, mu, wide)) < 1e-3  # κ = 1000 saturates a clear inclusion
 
 
-def test_vib_is_the_kl_to_the_standard_normal_summed_over_dimensions():
-    mu, lv = _dists(seed=6)
-    kl = torch.distributions.kl_divergence(torch.distributions.Normal(mu, lv.mul(0.5).exp()),
-                                           torch.distributions.Normal(torch.zeros_like(mu), torch.ones_like(mu)))
-    torch.testing.assert_close(vib_loss(mu, lv), kl.sum(-1).mean())
+def _kl(mu: torch.Tensor, lv: torch.Tensor) -> torch.Tensor:
+    return torch.distributions.kl_divergence(torch.distributions.Normal(mu, lv.mul(0.5).exp()),
+                                             torch.distributions.Normal(torch.zeros_like(mu), torch.ones_like(mu)))
+
+
+def test_vib_is_the_published_reduction_mean_over_elements_and_towers_added():
+    """Issue 28 item 3: the published code averages the KL over B×D elements and adds the towers; the
+    sum over D averaged over towers was D/2 times stronger at the same weight 1e-4."""
+    (mv, lv), (mt, lt) = _dists(seed=6), _dists(seed=9)
+    torch.testing.assert_close(vib_loss(mv, lv), _kl(mv, lv).mean())
+    s, b = torch.tensor(1.0, dtype=torch.float64), torch.tensor(-10.0, dtype=torch.float64)
+    out = prolip_loss((mv, lv), (mt, lt), s, b, ProlipLossWeights(0, 0, 1e-4))
+    torch.testing.assert_close(out["vib"], _kl(mv, lv).mean() + _kl(mt, lt).mean())
+    d = mv.shape[1]
+    old_form = 0.5 * (_kl(mv, lv).sum(-1).mean() + _kl(mt, lt).sum(-1).mean())
+    torch.testing.assert_close(old_form / out["vib"], torch.tensor(d / 2, dtype=torch.float64))
+
+
+def test_original_in_masked_adds_the_image_and_text_terms():
+    (mv, lv), (mt, lt) = _dists(seed=10), _dists(seed=11)
+    s, b = torch.tensor(1.0, dtype=torch.float64), torch.tensor(-10.0, dtype=torch.float64)
+    idx = torch.arange(2)
+    mi, mtx = (mv[:2], lv[:2] + 1.0), (mt[:2], lt[:2] + 0.5)
+    out = prolip_loss((mv, lv), (mt, lt), s, b, ProlipLossWeights(0, 1e-3, 0), mi, mtx, idx)
+    expect = inclusion_loss(mv[:2], lv[:2], *mi) + inclusion_loss(mt[:2], lt[:2], *mtx)
+    torch.testing.assert_close(out["incl_masked"], expect)
 
 
 def test_the_total_adds_the_weighted_terms_and_its_gradients_are_finite():

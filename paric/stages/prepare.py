@@ -95,7 +95,8 @@ ADAPTER_KEYS = ("adapter", "run.seed")
 def vlm_stage_spec(cfg: Config, root: Path) -> Stage:
     """The VLM pretrained here: its config, the seed and the caption corpus' content (published
     weights are keyed by their own content instead, see :class:`VLMArtifact`)."""
-    return Stage("vlm", cfg.output_path("vlm", "clip"), vlm_keys(cfg), (dataset_fingerprint(root),), outputs=("model.pt",))
+    inputs = (dataset_fingerprint(root), *VLM_FAMILIES[cfg.vlm.family].key_inputs())
+    return Stage("vlm", cfg.output_path("vlm", "clip"), vlm_keys(cfg), inputs, outputs=("model.pt",))
 
 
 def adapter_stage_spec(cfg: Config, root: Path, vlm_art: VLMArtifact) -> Stage:

@@ -42,6 +42,11 @@ class VLMFamily:
         """Config keys besides ``vlm.name`` / ``vlm.pretrain`` that change what the vlm stage trains."""
         return ()
 
+    def key_inputs(self) -> tuple[str, ...]:
+        """What besides the config the pretraining depends on (a loss's form), in the vlm stage's key:
+        a corrected loss retrains a cached VLM instead of reusing one trained with the old form."""
+        return ()
+
 
 VLM_FAMILIES: Registry[VLMFamily] = Registry("vlm family")
 
@@ -78,6 +83,11 @@ class ProlipFamily(VLMFamily):
         from paric.vlm.prolip.factory import PROLIP_MODELS
 
         return PROLIP_MODELS - {"ViT-B-16"}  # the published layout: loaded, not pretrained here
+
+    def key_inputs(self) -> tuple[str, ...]:
+        from paric.vlm.prolip.loss import LOSS_FORM
+
+        return (LOSS_FORM,)
 
     def image_size(self, name: str) -> int:
         from paric.vlm.prolip.factory import model_config

@@ -3,6 +3,14 @@
 Why our own and not the public code's: that code normalises the inclusion precisions with an
 eps of −20, zeroes the term above 1e5, and uses σ where the KL needs σ²; here each term is its
 closed form (checked against independent computations in tests/test_prolip_loss.py).
+
+Reductions, since the published weights (1e-7, 1e-3, 1e-4) were tuned for them:
+- PPCL: the sum over all B² pairs divided by B (the code's SigLIP form; the paper writes a mean).
+- inclusion: the mean over B×D elements (paper and code).
+- original ⊂ masked: the image and the text terms *added* (the code), not averaged.
+- VIB: the KL's mean over B×D elements per tower, the two towers *added* (the code). Summed over D
+  and averaged over towers, as before issue 28, it was D/2 = 64× stronger at D = 128, and set the σ²
+  the ``prolip`` sampler draws from.
 """
 from __future__ import annotations
 
@@ -10,6 +18,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+#: the reductions below, in the vlm stage's cache key (a VLM pretrained with another form is retrained)
+LOSS_FORM = "prolip-loss:vib-mean-towers-added:masked-added"
 
 Dist = tuple[torch.Tensor, torch.Tensor]  # (μ (B, D), log σ² (B, D))
 
@@ -52,8 +63,9 @@ def inclusion_loss(mu1: torch.Tensor, logvar1: torch.Tensor, mu2: torch.Tensor, 
 
 
 def vib_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(μ, σ²) ‖ N(0, I)) = ½ Σ_d (σ² + μ² − 1 − log σ²), mean over the batch."""
-    return 0.5 * (logvar.exp() + mu.pow(2) - 1 - logvar).sum(-1).mean()
+    """KL(N(μ, σ²) ‖ N(0, 1)) per element, ½ (σ² + μ² − 1 − log σ²), averaged over B×D (the
+    published reduction, for which the weight 1e-4 was tuned)."""
+    return 0.5 * (logvar.exp() + mu.pow(2) - 1 - logvar).mean()
 
 
 @dataclass(frozen=True)
@@ -67,15 +79,15 @@ class ProlipLossWeights:
 def prolip_loss(img: Dist, txt: Dist, logit_scale: torch.Tensor, logit_bias: torch.Tensor,
                 weights: ProlipLossWeights, masked_img: Dist | None = None, masked_txt: Dist | None = None,
                 masked_index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """PPCL + w·(image ⊂ its own caption) + w·(original ⊂ masked copy, both modalities averaged;
-    ``masked_index`` are the originals' rows of the copies) + w·(VIB of both towers, averaged)."""
+    """PPCL + w·(image ⊂ its own caption) + w·(original ⊂ masked copy, image + text; ``masked_index``
+    are the originals' rows of the copies) + w·(VIB of the image tower + VIB of the text tower)."""
     ppcl = ppcl_loss(*img, *txt, logit_scale, logit_bias)
     incl_it = inclusion_loss(*img, *txt, kappa=weights.kappa)
     incl_m = ppcl.new_zeros(())
     if masked_img is not None and masked_txt is not None and masked_index is not None:
         i = masked_index
-        incl_m = 0.5 * (inclusion_loss(img[0][i], img[1][i], *masked_img, kappa=weights.kappa)
-                        + inclusion_loss(txt[0][i], txt[1][i], *masked_txt, kappa=weights.kappa))
-    vib = 0.5 * (vib_loss(*img) + vib_loss(*txt))
+        incl_m = (inclusion_loss(img[0][i], img[1][i], *masked_img, kappa=weights.kappa)
+                  + inclusion_loss(txt[0][i], txt[1][i], *masked_txt, kappa=weights.kappa))
+    vib = vib_loss(*img) + vib_loss(*txt)
     total = ppcl + weights.inclusion_image_text * incl_it + weights.inclusion_masked * incl_m + weights.vib * vib
     return {"loss": total, "ppcl": ppcl, "incl_image_text": incl_it, "incl_masked": incl_m, "vib": vib}
