@@ -119,6 +119,36 @@ def test_a_lico_step_trains_prompts_and_features_but_not_the_text_tower():
     assert count(trainer.best_model()) == count(vanilla.best_model())  # the text branch is not exported
 
 
+def test_the_ot_targets_carry_the_class_name():
+    """Issue 28 item 1: each of the n_ctx OT targets is a whole prompt (the context rolled by j) pooled at
+    its end-of-text token. The context positions' outputs, used before, never see the class name under
+    the causal mask: two class-name sets gave targets that differed by exactly 0."""
+    from paric.regularizers.lico import FrozenTextTower, PromptLearner
+
+    vlm = load_vlm("paric-tiny-cnn")
+    tower = FrozenTextTower(vlm.model)
+    a = PromptLearner(tower, vlm.tokenizer, ["circle", "triangle"], 3, 0.02, seed=0)
+    b = PromptLearner(tower, vlm.tokenizer, ["square", "star"], 3, 0.02, seed=0)
+    assert torch.equal(a.ctx, b.ctx)  # the same seed: only the class names differ
+    with torch.no_grad():
+        (ta, ca), (tb, cb) = a(tower), b(tower)
+    assert ta.shape == (2, 3, ca.shape[-1])
+    assert float((ta - tb).abs().amax(-1).min()) > 1e-3  # every target of every class moved with the name
+    # the old targets (context positions of the unrolled prompt) are blind to the name: the defect is real
+    seq_a, seq_b = a.sequences()[:, 0], b.sequences()[:, 0]
+    with torch.no_grad():
+        old_a, old_b = tower(seq_a)[:, 1:4], tower(seq_b)[:, 1:4]
+    assert torch.equal(old_a, old_b)
+    # prompt j's context is the class's context rolled by j; prompt 0 is the unrolled one (the MM feature)
+    seq = a.sequences()
+    assert torch.equal(seq[1, 2, 1:4], a.ctx[1].roll(2, dims=0))
+    with torch.no_grad():
+        direct = tower(torch.cat([a.prefix, a.ctx, a.suffix], 1))
+    torch.testing.assert_close(ca, direct[torch.arange(2), a.tokens.argmax(-1)])
+    # the rolled prompts differ from one another (n_ctx distinct targets, not one repeated)
+    assert float((ta[:, 0] - ta[:, 1]).abs().max()) > 1e-4
+
+
 def test_lico_is_a_method_without_a_reference_and_its_options_are_checked():
     assert MethodConfig(regularizer="lico").reference == "none"
     _cfg().method("lico").check("lico")  # no reference needed

@@ -7,9 +7,13 @@ through the *frozen* VLM text tower. Two terms align the classifier with them:
   excluded, D the pairwise distances of L2-normalised features: A^F of the pooled feature maps,
   A^G (detached) of each image's class prompt feature;
 - optimal transport between an image's C channel maps (HW-vectors) and its class's ``n_ctx``
-  prompt token features mapped to HW by an MLP, squared-Euclidean cost of the L2-normalised
-  vectors, uniform marginals, log-domain Sinkhorn; L_OT = ⟨T, cost⟩ with the gradient flowing
-  through the cost (the public code computes it under ``no_grad``, so it trains nothing).
+  prompt features mapped to HW by an MLP, squared-Euclidean cost of the L2-normalised vectors,
+  uniform marginals, log-domain Sinkhorn; L_OT = ⟨T, cost⟩ with the gradient flowing through the
+  cost (the public code computes it under ``no_grad``, so it trains nothing). As the authors' code,
+  the n_ctx prompt features are n_ctx whole prompts, the context rolled by j = 0 … n_ctx − 1, each
+  pooled at its end-of-text token, so each sees the class name. (Until issue 28 they were the
+  outputs at the context positions, which under the causal mask never see the class name: the OT
+  targets of two different class-name sets were identical.)
 
 What the public code does and this does not: softmax(+D/τ) with the diagonal, a learnable log τ
 used without exp, A^G not detached, a trainable text tower, identical context copies. The text
@@ -98,11 +102,23 @@ class PromptLearner(nn.Module):
         self.ctx = nn.Parameter(torch.randn(len(class_names), n_ctx, emb.shape[-1], generator=gen) * init_std)
         self.n_ctx = n_ctx
 
+    def sequences(self) -> torch.Tensor:
+        """(C, n_ctx, L, width): prompt j of class c is "prefix, ctx_c rolled by j, class name, suffix"."""
+        n = self.n_ctx
+        rolled = torch.stack([self.ctx.roll(j, dims=1) for j in range(n)], dim=1)  # (C, n, n_ctx, width)
+        C = len(self.ctx)
+        return torch.cat([self.prefix[:, None].expand(C, n, -1, -1), rolled,
+                          self.suffix[:, None].expand(C, n, -1, -1)], dim=2)
+
     def forward(self, tower: FrozenTextTower) -> tuple[torch.Tensor, torch.Tensor]:
-        """(context token features (C, n_ctx, D), pooled class features at the end token (C, D))."""
-        feats = tower(torch.cat([self.prefix, self.ctx, self.suffix], dim=1))
-        pooled = feats[torch.arange(len(feats), device=feats.device), self.tokens.argmax(-1)]
-        return feats[:, 1:1 + self.n_ctx], pooled
+        """(the n_ctx rolled prompts' features at their end token (C, n_ctx, D), the class feature: the
+        unrolled prompt's (C, D))."""
+        seq = self.sequences()
+        C, n = seq.shape[:2]
+        feats = tower(seq.flatten(0, 1))  # (C·n, L, D)
+        eot = self.tokens.argmax(-1).repeat_interleave(n)
+        pooled = feats[torch.arange(len(feats), device=feats.device), eot].view(C, n, -1)
+        return pooled, pooled[:, 0]
 
 
 def affinity(features: torch.Tensor, tau: float) -> torch.Tensor:
@@ -161,7 +177,7 @@ class Lico(Regularizer):
         self.prompts = PromptLearner(self.tower, tokenizer, context.class_names, options.n_ctx, options.init_std,
                                      context.seed)
         with torch.no_grad():
-            dim = self.tower(torch.cat([self.prompts.prefix, self.prompts.ctx, self.prompts.suffix], 1)).shape[-1]
+            dim = self.prompts(self.tower)[1].shape[-1]
         _, h, w = context.feature_shape
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.Dropout(options.dropout), nn.ReLU(), nn.Linear(dim, h * w))
 
@@ -177,8 +193,8 @@ class Lico(Regularizer):
         if s.features is None:
             raise ValueError("lico: the step carries no feature maps (needs_features)")
         self.tower.to(s.features.device)
-        ctx_feats, pooled = self.prompts(self.tower)
+        prompt_feats, pooled = self.prompts(self.tower)
         maps = s.features.flatten(2)  # (B, C, HW)
         mm = manifold_matching(maps.mean(-1), pooled[s.y], self.opts.tau)
-        ot = ot_loss(maps, self.mlp(ctx_feats[s.y]), self.opts.eps, self.opts.iters)
+        ot = ot_loss(maps, self.mlp(prompt_feats[s.y]), self.opts.eps, self.opts.iters)
         return {"mm": self.opts.w_mm * mm, "ot": self.opts.w_ot * ot}
