@@ -14,7 +14,7 @@ import psutil
 import pytest
 import torch
 
-from paric.config import load_config
+from paric.config import load_config, with_value
 from paric.stages.classifier import backbone_stage
 from paric.stages.maps import run_precompute
 from paric.stages.train import run_on_ray, train_stage
@@ -121,6 +121,30 @@ def test_ray_train_stage_writes_results_and_caches(tiny, caplog):
     with caplog.at_level("INFO", logger="paric"):
         train_stage(ray_cfg, ray_cfg.data_root(), "oracle_mask", 0, backbone)
     assert "skipped (cached)" in caplog.text
+
+
+def test_an_evaluation_change_tests_the_stored_weights_again_without_training(tiny, caplog):
+    """Only ``eval.*`` changed: the run's best weights are tested again (seconds), not retrained; a
+    training change still retrains."""
+    cfg, backbone = tiny
+    first = train_stage(cfg, cfg.data_root(), "vanilla", 3, backbone)
+    model = cfg.output_path("train", "vanilla", "seed3", "model.pt")
+    stamp = model.stat().st_mtime_ns
+    other_eval = with_value(cfg, "eval.faith_steps", 4)
+    with caplog.at_level("INFO", logger="paric"):
+        again = train_stage(other_eval, cfg.data_root(), "vanilla", 3, backbone)
+    assert "tested again" in caplog.text and "skipped (cached)" not in caplog.text
+    assert model.stat().st_mtime_ns == stamp  # the weights were not trained again
+    assert again["history"] == first["history"] and again["best_epoch"] == first["best_epoch"]
+    assert again["acc"] == first["acc"] and again["insertion_auc"] != first["insertion_auc"]  # 4 steps, not 16
+    caplog.clear()
+    with caplog.at_level("INFO", logger="paric"):
+        train_stage(other_eval, cfg.data_root(), "vanilla", 3, backbone)  # now stored under the new key
+    assert "skipped (cached)" in caplog.text
+    other_fit = with_value(cfg, "train.lr", 0.02)
+    from paric.stages.train import reevaluated
+
+    assert reevaluated(other_fit, "vanilla", 3) is None  # a training change: no shortcut
 
 
 def test_split_datasets_keep_row_order_across_builds(tiny):

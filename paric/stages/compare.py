@@ -21,7 +21,7 @@ from paric.regularizers import REGULARIZERS
 from paric.report.table import GROUP_ORDER
 from paric.stages.cache import record_stage
 from paric.stages.ray_env import ensure_ray
-from paric.stages.train import MODEL, Tracking, cached_result, fit_run, store_result, train_stage
+from paric.stages.train import MODEL, Tracking, cached_result, fit_run, reevaluated, store_result, train_stage
 from paric.stages.train_data import run_datasets, train_labels
 from paric.store import read_store
 from paric.train.run import dataset_info, effective_method
@@ -173,6 +173,8 @@ def compare_stage(cfg: Config, root: Path, methods: list[str], seeds: list[int],
             hit = cached_result(cfg, m, s)
             if hit is not None:
                 record_stage(f"train {m} s{s}", "skipped (cached)", 0.0, out)
+            elif (hit := reevaluated(cfg, m, s, tracking)) is not None:
+                record_stage(f"train {m} s{s}", "re-evaluated", time.time() - t0, out)
             elif adopt is not None and (hit := adopt(m, s)) is not None:
                 record_stage(f"train {m} s{s}", "done", time.time() - t0, out)
             else:

@@ -30,15 +30,15 @@ from paric.regularizers import REGULARIZERS
 from paric.stages.classifier import backbone_id
 from paric.stages.prepare import vlm_id
 from paric.stages.train_data import method_train_data, run_datasets, train_labels
-from paric.stages.cache import forced, is_done, mark_done, timed_stage
+from paric.stages.cache import forced, is_done, mark_done, read_marker, timed_stage
 from paric.stages.ray_env import cluster_gpus, without_progress
 from paric.store import provenance_hash, read_provenance
 from paric.tracking import log_artifact, log_history, log_metrics, start_run
 from paric.train.fit_log import epoch_line
 from paric.train.data import iterate
 from paric.train.loop import fit, selection_metric
-from paric.train.run import (RunSpec, class_names, dataset_info, make_spec, make_trainer, run_dfr, run_in_memory,
-                             save_best,
+from paric.train.run import (RunSpec, class_names, dataset_info, evaluate_saved, make_spec, make_trainer, run_dfr,
+                             run_in_memory, save_best,
                              split_columns, test_metrics)
 
 log = logging.getLogger("paric")
@@ -205,10 +205,20 @@ def method_key(m: MethodConfig) -> str:
 def run_key(cfg: Config, method: str) -> str:
     """Cache key of a (method, seed) run: what its result depends on (and, for a regulariser with a
     text branch, the VLM it trains through)."""
+    return _run_key(cfg, method, with_eval=True)
+
+
+def fit_key(cfg: Config, method: str) -> str:
+    """What a run's trained weights depend on: :func:`run_key` without the ``eval`` settings."""
+    return _run_key(cfg, method, with_eval=False)
+
+
+def _run_key(cfg: Config, method: str, with_eval: bool) -> str:
     m = cfg.method(method)
     text = ":" + vlm_id(cfg) if REGULARIZERS.get(m.regularizer).needs_text else ""
-    base = ":" + run_key(cfg, m.base) if m.posthoc != "none" else ""  # a post-hoc method: its base's run too
-    return cfg.section_hash(*TRAINING_KEYS, "eval") + ":" + method_key(m) \
+    base = ":" + _run_key(cfg, m.base, with_eval) if m.posthoc != "none" else ""  # a post-hoc method: its base too
+    sections = (*TRAINING_KEYS, "eval") if with_eval else TRAINING_KEYS
+    return cfg.section_hash(*sections) + ":" + method_key(m) \
         + ":" + upstream_key(cfg, split_columns(cfg, method)[0]) + text + base
 
 
@@ -219,6 +229,36 @@ def cached_result(cfg: Config, method: str, seed: int) -> dict | None:
                                and (out / MODEL).is_file()):
         return None
     return json.loads((out / RESULT).read_text())
+
+
+#: what a result keeps from its training when only the evaluation is redone (the rest is re-measured)
+FIT_RESULT_KEYS = ("method", "seed", "seconds", "history", "best_epoch", "epochs_trained", "val_balanced_acc",
+                   "val_score", "selection", "resumed_at_epochs", "from_sweep_trial", "same_training_as",
+                   "jtt_errors", "jtt_error_minority_share", "jtt_minority_share", "dfr_c", "dfr_tune")
+
+
+def reevaluated(cfg: Config, method: str, seed: int, tracking: Tracking | None = None) -> dict | None:
+    """A stored run whose weights this config would train again but whose evaluation settings
+    (``eval.*``) changed: its best-validation weights tested again and stored; None otherwise.
+
+    Why: a new evaluation protocol (the insertion blur, PGD steps) needs seconds per run, not a
+    retraining of every run. Runs stored before their marker carried the fit key train again.
+    """
+    out = cfg.output_path("train", method, f"seed{seed}")
+    marker = read_marker(out)
+    if (forced("train") or marker is None or marker.get("fit") != fit_key(cfg, method)
+            or not (out / RESULT).is_file() or not (out / MODEL).is_file()):
+        return None
+    old = json.loads((out / RESULT).read_text())
+    t0 = time.time()
+    state = torch.load(out / MODEL, map_location="cpu", weights_only=False)["model"]
+    result = {k: old[k] for k in FIT_RESULT_KEYS if k in old}
+    result.update(evaluate_saved(cfg, cfg.data_root(), state, old))
+    result["reevaluated_seconds"] = round(time.time() - t0, 1)
+    store_result(cfg, method, seed, result, tracking)
+    log.info("train %s s%d: trained as before, evaluation settings changed: tested again in %.1fs", method, seed,
+             result["reevaluated_seconds"])
+    return result
 
 
 def fit_run(cfg: Config, root: Path, method: str, seed: int, backbone: Path | None,
@@ -238,7 +278,7 @@ def fit_run(cfg: Config, root: Path, method: str, seed: int, backbone: Path | No
 def store_result(cfg: Config, method: str, seed: int, result: dict, tracking: Tracking | None) -> None:
     out = cfg.output_path("train", method, f"seed{seed}")
     write_json(out / RESULT, result)
-    mark_done(out, run_key(cfg, method))
+    mark_done(out, run_key(cfg, method), fit=fit_key(cfg, method))
     if tracking is not None:
         log_run(tracking, f"{method} seed{seed}", {"method": method, "seed": seed, **cfg.method(method).model_dump()},
                 result, out / RESULT)
@@ -256,6 +296,9 @@ def train_stage(cfg: Config, root: Path, method: str, seed: int, backbone: Path 
         result = cached_result(cfg, method, seed)
         if result is not None:
             info["skipped"] = True
+            return result
+        result = reevaluated(cfg, method, seed, tracking)
+        if result is not None:
             return result
         result = fit_run(cfg, root, method, seed, backbone,
                          datasets() if datasets and cfg.train.num_workers > 0 else None)
