@@ -528,7 +528,8 @@ class EvalConfig(_Section):
     faith_max_images: int = Field(200, ge=0, description="insertion / deletion AUC of the classifier's Grad-CAM "
                                   "on the first n test images (0 = skip)")
     faith_steps: int = Field(16, ge=1, description="points of the insertion / deletion curves (beside the start)")
-    faith_blur: float = Field(0.1, gt=0, description="insertion's Gaussian blur σ as a share of the image side")
+    faith_blur: float = Field(5 / 224, gt=0, description="insertion's Gaussian blur σ as a share of the image side "
+                              "(RISE's σ = 5 px at 224 px; kernel 2⌊σ⌋ + 1, at least 3; before issue 28: 0.1)")
 
 
 #: a sweep dimension's distribution: a range over [low, high], or listed values (``categorical``:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from paric.eval.faithfulness import auc, gradcam_faithfulness, insertion_deletion
@@ -65,3 +66,18 @@ def test_gradcam_faithfulness_runs_on_a_classifier():
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     ins, dele = gradcam_faithfulness(model, x, torch.tensor([0, 1, 0]), torch.tensor([0.5, 0.5, 0.5]), steps=4)
     assert ins.shape == dele.shape == (3,) and bool(((ins >= 0) & (ins <= 1) & (dele >= 0) & (dele <= 1)).all())
+
+
+def test_the_insertion_blur_is_rise_s_and_its_protocol_is_recorded():
+    """Issue 28 item 8: RISE's 11-px kernel at σ = 5 for 224 px, scaled to the image; every constant
+    is stored with the numbers."""
+    from paric.config import EvalConfig
+    from paric.eval.faithfulness import RISE_BLUR, blur_kernel, protocol
+
+    assert EvalConfig().faith_blur == RISE_BLUR
+    sigma, kernel = blur_kernel(224, RISE_BLUR)
+    assert sigma == pytest.approx(5.0) and kernel == 11
+    assert blur_kernel(32, RISE_BLUR)[1] == 3  # at least 3 px at the benchmark's 32 px
+    p = protocol(32, 16, RISE_BLUR, 200)
+    assert p["steps"] == 16 and p["image_px"] == 32 and "kernel 3 px" in p["insertion_start"]
+    assert {"order", "deletion_fill", "auc", "saliency"} <= set(p)

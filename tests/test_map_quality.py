@@ -34,3 +34,19 @@ def test_summary_has_uniform_baseline():
     s = summarise({"det": np.ones((2, 4, 4), np.float32)}, _mask())
     assert s["energy_in_mask"]["uniform"] == mask_area(_mask()).mean()
     assert abs(s["energy_in_mask"]["det"] - s["energy_in_mask"]["uniform"]) < 1e-6
+
+
+def test_a_tie_for_the_maximum_inside_the_mask_is_a_hit():
+    """Issue 28 item 8 (GALS, Quantus): the old argmax took the first plateau pixel in memory order, so a
+    plateau that starts above the object and reaches into it was a miss."""
+    masks = np.zeros((2, 16, 16), dtype=np.uint8)
+    masks[:, 8:12, 4:8] = 1
+    plateau = np.zeros((2, 16, 16), np.float32)
+    plateau[0, 0:12, 4:8] = 1.0  # from the top edge down into the object: first argmax (row 0) is outside
+    plateau[1, 0:6, 4:8] = 1.0  # stops above the object: a miss either way
+    np.testing.assert_array_equal(pointing_game(plateau, masks), [1.0, 0.0])
+    # a uniform map is one plateau: it points at every non-empty mask, and the summary says so
+    masks[1] = 0
+    s = summarise({"det": plateau}, masks)
+    assert s["pointing_game"]["uniform"] == 0.5
+    assert s["pointing_game"]["det"] == 0.5  # image 1 has no object: a miss

@@ -14,7 +14,7 @@ import torch
 from paric.config import EvalConfig
 from paric.eval.calibration import expected_calibration_error, negative_log_likelihood
 from paric.eval.fairness import dataset_metrics
-from paric.eval.faithfulness import gradcam_faithfulness
+from paric.eval.faithfulness import gradcam_faithfulness, protocol
 from paric.eval.groups import group_metrics
 from paric.eval.map_quality import energy_in_mask
 from paric.eval.robustness import fgsm, pgd
@@ -90,4 +90,5 @@ def _faithfulness(model: Classifier, items: list[tuple[torch.Tensor, torch.Tenso
         ins.append(a.cpu())
         dele.append(b.cpu())
     i, d = float(torch.cat(ins).mean()), float(torch.cat(dele).mean())
-    return {"insertion_auc": i, "deletion_auc": d, "faithfulness": i - d}
+    return {"insertion_auc": i, "deletion_auc": d, "faithfulness": i - d,
+            "faith_protocol": protocol(x.shape[-1], cfg.faith_steps, cfg.faith_blur, len(x))}

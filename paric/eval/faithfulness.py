@@ -1,6 +1,6 @@
 """Saliency faithfulness: insertion and deletion AUC (Petsiuk et al.'s RISE protocol, as LICO reports).
 
-Pixels are revealed (insertion, starting from a blurred image) or removed (deletion, replaced by
+Pixels are revealed (insertion, starting from a blurred image: RISE's blur by default) or removed (deletion, replaced by
 the mean colour of the evaluated images, the first ``eval.faith_max_images`` of the test split) in
 order of decreasing saliency; the curve is the true class's probability after each step, from 0 %
 to 100 % of the pixels, and its area is the trapezoid over the whole curve, both end points
@@ -49,16 +49,36 @@ def insertion_deletion(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
     return insertion, deletion
 
 
+#: RISE's insertion blur (Petsiuk et al.'s code): an 11-px kernel with σ = 5 at 224 px, scaled to the image
+RISE_BLUR = 5 / 224
+
+
+def blur_kernel(side: int, blur: float) -> tuple[float, int]:
+    """(σ in px, odd kernel size) of the insertion blur at an image ``side`` px wide, σ = ``blur`` · side:
+    the kernel is 2⌊σ⌋ + 1 (RISE's 11 px at σ = 5), at least 3."""
+    sigma = blur * side
+    return sigma, max(3, 2 * int(sigma) + 1)
+
+
+def protocol(side: int, steps: int, blur: float, n_images: int) -> dict:
+    """Every constant the insertion / deletion numbers depend on, stored beside them (results.json):
+    without them two papers' AUCs cannot be compared."""
+    sigma, kernel = blur_kernel(side, blur)
+    return {"saliency": "the classifier's Grad-CAM of the true class, bilinear to the image",
+            "order": "descending saliency (stable sort)", "steps": steps, "image_px": side, "images": n_images,
+            "insertion_start": f"Gaussian blur, sigma {sigma:.3g} px (= {blur:.4g} x side), kernel {kernel} px",
+            "deletion_fill": "the evaluated images' mean colour", "auc": "trapezoid over [0, 1], both ends"}
+
+
 def gradcam_faithfulness(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor,
-                         steps: int = 16, blur_sigma: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+                         steps: int = 16, blur: float = RISE_BLUR) -> tuple[torch.Tensor, torch.Tensor]:
     """Insertion / deletion AUC of the classifier's own Grad-CAM for the true class (upsampled
-    bilinearly to the image). ``blur_sigma`` is the Gaussian blur's σ as a share of the image side;
-    ``mean`` (3,) the dataset's mean colour in [0, 1]."""
+    bilinearly to the image). ``blur`` is the Gaussian blur's σ as a share of the image side (RISE's
+    by default, :func:`blur_kernel`); ``mean`` (3,) the dataset's mean colour in [0, 1]."""
     model.eval()
     with torch.enable_grad():
         _, cam = classifier_gradcam(model, x, y)
     sal = F.interpolate(cam.detach()[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-    sigma = max(blur_sigma * x.shape[-1], 0.5)
-    kernel = 2 * int(3 * sigma) + 1
+    sigma, kernel = blur_kernel(x.shape[-1], blur)
     blurred = gaussian_blur(x, [kernel, kernel], [sigma, sigma])
     return insertion_deletion(model, x, y, sal, blurred, mean.view(1, 3, 1, 1).to(x), steps)

@@ -25,11 +25,20 @@ def energy_in_mask(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
     return torch.where(total > 0, share, torch.nan).numpy()
 
 
+POINTING_RULE = ("a hit when any pixel at the (upsampled) map's maximum lies in the object mask (a tie counts, "
+                 "as GALS and Quantus); an all-zero map is a miss")
+
+
 def pointing_game(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Per image: 1 if the map's maximum falls inside the mask (an all-zero map counts as a miss)."""
+    """Per image: 1 if the map's maximum falls inside the mask, :data:`POINTING_RULE`.
+
+    Why ties count: a plateau (a saturated map, a pooled mask) has no single argmax; the first index
+    in memory order, used before issue 28, made the score depend on where the plateau starts."""
     m = upsample(maps, masks.shape[-2:]).flatten(1)
-    hit = torch.from_numpy(np.asarray(masks).reshape(len(masks), -1) > 0).gather(1, m.argmax(1, keepdim=True))[:, 0]
-    return (hit & (m.amax(1) > 0)).numpy().astype(np.float64)
+    peak = m.amax(1, keepdim=True)
+    inside = torch.from_numpy(np.asarray(masks).reshape(len(masks), -1) > 0)
+    hit = ((m == peak) & inside).any(1) & (peak[:, 0] > 0)
+    return hit.numpy().astype(np.float64)
 
 
 def mask_area(masks: np.ndarray) -> np.ndarray:
@@ -43,7 +52,7 @@ def summarise(maps_by_kind: dict[str, np.ndarray], masks: np.ndarray) -> dict[st
     for kind, maps in maps_by_kind.items():
         out["energy_in_mask"][kind] = float(np.nanmean(energy_in_mask(maps, masks)))
         out["pointing_game"][kind] = float(np.mean(pointing_game(maps, masks)))
-    area = float(mask_area(masks).mean())
-    out["energy_in_mask"]["uniform"] = area
-    out["pointing_game"]["uniform"] = area
+    out["energy_in_mask"]["uniform"] = float(mask_area(masks).mean())
+    # a uniform map is one plateau: under the tie rule it points at every non-empty mask
+    out["pointing_game"]["uniform"] = float(np.mean(pointing_game(np.ones(np.shape(masks)), masks)))
     return out

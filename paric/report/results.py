@@ -5,6 +5,8 @@ import json
 from pathlib import Path
 
 from paric.config import Config
+from paric.eval.faithfulness import protocol
+from paric.eval.map_quality import POINTING_RULE
 from paric.io import atomic_path, write_json
 from paric.report.ladder import ladder_lines
 from paric.report.table import methods_table, paired_table
@@ -29,6 +31,10 @@ def build_results(cfg: Config, quality: dict | None, summary: dict, sweeps: dict
     vlm = load_vlm_report(cfg)
     if vlm:
         out["vlm"] = vlm
+    e = cfg.eval
+    out["protocols"] = {
+        "insertion_deletion": protocol(cfg.classifier.image_size, e.faith_steps, e.faith_blur, e.faith_max_images),
+        "pointing_game": POINTING_RULE}
     if sweeps:
         out["sweep"] = {m: {"best": s["best"], "best_score": s["best_score"], "failed": s.get("failed", 0),
                             "n_trials": len(s.get("trials", [])), "seeds": s.get("seeds", [cfg.run.seed]),
