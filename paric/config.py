@@ -340,7 +340,8 @@ class MethodConfig(_Section):
     base: str | None = Field(None, description="posthoc: the trained method whose model (same seed) it starts from")
     dfr_c: list[float] = Field([1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01], min_length=1,
                                description="dfr: the ℓ1 inverse strengths C tried (chosen on half of validation)")
-    dfr_subsamples: int = Field(10, ge=1, description="dfr: group-balanced subsamples whose fits are averaged")
+    dfr_subsamples: int = Field(20, ge=1, description="dfr: group-balanced subsamples whose fits are averaged "
+                                "(the authors' 20)")
     jtt_epochs: int | None = Field(None, ge=1, description="jtt: epochs of the first (ERM) stage whose "
                                    "misclassified training points form the error set; None: not JTT")
     jtt_up: int = Field(20, ge=1, description="jtt: the error set appears this many times per epoch (λ_up)")
@@ -436,7 +437,7 @@ DEFAULT_METHODS: dict[str, dict] = {
     # 100× larger shrinkage lr·wd per step); the same 100× at our lr 0.01: weight decay 1e-2
     "group_dro_l2": {"objective": "group_dro", "sampling": "group_balanced", "dro_eta": 0.01, "dro_adjust": 2.0,
                      "weight_decay": 1.0e-2},
-    "dfr": {"posthoc": "dfr", "base": "vanilla"},
+    "dfr": {"posthoc": "dfr", "base": "vanilla", "dfr_subsamples": 20},  # explicit: the old default (10) was cached
     "jtt": {"jtt_epochs": 2, "jtt_up": 20},  # T: vanilla's best epochs here are 1–3 (README); λ_up as tuned below
     # GALS' loss towards LaZSL's transport-plan map (METHODS.md §5) instead of Grad-CAM's
     "gals_lazsl": {**_SWAP, "reference": "lazsl"},

@@ -120,6 +120,30 @@ def test_dfr_fits_group_balanced_data_only_and_matches_scikit_learn():
     assert (np.argmax(logits, 1)[minority] == y[minority]).mean() > 0.7
 
 
+def test_dfr_standardises_with_the_train_embeddings_and_tunes_every_c_on_one_subsample(monkeypatch):
+    """Issue 28 item 6, as the authors: the scaler is fitted on the training embeddings, every C is fitted
+    on the same balanced tuning rows, and the final layer averages 20 fits."""
+    import paric.train.dfr as dfr
+    from paric.config import MethodConfig
+
+    assert MethodConfig().dfr_subsamples == 20
+    x, y, g = _toy(seed=1)
+    train_x = x * 1.7 + 3.0  # other statistics than validation's
+    fits: list[tuple[np.ndarray, float]] = []
+    real = dfr._fit
+    monkeypatch.setattr(dfr, "_fit", lambda X, yy, c, seed: fits.append((X.copy(), c)) or real(X, yy, c, seed))
+    fit = fit_dfr(x, y, g, 2, 4, [1.0, 0.3, 0.1], subsamples=1, seed=0, train_feats=train_x)
+    tuning = fits[:3]
+    assert [c for _, c in tuning] == [1.0, 0.3, 0.1]
+    assert all(np.array_equal(tuning[0][0], X) for X, _ in tuning)  # one subsample for every C
+    scaler = StandardScaler().fit(train_x)
+    (rows,) = fit.subsamples
+    ref = LogisticRegression(l1_ratio=1.0, C=fit.c, solver="liblinear", random_state=0).fit(
+        scaler.transform(x[rows]), y[rows])
+    margin = (x @ fit.weight.T + fit.bias) @ np.array([-1.0, 1.0])
+    np.testing.assert_allclose(margin, ref.decision_function(scaler.transform(x)), rtol=1e-6, atol=1e-8)
+
+
 def test_dfr_writes_the_layer_into_the_classifier_head():
     from paric.models.classifier import build_classifier
 

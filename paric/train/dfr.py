@@ -1,10 +1,11 @@
 """Deep Feature Reweighting (Kirichenko et al., 2023): keep a trained ERM backbone, retrain only its
 last layer by ℓ1 logistic regression on group-balanced validation data.
 
-Why the protocol below (DFR^Tr_Val as the authors run it): C is chosen by worst-group accuracy on
-one half of validation after fitting on a group-balanced subsample of the other half; the final
-layer is the average of ``subsamples`` fits, each on a fresh group-balanced subsample of the whole
-validation split, on standardised features. scikit-learn does the fits.
+Why the protocol below (DFR^Tr_Val as the authors run it): features are standardised with the
+*training* embeddings' mean and std; C is chosen by worst-group accuracy on one half of validation
+after fitting, for every C, on the *same* group-balanced subsample of the other half; the final
+layer is the average of ``subsamples`` (the authors: 20) fits, each on a fresh group-balanced
+subsample of the whole validation split. scikit-learn does the fits.
 """
 from __future__ import annotations
 
@@ -66,16 +67,17 @@ def _as_layer(coef: np.ndarray, intercept: np.ndarray, n_classes: int) -> tuple[
 
 
 def fit_dfr(feats: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes: int, n_groups: int,
-            cs: list[float], subsamples: int, seed: int) -> DfrFit:
-    """DFR on validation features; ``n_groups`` for the worst-group tuning metric."""
+            cs: list[float], subsamples: int, seed: int, train_feats: np.ndarray | None = None) -> DfrFit:
+    """DFR on validation features; ``train_feats`` (the training split's) give the standardisation,
+    as the authors' (None: validation's own); ``n_groups`` for the worst-group tuning metric."""
     rng = np.random.default_rng(seed)
-    scaler = StandardScaler().fit(feats)
+    scaler = StandardScaler().fit(feats if train_feats is None else train_feats)
     X = scaler.transform(feats)
     perm = rng.permutation(len(y))
     tune_rows, held = perm[: len(y) // 2], perm[len(y) // 2:]
+    rows = tune_rows[balanced_subsample(groups[tune_rows], rng)]  # one subsample: every C sees the same rows
     tune: dict[float, float] = {}
     for c in cs:
-        rows = tune_rows[balanced_subsample(groups[tune_rows], rng)]
         pred = _fit(X[rows], y[rows], c, seed).predict(X[held])
         tune[c] = group_metrics(pred, y[held], groups[held], n_classes, n_groups).get("worst_group_acc", 0.0)
     best = max(cs, key=lambda c: tune[c])  # the first (strongest-C) of ties

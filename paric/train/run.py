@@ -249,10 +249,13 @@ def run_dfr(cfg: Config, root: Path, method: str, seed: int, base_model: Path, b
     c = cfg.classifier
     model = classifier_for_state(c.arch, n_classes, c.width,
                                  torch.load(base_model, map_location="cpu", weights_only=False)["model"])
-    val = load_split(root, cfg.output_path("maps", "val"), "val", c.image_size, [], False)
-    feats, y, g = penultimate(model, model.head, (prepare(b, c.image_size, torch.device("cpu"))
-                                                  for b in iterate(val, 256, False)))
-    fit = fit_dfr(feats, y, g, n_classes, n_groups, m.dfr_c, m.dfr_subsamples, seed)
+    def features(split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows = load_split(root, cfg.output_path("maps", split), split, c.image_size, [], False)
+        return penultimate(model, model.head, (prepare(b, c.image_size, torch.device("cpu"))
+                                               for b in iterate(rows, 256, False)))
+
+    feats, y, g = features("val")
+    fit = fit_dfr(feats, y, g, n_classes, n_groups, m.dfr_c, m.dfr_subsamples, seed, features("train")[0])
     set_head(model.head, fit)
     if model_path is not None:
         save_best(None, model.state_dict(), model_path)
