@@ -185,6 +185,9 @@ class AdapterConfig(_Section):
     batch_size: int = Field(256, ge=1)
     lambda_nll: float = Field(1.0, ge=0)
     lambda_cross: float = Field(1e-4, ge=0)
+    cross_l1: bool = Field(False, description="the cross-modal term is L1 + NLL (ProbVLM's public script) instead of "
+                           "the NLL alone; the published set: lr 1e-4, lambda_nll 0.05, cross_l1 true "
+                           "(benchmarks/adapter_defaults.py measures it against ours)")
     alpha_range: list[float] = Field([1e-4, 5.0], min_length=2, max_length=2)
     beta_range: list[float] = Field([0.1, 5.0], min_length=2, max_length=2)
 

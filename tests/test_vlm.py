@@ -66,3 +66,21 @@ def test_adapters_train_reload_and_respect_ranges(tmp_path):
     assert stats["val_l1"] < 0.8 * l1_before
     with pytest.raises(ValueError, match="differ in shape"):
         train_adapters(img, txt[:, :8], cfg, seed=0, out_path=tmp_path / "x.pt", progress=False)
+
+
+def test_the_published_cross_modal_term_adds_the_l1_between_modalities():
+    """Issue 28 item 5: ProbVLM's script's cross-modal term is L1 + NLL (an option, cross_l1)."""
+    import torch.nn.functional as F
+
+    from paric.config import AdapterConfig
+    from paric.vlm.adapters import adapter_loss, build_adapters
+
+    torch.manual_seed(0)
+    img, txt = F.normalize(torch.randn(8, 16), dim=-1), F.normalize(torch.randn(8, 16), dim=-1)
+    ours = AdapterConfig(hidden=8)
+    pair = build_adapters(16, ours).eval()
+    a = adapter_loss(pair, img, txt, ours)
+    b = adapter_loss(pair, img, txt, ours.model_copy(update={"cross_l1": True}))
+    mi, mt = pair.image(img)[0], pair.text(txt)[0]
+    torch.testing.assert_close(b["cross"] - a["cross"], F.l1_loss(mi, txt) + F.l1_loss(mt, img))
+    torch.testing.assert_close(b["l1"], a["l1"])

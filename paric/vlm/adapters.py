@@ -74,12 +74,15 @@ def build_adapters(dim: int, cfg: AdapterConfig) -> AdapterPair:
 
 
 def adapter_loss(pair: AdapterPair, img: torch.Tensor, txt: torch.Tensor, cfg: AdapterConfig) -> dict[str, torch.Tensor]:
-    """L1(μ, e) + λ_nll·NLL(e) per modality + λ_cross·(image dist scoring its caption and vice versa)."""
+    """L1(μ, e) + λ_nll·NLL(e) per modality + λ_cross·(image dist scoring its caption and vice versa;
+    with ``cross_l1``, ProbVLM's script's L1 between each mean and the other modality's embedding too)."""
     mi, ai, bi = pair.image(img)
     mt, at, bt = pair.text(txt)
     l1 = F.l1_loss(mi, img) + F.l1_loss(mt, txt)
     nll = ggd_nll(img, mi, ai, bi).mean() + ggd_nll(txt, mt, at, bt).mean()
     cross = ggd_nll(txt, mi, ai, bi).mean() + ggd_nll(img, mt, at, bt).mean()
+    if cfg.cross_l1:
+        cross = cross + F.l1_loss(mi, txt) + F.l1_loss(mt, img)
     total = l1 + cfg.lambda_nll * nll + cfg.lambda_cross * cross
     return {"loss": total, "l1": l1, "nll": nll, "cross": cross}
 
