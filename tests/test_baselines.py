@@ -267,7 +267,7 @@ def test_abn_trains_its_attention_branch_and_the_saved_model_reloads_with_it():
     out = t.train_epoch(iterate(data, 16, True, 0, 0))
     assert out["train_branch"] > 0 and out["train_loss"] > out["train_ce"]
     moved = [k for k, v in t.model.branch.state_dict().items() if not torch.equal(v, before[k])]
-    assert any("to_k" in k for k in moved) and any("to_map" in k for k in moved)
+    assert any("att_conv." in k for k in moved) and any("att_conv3" in k for k in moved)
     model = t.best_model()  # a deep copy: the last forward's attention is not carried along
     xb = torch.rand(3, 3, 16, 16)
     with torch.no_grad():
@@ -277,6 +277,29 @@ def test_abn_trains_its_attention_branch_and_the_saved_model_reloads_with_it():
     again = classifier_for_state("small_resnet", 2, 8, model.state_dict()).eval()
     with torch.no_grad():
         torch.testing.assert_close(again(xb), logits)
+
+
+def test_the_attention_branch_is_fukui_et_al_s():
+    """Issue 28 item 7: a stage of layer4's blocks (stride 1, layer4's width) on the stage-3 features,
+    bn_att, a 1×1 conv to K maps, bn_att2 + ReLU, a 3×3 att_conv3 + BN + sigmoid for the map, and a 1×1
+    conv + GAP for the branch's logits; for ResNet-50, three Bottlenecks from 1024 to 2048 channels."""
+    from torchvision.models import resnet50
+    from torchvision.models.resnet import Bottleneck
+
+    from paric.models.abn import AttentionBranch
+    from paric.models.classifier import build_classifier
+
+    small = build_classifier("small_resnet", 3, width=8, architecture="abn")
+    b = small.branch
+    assert len(b.att_layer) == len(small.net.layer4) == 1
+    assert b.att_layer[0].conv1.in_channels == 32 and b.att_layer[0].conv2.out_channels == 64
+    assert b.att_conv3.kernel_size == (3, 3) and b.att_conv3.out_channels == 1 and b.bn_att2.num_features == 3
+    big = AttentionBranch.for_resnet(resnet50(weights=None), 2)
+    assert len(big.att_layer) == 3 and isinstance(big.att_layer[0], Bottleneck)
+    assert big.att_layer[0].conv1.in_channels == 1024 and big.bn_att.num_features == 2048
+    assert all(getattr(blk, "stride", 1) == 1 for blk in big.att_layer)  # stride 1: the stage-3 grid kept
+    logits, m = big.eval()(torch.rand(2, 1024, 7, 7))
+    assert logits.shape == (2, 2) and m.shape == (2, 1, 7, 7)
 
 
 def test_a_posthoc_method_needs_a_trained_base_in_the_table(tiny_overrides):

@@ -17,20 +17,36 @@ from paric.models.classifier import Classifier
 
 
 class AttentionBranch(nn.Module):
-    """A residual block on the stage-3 features, then K = n_classes response maps: their average is
-    the branch's class logits, and a 1×1 conv + BN + sigmoid of them the attention map M (B, 1, h, w)."""
+    """Fukui et al.'s attention branch (their ResNet code): a stage of ``layer4``'s blocks at stride 1 on
+    the stage-3 features, BN, a 1×1 conv to K = n_classes maps, BN + ReLU; the attention map is a 3×3
+    conv to one channel, BN and a sigmoid; the branch's logits a 1×1 conv and global average pooling.
+    (Until issue 28: one BasicBlock at stage-3 width, no BN before the ReLU, a 1×1 map conv.)"""
 
-    def __init__(self, channels: int, n_classes: int) -> None:
+    def __init__(self, block: type[nn.Module], in_channels: int, planes: int, n_blocks: int, n_classes: int) -> None:
         super().__init__()
-        self.block = BasicBlock(channels, channels)
-        self.bn = nn.BatchNorm2d(channels)
-        self.to_k = nn.Conv2d(channels, n_classes, 1, bias=False)
-        self.to_logits = nn.Conv2d(n_classes, n_classes, 1, bias=False)
-        self.to_map = nn.Sequential(nn.Conv2d(n_classes, 1, 1, bias=False), nn.BatchNorm2d(1), nn.Sigmoid())
+        out = planes * block.expansion
+        down = None if in_channels == out else nn.Sequential(nn.Conv2d(in_channels, out, 1, bias=False),
+                                                           nn.BatchNorm2d(out))
+        self.att_layer = nn.Sequential(block(in_channels, planes, downsample=down),
+                                       *[block(out, planes) for _ in range(n_blocks - 1)])
+        self.bn_att = nn.BatchNorm2d(out)
+        self.att_conv = nn.Conv2d(out, n_classes, 1, bias=False)
+        self.bn_att2 = nn.BatchNorm2d(n_classes)
+        self.att_conv2 = nn.Conv2d(n_classes, n_classes, 1, bias=False)
+        self.att_conv3 = nn.Conv2d(n_classes, 1, 3, padding=1, bias=False)
+        self.bn_att3 = nn.BatchNorm2d(1)
+
+    @classmethod
+    def for_resnet(cls, net: ResNet, n_classes: int) -> "AttentionBranch":
+        """The branch for ``net``: its ``layer4`` block type, input width, planes and depth."""
+        first = net.layer4[0]
+        planes = first.conv1.out_channels if isinstance(first, BasicBlock) else first.conv3.out_channels // 4
+        return cls(type(first), first.conv1.in_channels, planes, len(net.layer4), n_classes)
 
     def forward(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        k = F.relu(self.to_k(self.bn(self.block(f))))
-        return self.to_logits(k).mean((2, 3)), self.to_map(k)
+        a = self.bn_att(self.att_layer(f))
+        k = F.relu(self.bn_att2(self.att_conv(a)))
+        return self.att_conv2(k).mean((2, 3)), torch.sigmoid(self.bn_att3(self.att_conv3(k)))
 
 
 class _Slot:
@@ -49,7 +65,7 @@ class ABNClassifier(Classifier):
 
     def __init__(self, net: ResNet, n_classes: int, cam_layer: str = "layer4") -> None:
         super().__init__(net, cam_layer)
-        self.branch = AttentionBranch(net.layer4[0].conv1.in_channels, n_classes)
+        self.branch = AttentionBranch.for_resnet(net, n_classes)
         self._attention = _Slot()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

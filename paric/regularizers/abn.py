@@ -20,7 +20,8 @@ class ABN(Regularizer):
     needs_reference: ClassVar[bool] = False
     architecture: ClassVar[str] = "abn"
     terms: ClassVar[tuple[str, ...]] = ("branch",)
-    cost: ClassVar[float] = 1.2  # one extra residual block at stage 3
+    cost: ClassVar[float] = 1.3  # the branch: a stage of layer4's blocks on the stage-3 features
+    version: ClassVar[int] = 2  # 2: Fukui et al.'s branch (issue 28)
 
     def forward(self, s: StepInputs) -> dict[str, torch.Tensor]:
         self.last = self.input_grad = None

@@ -91,6 +91,9 @@ class Regularizer(nn.Module):
     #: the classifier it trains (``paric.models.classifier.build_classifier``): ``plain``, or ``abn`` (the
     #: attention branch network, whose branch loss is the regulariser's term)
     architecture: ClassVar[str] = "plain"
+    #: bumped when the loss (or its architecture) changes form: its runs' cache keys change with it, so a
+    #: run trained with the old form is retrained, not reused (0: the key as before versions existed)
+    version: ClassVar[int] = 0
 
     def __init__(self, weight: float) -> None:
         super().__init__()

@@ -165,6 +165,7 @@ class Lico(Regularizer):
     needs_reference: ClassVar[bool] = False
     terms: ClassVar[tuple[str, ...]] = ("mm", "ot")
     cost: ClassVar[float] = 1.3
+    version: ClassVar[int] = 2  # 2: the OT targets are the rolled prompts (issue 28)
 
     def __init__(self, options: LicoOptions, context: RunContext) -> None:
         super().__init__(1.0)

@@ -218,8 +218,10 @@ def _run_key(cfg: Config, method: str, with_eval: bool) -> str:
     text = ":" + vlm_id(cfg) if REGULARIZERS.get(m.regularizer).needs_text else ""
     base = ":" + _run_key(cfg, m.base, with_eval) if m.posthoc != "none" else ""  # a post-hoc method: its base too
     sections = (*TRAINING_KEYS, "eval") if with_eval else TRAINING_KEYS
+    version = REGULARIZERS.get(m.regularizer).version
+    form = f":{m.regularizer}-v{version}" if version else ""  # a regulariser whose form changed retrains
     return cfg.section_hash(*sections) + ":" + method_key(m) \
-        + ":" + upstream_key(cfg, split_columns(cfg, method)[0]) + text + base
+        + ":" + upstream_key(cfg, split_columns(cfg, method)[0]) + text + base + form
 
 
 def cached_result(cfg: Config, method: str, seed: int) -> dict | None:
