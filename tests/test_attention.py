@@ -169,3 +169,31 @@ def test_norm_scaled_samples_are_the_published_scores_times_the_towers_norm(setu
     maps.engine.samplers[1].scale_by_norm = True
     out, ref = maps(x, ids), ReferenceMapper(vlm, PROMPTS, adapters, K=4, seed=3)(x, ids)
     assert np.abs(out.samples - ref.samples).max() > 1e-3  # the norm's gradient changes the maps
+
+
+@pytest.mark.parametrize("name", ["paric-micro-cnn", "paric-micro-cnn16"])
+def test_pooled_head_reproduces_the_towers_output_and_gradcam_weights(name):
+    """The avg-pooled CNN towers' fast head: the embedding from pooled features + δ equals the tower's,
+    and ∂s/∂δ / HW equals autograd's Grad-CAM weights through the layer (issue 31)."""
+    from paric.attention.gradcam import PooledHead, capture_as_leaf, channel_weights
+
+    vlm = load_vlm(name)
+    visual = vlm.model.visual
+    layer = resolve_layer(visual, vlm.image_size)
+    head = PooledHead.build(visual, layer)
+    assert head is not None
+    x = torch.randn(2, 3, vlm.image_size, vlm.image_size)
+    with capture_as_leaf(visual, layer) as cap:
+        full = vlm.model.encode_image(x)
+    offset = head.offset(cap["acts"])
+    v, _ = head(cap, offset)
+    np.testing.assert_allclose(v.detach().numpy(), full.detach().numpy(), atol=1e-5)
+    t = vlm.encode_text(["a photo"])[0]
+    (g_full,) = torch.autograd.grad(full @ t, cap["acts"], torch.ones(2))
+    (g_off,) = torch.autograd.grad(head(cap, offset)[0] @ t, offset, torch.ones(2))
+    np.testing.assert_allclose(head.channel_weights(g_off[None], cap["acts"])[0].numpy(),
+                               channel_weights(g_full[None], layer)[0].numpy(), atol=1e-7)
+    # another layer than the last stage, or a ResNet with an attention pool: the generic path
+    assert PooledHead.build(visual, resolve_layer(visual, vlm.image_size, "trunk.layer3")) is None
+    assert PooledHead.build(load_vlm("paric-micro-rn").model.visual,
+                            resolve_layer(load_vlm("paric-micro-rn").model.visual, 64)) is None

@@ -119,6 +119,14 @@ class ClsHead:
             return None
         return cls(visual, layer)
 
+    def offset(self, acts: torch.Tensor) -> torch.Tensor:
+        """The gradient leaf: δ = 0 (B, C), one offset per channel of the (B, N, C) tokens."""
+        return acts.new_zeros(acts.shape[0], acts.shape[-1]).requires_grad_(True)
+
+    def channel_weights(self, grads: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+        """Grad-CAM's w_c from the offset's gradients (T, B, C): the mean over the N patch tokens."""
+        return grads / acts.shape[1]
+
     def __call__(self, cap: dict[str, torch.Tensor], offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(embedding (B, d), log σ² (B, d) or None) from what :func:`capture_as_leaf` stored and the
         offset δ (B, C); every leading token is a query (Q = 1 for CLIP, 2 for ProLIP)."""
@@ -143,6 +151,53 @@ class ClsHead:
             return self.visual.embed_prefix(h)
         out = self.visual.ln_post(h[:, 0])
         return (out @ self.visual.proj if self.visual.proj is not None else out), None
+
+
+class PooledHead:
+    """For a CNN tower whose Grad-CAM layer is the trunk's last stage, followed only by global average
+    pooling and open_clip's projection head (``timm_pool: avg``, as the embedded towers): the
+    embedding from the pooled features plus one offset per channel.
+
+    Why: s depends on the layer's A only through mean_hw(A), so ∂s/∂A_chw = ∂s/∂δ_c / HW is the same
+    at every position and Grad-CAM's weight is w_c = ∂s/∂δ_c / HW. Each of the K + 1 target scores'
+    backward passes then stops at a (B, C) vector instead of broadcasting into (B, C, H, W), and the
+    forward pass runs without a graph: K sampled maps cost about one forward pass. At δ = 0 the value
+    equals the tower's own forward, and the weights equal autograd's (tested).
+    """
+
+    def __init__(self, visual: nn.Module) -> None:
+        self.visual = visual
+
+    @classmethod
+    def build(cls, visual: nn.Module, layer: SaliencyLayer) -> "PooledHead | None":
+        trunk = getattr(visual, "trunk", None)
+        pool = getattr(trunk, "global_pool", None)
+        info = getattr(trunk, "feature_info", None)
+        if (trunk is None or pool is None or not info or layer.layout != "conv"
+                or layer.path != "trunk." + info[-1]["module"] or getattr(pool, "pool_type", None) != "avg"
+                or not isinstance(getattr(trunk, "fc", None), nn.Identity) or getattr(trunk, "drop_rate", 0.0)
+                or hasattr(visual, "embed_prefix") or not hasattr(visual, "head")):
+            return None
+        names = [n for n, _ in trunk.named_children()]
+        if names.index(info[-1]["module"]) != len(names) - 3 or names[-2:] != ["global_pool", "fc"]:
+            return None  # something runs between the last stage and the pooling
+        return cls(visual)
+
+    def offset(self, acts: torch.Tensor) -> torch.Tensor:
+        return acts.new_zeros(acts.shape[0], acts.shape[1]).requires_grad_(True)
+
+    def channel_weights(self, grads: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+        return grads / (acts.shape[-2] * acts.shape[-1])
+
+    def __call__(self, cap: dict[str, torch.Tensor], offset: torch.Tensor) -> tuple[torch.Tensor, None]:
+        pooled = cap["acts"].detach().mean((-2, -1)) + offset
+        return self.visual.head(pooled), None
+
+
+def saliency_head(visual: nn.Module, layer: SaliencyLayer) -> "ClsHead | PooledHead | None":
+    """The head that gives Grad-CAM's weights from a per-channel offset, when the tower has one's form
+    (None: the generic autograd path through the layer's activations)."""
+    return ClsHead.build(visual, layer) or PooledHead.build(visual, layer)
 
 
 @contextmanager

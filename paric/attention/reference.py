@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 
 from paric.attention.gradcam import (
-    ClsHead,
     SaliencyLayer,
     batched_vjp,
     capture_as_leaf,
@@ -24,6 +23,7 @@ from paric.attention.gradcam import (
     looped_vjp,
     minmax_normalise,
     resolve_layer,
+    saliency_head,
 )
 from paric.vlm.adapters import AdapterPair
 from paric.vlm.factory import VLM
@@ -143,7 +143,7 @@ class GradCamEngine:
                  vjp: Literal["batched", "looped"] = "batched") -> None:
         self.vlm, self.prompts, self.samplers = vlm, list(prompts), list(samplers)
         self.layer: SaliencyLayer = resolve_layer(vlm.model.visual, vlm.image_size, layer)
-        self.head = ClsHead.build(vlm.model.visual, self.layer)
+        self.head = saliency_head(vlm.model.visual, self.layer)
         self._vjp = batched_vjp if vjp == "batched" else looped_vjp
         self.text = vlm.encode_text(self.prompts)  # (P, d), unit norm
         for sampler in self.samplers:
@@ -152,8 +152,8 @@ class GradCamEngine:
     def scores(self, images: torch.Tensor, image_ids: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One forward pass -> (layer activations, gradient leaf, scores (B, P, Σ n_scores)).
 
-        The leaf is the activations themselves, or for a [CLS] ViT (:class:`ClsHead`) one offset per
-        channel whose gradient is N times the Grad-CAM weights.
+        The leaf is the activations themselves, or for a [CLS] ViT (:class:`ClsHead`) or an avg-pooled
+        CNN (:class:`PooledHead`) one offset per channel whose gradient gives the Grad-CAM weights.
         """
         visual = self.vlm.model.visual
         with torch.set_grad_enabled(self.head is None), capture_as_leaf(visual, self.layer) as cap:
@@ -161,7 +161,7 @@ class GradCamEngine:
         leaf = cap["acts"]
         with torch.enable_grad():
             if self.head is not None:  # recompute only what reaches the output, from the offset
-                leaf = leaf.new_zeros(leaf.shape[0], leaf.shape[-1]).requires_grad_(True)
+                leaf = self.head.offset(leaf)
                 emb = ImageEmbedding(*self.head(cap, leaf))
             scores = torch.cat([s.scores(emb, image_ids) for s in self.samplers], dim=-1)
         return cap["acts"].detach(), leaf, scores
@@ -173,7 +173,7 @@ class GradCamEngine:
         acts, leaf, scores = self.scores(images, image_ids)
         B, P, V = scores.shape
         grads = self._vjp(scores.reshape(B, P * V), leaf)  # (P*V, B, ...)
-        weights = grads / acts.shape[1] if self.head is not None else channel_weights(grads, self.layer)
+        weights = self.head.channel_weights(grads, acts) if self.head is not None else channel_weights(grads, self.layer)
         cams = gradcam(acts, weights, self.layer)  # (P*V, B, h, w)
         cams = minmax_normalise(cams).reshape(P, V, B, *self.layer.grid)
         maps = combine_prompts(cams).transpose(0, 1)  # (B, V, h, w)
