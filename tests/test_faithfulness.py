@@ -75,6 +75,12 @@ def test_the_insertion_blur_is_rise_s_and_its_protocol_is_recorded():
     from paric.eval.faithfulness import RISE_BLUR, blur_kernel, protocol
 
     assert EvalConfig().faith_blur == RISE_BLUR
+    from pathlib import Path
+
+    from paric.config import load_config
+
+    default = load_config(Path(__file__).resolve().parents[1] / "conf" / "default.yaml")
+    assert default.eval.faith_blur == pytest.approx(RISE_BLUR, rel=1e-5)  # the embedded default too
     sigma, kernel = blur_kernel(224, RISE_BLUR)
     assert sigma == pytest.approx(5.0) and kernel == 11
     assert blur_kernel(32, RISE_BLUR)[1] == 3  # at least 3 px at the benchmark's 32 px
