@@ -440,7 +440,7 @@ DEFAULT_METHODS: dict[str, dict] = {
     # 100× larger shrinkage lr·wd per step); the same 100× at our lr 0.01: weight decay 1e-2
     "group_dro_l2": {"objective": "group_dro", "sampling": "group_balanced", "dro_eta": 0.01, "dro_adjust": 2.0,
                      "weight_decay": 1.0e-2},
-    "dfr": {"posthoc": "dfr", "base": "vanilla", "dfr_subsamples": 20},  # explicit: the old default (10) was cached
+    "dfr": {"posthoc": "dfr", "base": "vanilla"},
     "jtt": {"jtt_epochs": 2, "jtt_up": 20},  # T: vanilla's best epochs here are 1–3 (README); λ_up as tuned below
     # GALS' loss towards LaZSL's transport-plan map (METHODS.md §5) instead of Grad-CAM's
     "gals_lazsl": {**_SWAP, "reference": "lazsl"},
@@ -756,12 +756,18 @@ class Config(_Section):
                 raise ValueError(f"train.methods.{name}.k={m.k} exceeds maps.K={self.maps.K} (samples stored)")
         for name, space in self.sweep.spaces.items():
             self._check_space(name, space)
-            if len(self.sweep.seeds) > 1 and name in self.sweep.methods and not space.is_grid:
-                raise ValueError(f"sweep.seeds={self.sweep.seeds}: sweep.spaces.{name} must be a grid (every dimension "
-                                 "'dist: grid') so that each configuration is trained with every seed")
+            if name in self.sweep.methods:
+                self.check_sweep_seeds(name)
         if len(set(self.sweep.seeds)) != len(self.sweep.seeds):
             raise ValueError(f"sweep.seeds={self.sweep.seeds}: each seed once")
         return self
+
+    def check_sweep_seeds(self, method: str) -> None:
+        """With several ``sweep.seeds``, the method's space must be a grid, so each configuration is trained
+        with every seed (a sampler would treat the seed as one more dimension to search)."""
+        if len(self.sweep.seeds) > 1 and not self.sweep.spaces[method].is_grid:
+            raise ValueError(f"sweep.seeds={self.sweep.seeds}: sweep.spaces.{method} must be a grid (every dimension "
+                             "'dist: grid') so that each configuration is trained with every seed")
 
     def _check_space(self, method: str, space: SearchSpace) -> None:
         """Every dimension names a key a trial can set, and its values are valid there (set on a

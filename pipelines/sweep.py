@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
             if m not in cfg.sweep.spaces or m not in cfg.train.methods:
                 raise ConfigError(f"--methods: '{m}' needs an entry in train.methods and sweep.spaces "
                                   f"(spaces: {sorted(cfg.sweep.spaces)})")
-    except ConfigError as exc:
+            cfg.check_sweep_seeds(m)
+    except (ConfigError, ValueError) as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     with cli.exclusive(cfg):  # one invocation per run.output_dir

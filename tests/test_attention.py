@@ -115,28 +115,6 @@ def test_combine_prompts_ignores_zero_maps_and_normalise_is_safe():
     assert torch.equal(minmax_normalise(torch.full((2, 3, 3), 0.5)), torch.zeros(2, 3, 3))
 
 
-def test_cls_head_reproduces_the_towers_output_and_gradcam_weights():
-    from paric.attention.gradcam import ClsHead, capture_as_leaf, channel_weights
-
-    vlm = load_vlm("paric-micro-vit-tok")
-    visual = vlm.model.visual
-    layer = resolve_layer(visual, vlm.image_size)
-    head = ClsHead.build(visual, layer)
-    assert head is not None
-    x = torch.randn(2, 3, vlm.image_size, vlm.image_size)
-    with capture_as_leaf(visual, layer) as cap:
-        full = vlm.model.encode_image(x)
-    offset = torch.zeros(2, cap["acts"].shape[-1], requires_grad=True)
-    v, logvar = head(cap, offset)
-    assert logvar is None
-    np.testing.assert_allclose(v.detach().numpy(), full.detach().numpy(), atol=1e-5)
-    t = vlm.encode_text(["a photo"])[0]
-    (g_full,) = torch.autograd.grad(full @ t, cap["acts"], torch.ones(2))
-    (g_off,) = torch.autograd.grad(head(cap, offset)[0] @ t, offset, torch.ones(2))
-    np.testing.assert_allclose((g_off / layer.grid[0] / layer.grid[1]).numpy(),
-                               channel_weights(g_full[None], layer)[0].numpy(), atol=1e-6)
-    assert ClsHead.build(load_vlm("paric-micro-vit").model.visual, layer) is None  # avg pooling: generic path
-
 
 @pytest.mark.parametrize("config", ["waterbirds95", "waterbirds100", "food_redmeat", "coco_gender", "waterbirds95_vitb32"])
 def test_paper_configs_read_the_layer_gals_reads(config: str) -> None:
@@ -171,29 +149,41 @@ def test_norm_scaled_samples_are_the_published_scores_times_the_towers_norm(setu
     assert np.abs(out.samples - ref.samples).max() > 1e-3  # the norm's gradient changes the maps
 
 
-@pytest.mark.parametrize("name", ["paric-micro-cnn", "paric-micro-cnn16"])
-def test_pooled_head_reproduces_the_towers_output_and_gradcam_weights(name):
-    """The avg-pooled CNN towers' fast head: the embedding from pooled features + δ equals the tower's,
-    and ∂s/∂δ / HW equals autograd's Grad-CAM weights through the layer (issue 31)."""
-    from paric.attention.gradcam import PooledHead, capture_as_leaf, channel_weights
+@pytest.mark.parametrize("name,head_name,atol", [("paric-micro-vit-tok", "ClsHead", 1e-6),
+                                                  ("paric-micro-cnn", "PooledHead", 1e-7),
+                                                  ("paric-micro-cnn16", "PooledHead", 1e-7)])
+def test_fast_heads_reproduce_the_towers_output_and_gradcam_weights(name, head_name, atol):
+    """The per-channel-offset heads (a [CLS] ViT's, an avg-pooled CNN's, issue 31): at δ = 0 the
+    embedding equals the tower's, and the offset's gradient gives autograd's Grad-CAM weights."""
+    from paric.attention import gradcam
+    from paric.attention.gradcam import capture_as_leaf, channel_weights
 
     vlm = load_vlm(name)
     visual = vlm.model.visual
     layer = resolve_layer(visual, vlm.image_size)
-    head = PooledHead.build(visual, layer)
+    head = getattr(gradcam, head_name).build(visual, layer)
     assert head is not None
     x = torch.randn(2, 3, vlm.image_size, vlm.image_size)
     with capture_as_leaf(visual, layer) as cap:
         full = vlm.model.encode_image(x)
     offset = head.offset(cap["acts"])
-    v, _ = head(cap, offset)
+    v, logvar = head(cap, offset)
+    assert logvar is None
     np.testing.assert_allclose(v.detach().numpy(), full.detach().numpy(), atol=1e-5)
     t = vlm.encode_text(["a photo"])[0]
     (g_full,) = torch.autograd.grad(full @ t, cap["acts"], torch.ones(2))
     (g_off,) = torch.autograd.grad(head(cap, offset)[0] @ t, offset, torch.ones(2))
     np.testing.assert_allclose(head.channel_weights(g_off[None], cap["acts"])[0].numpy(),
-                               channel_weights(g_full[None], layer)[0].numpy(), atol=1e-7)
-    # another layer than the last stage, or a ResNet with an attention pool: the generic path
-    assert PooledHead.build(visual, resolve_layer(visual, vlm.image_size, "trunk.layer3")) is None
-    assert PooledHead.build(load_vlm("paric-micro-rn").model.visual,
-                            resolve_layer(load_vlm("paric-micro-rn").model.visual, 64)) is None
+                               channel_weights(g_full[None], layer)[0].numpy(), atol=atol)
+
+
+def test_towers_without_a_fast_heads_form_take_the_generic_path():
+    from paric.attention.gradcam import ClsHead, PooledHead
+
+    vit = load_vlm("paric-micro-vit-tok")
+    layer = resolve_layer(vit.model.visual, vit.image_size)
+    assert ClsHead.build(load_vlm("paric-micro-vit").model.visual, layer) is None  # avg pooling
+    cnn = load_vlm("paric-micro-cnn16").model.visual
+    assert PooledHead.build(cnn, resolve_layer(cnn, 64, "trunk.layer3")) is None  # not the last stage
+    rn = load_vlm("paric-micro-rn").model.visual
+    assert PooledHead.build(rn, resolve_layer(rn, 64)) is None  # an attention pool

@@ -311,3 +311,18 @@ def test_a_posthoc_method_needs_a_trained_base_in_the_table(tiny_overrides):
     with pytest.raises(ValueError, match="must be a trained method"):
         check_pipeline_config(load_config(conf, [*tiny_overrides, "train.compare=[vanilla,dfr,dfr_r100]",
                                                  "train.methods.dfr_r100.base=dfr", "train.methods.dfr_r100.posthoc=dfr"]))
+
+
+def test_a_changed_form_is_in_its_runs_keys(monkeypatch):
+    """LICO, ABN (regulariser versions) and DFR (its protocol's form) retrain instead of reusing a run
+    stored under the earlier form; an unchanged method's key carries no version."""
+    import paric.stages.train as train_stage
+    from paric.train.dfr import FORM_VERSION
+
+    monkeypatch.setattr(train_stage, "upstream_key", lambda cfg, columns: "upstream")
+    monkeypatch.setattr(train_stage, "vlm_id", lambda cfg: "vlm")
+    cfg = load_config(REPO / "conf" / "default.yaml")
+    assert f":dfr-v{FORM_VERSION}" in train_stage.run_key(cfg, "dfr")
+    assert f":dfr-v{FORM_VERSION}" in train_stage.fit_key(cfg, "dfr")
+    assert train_stage.run_key(cfg, "lico").endswith(":lico-v2") and train_stage.run_key(cfg, "abn").endswith(":abn-v2")
+    assert "-v" not in train_stage.run_key(cfg, "vanilla").rsplit(":", 1)[-1]

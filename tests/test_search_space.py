@@ -136,3 +136,5 @@ def test_seeds_need_a_grid_space_and_distinct_values():
         load_config(CONF, ["sweep.seeds=[1,1]"])
     cfg = load_config(CONF, ["sweep.methods=[gals]", "sweep.seeds=[0,1]"])
     assert cfg.sweep.seeds == [0, 1]
+    with pytest.raises(ValueError, match="sweep.spaces.lico must be a grid"):  # pipelines/sweep.py --methods lico
+        cfg.check_sweep_seeds("lico")

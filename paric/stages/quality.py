@@ -16,7 +16,7 @@ from paric.attention.reference import ReferenceMapper
 from paric.attention.sources import declared_columns
 from paric.config import Config
 from paric.data import WaterbirdsDataset
-from paric.eval.map_quality import summarise
+from paric.eval.map_quality import POINTING_RULE, summarise
 from paric.io import write_json
 from paric.stages.runner import Stage, run_stage
 from paric.vlm.families import VLM_FAMILIES
@@ -73,6 +73,8 @@ def quality_stage(cfg: Config, root: Path, layer: str, control_split: str = "tes
         write_json(out_path, report)
 
     # the maps' provenance hashes hold the data, VLM, prompts and layer; the control tower's seed is run.seed's
-    stage = Stage("quality", out_path.parent / "quality", ("run.seed",), hashes, outputs=("../quality.json",),
+    # and the pointing game's rule (issue 28 made ties count): a stored summary scored otherwise is redone
+    stage = Stage("quality", out_path.parent / "quality", ("run.seed",), (*hashes, POINTING_RULE),
+                  outputs=("../quality.json",),
                   shown=out_path)
     return run_stage(cfg, stage, score, lambda: json.loads(out_path.read_text()))

@@ -220,6 +220,10 @@ def _run_key(cfg: Config, method: str, with_eval: bool) -> str:
     sections = (*TRAINING_KEYS, "eval") if with_eval else TRAINING_KEYS
     version = REGULARIZERS.get(m.regularizer).version
     form = f":{m.regularizer}-v{version}" if version else ""  # a regulariser whose form changed retrains
+    if m.posthoc == "dfr":
+        from paric.train.dfr import FORM_VERSION
+
+        form += f":dfr-v{FORM_VERSION}"
     return cfg.section_hash(*sections) + ":" + method_key(m) \
         + ":" + upstream_key(cfg, split_columns(cfg, method)[0]) + text + base + form
 

@@ -18,6 +18,10 @@ from sklearn.preprocessing import StandardScaler
 
 from paric.eval.groups import group_metrics
 
+#: the protocol's form, in a DFR run's cache key: 2 is issue 28's (train-split standardisation, one tuning
+#: subsample for every C, 20 fits), so a run refit under the earlier form is not reused
+FORM_VERSION = 2
+
 
 @torch.no_grad()
 def penultimate(model: torch.nn.Module, head: torch.nn.Module, batches) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
