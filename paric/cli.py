@@ -1,14 +1,16 @@
-"""What every ``pipelines/*.py`` entry point shares: the config arguments (file, profiles,
-``key=value`` overrides, progress) and the log format, so the commands read and fail alike."""
+"""What every command shares (``paric <command>`` and the ``pipelines/*.py`` scripts that call the same
+code): the config arguments (a file or a packaged config's name, profiles, ``key=value`` overrides,
+``--force``, progress) and the log format, so the commands read and fail alike."""
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from pathlib import Path
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from paric.config import Config, load_config, profile_overlays
+from paric.config import Config, ConfigError, load_config, profile_overlays
 from paric.stages.cache import write_invocation_config, write_resolved_config
 from paric.stages.lock import OutputDirInUse, OutputLock
 
@@ -21,41 +23,88 @@ class _Parser(argparse.ArgumentParser):
         return self.parse_intermixed_args(args, namespace)
 
 
-def parser(doc: str | None) -> argparse.ArgumentParser:
-    """An argument parser with --config, --profile, --quick, --no-progress and the overrides."""
-    p = _Parser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="conf/default.yaml", help="YAML config file")
+#: the configs and profiles that ship inside the package (``conf/`` in a checkout links here)
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+#: every stage name ``--force`` takes (paric.stages.cache.STAGES, kept here so ``--help`` needs no torch)
+STAGE_NAMES = ("data", "vlm", "adapters", "maps", "quality", "zeroshot", "backbone", "sweep", "train", "report")
+
+
+def packaged_configs() -> list[str]:
+    """Names ``--config`` takes besides a path (``default``, ``waterbirds95`` …)."""
+    return sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
+
+
+def packaged_profiles() -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / "profiles").glob("*.yaml"))
+
+
+def resolve_config(name: str) -> Path:
+    """``--config``: an existing file, or the name of a packaged config (``default`` → paric/conf/default.yaml)."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    packaged = CONF_DIR / f"{name.removesuffix('.yaml')}.yaml"
+    if path.parent == Path(".") and packaged.is_file():
+        return packaged
+    raise ConfigError(f"--config {name}: no such file, and not a packaged config "
+                      f"(packaged: {', '.join(packaged_configs())})")
+
+
+def parser(doc: str | None, prog: str | None = None) -> argparse.ArgumentParser:
+    """The flags every command takes: --config, --profile, --quick, --force, --no-progress and the overrides."""
+    p = _Parser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+                epilog=f"packaged configs: {', '.join(packaged_configs())}\n"
+                       f"profiles: {', '.join(packaged_profiles())}\n"
+                       "every config key: paric config --keys")
+    p.add_argument("--config", default="default",
+                   help="YAML config file, or a packaged config's name (default: default)")
     p.add_argument("--profile", action="append", default=[],
-                   help="overlay profiles/<name>.yaml beside the config file (e.g. conf/profiles/quick.yaml)")
+                   help="overlay profiles/<name>.yaml (beside the config file, else the packaged one)")
     p.add_argument("--quick", action="store_true", help="same as --profile quick")
+    p.add_argument("--force", action="append", default=[], metavar="STAGE",
+                   help=f"redo a stage even if cached (repeatable or comma-separated): {', '.join(STAGE_NAMES)}")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=3")
     return p
 
 
-def stage_parser(doc: str | None) -> argparse.ArgumentParser:
-    """:func:`parser` and ``--force STAGE`` (repeatable or comma-separated), for the entry points that
-    run every stage."""
-    from paric.stages.cache import STAGES
-
-    p = parser(doc)
-    p.add_argument("--force", action="append", default=[], metavar="STAGE",
-                   help=f"redo a stage even if cached (repeatable or comma-separated): {', '.join(STAGES)}")
+def selection_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--methods`` and ``--seeds``, for the commands that train a chosen set of runs."""
+    p.add_argument("--methods", default=None,
+                   help="comma-separated methods, or 'compare' (train.compare); the default depends on the command")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds, or 'all' (train.seeds)")
     return p
+
+
+def stage_parser(doc: str | None, prog: str | None = None) -> argparse.ArgumentParser:
+    """Kept for callers of the earlier name: every parser now takes ``--force``."""
+    return parser(doc, prog)
 
 
 def forced(args: argparse.Namespace) -> list[str]:
     return [s.strip() for f in args.force for s in f.split(",") if s.strip()]
 
 
+def seeds_from(cfg: Config, arg: str | None) -> list[int]:
+    """``--seeds``: ``all`` (train.seeds), comma-separated integers, or None (run.seed)."""
+    if arg is None:
+        return [cfg.run.seed]
+    if arg == "all":
+        return list(cfg.train.seeds)
+    try:
+        return [int(s) for s in arg.split(",")]
+    except ValueError:
+        raise ConfigError(f"--seeds {arg}: expected 'all' or comma-separated integers") from None
+
+
 def run_stages(doc: str | None, argv: list[str] | None, check: Callable[[Config], object],
-               run: Callable[..., dict]) -> dict | None:
+               run: Callable[..., dict], prog: str | None = None) -> dict | None:
     """The shape of the stage-running entry points: parse (with ``--force``), load and ``check`` the
     config (a problem prints ``config error: …`` and returns None, before any stage), then ``run`` it
     holding ``run.output_dir``. Returns ``run``'s result."""
     from paric.stages.cache import set_forced
 
-    args = stage_parser(doc).parse_args(argv)
+    args = parser(doc, prog).parse_args(argv)
     setup_logging()
     force = forced(args)
     try:
@@ -72,7 +121,8 @@ def run_stages(doc: str | None, argv: list[str] | None, check: Callable[[Config]
 def config_from(args: argparse.Namespace) -> Config:
     """The config the arguments name (raises ConfigError naming the file, profile or override)."""
     profiles = (["quick"] if args.quick else []) + list(args.profile)
-    return load_config(args.config, args.overrides, overlays=profile_overlays(args.config, profiles))
+    path = resolve_config(args.config)
+    return load_config(path, args.overrides, overlays=profile_overlays(path, profiles, CONF_DIR / "profiles"))
 
 
 def setup_logging() -> None:
@@ -99,3 +149,39 @@ def exclusive(cfg: Config) -> Iterator[None]:
         write_resolved_config(cfg)  # only after success: it describes the outputs beside it
     finally:
         lock.release()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``paric <command> [flags] [key=value ...]``: one console script for every entry point."""
+    import importlib
+
+    from paric import __version__
+    from paric.commands import COMMANDS
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        width = max(map(len, COMMANDS))
+        lines = [f"  {name:<{width}}  {line}" for name, (_, line) in COMMANDS.items()]
+        print("usage: paric <command> [--config NAME|FILE] [--profile NAME] [--quick] [--force STAGE]\n"
+              "                       [--no-progress] [key=value ...]\n\n"
+              "Language-guided attention regularisation (GALS, PARIC and their relatives) on Ray.\n\n"
+              "commands:\n" + "\n".join(lines) + "\n\n"
+              f"packaged configs: {', '.join(packaged_configs())}\n"
+              f"profiles: {', '.join(packaged_profiles())}\n"
+              "every config key: paric config --keys;  a command's flags: paric <command> --help")
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"paric {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"paric: unknown command '{name}' (commands: {', '.join(COMMANDS)})", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    if name == "data":  # its own sub-commands (check)
+        return module.main(rest)
+    return module.main(rest, prog=f"paric {name}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

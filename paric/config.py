@@ -1016,15 +1016,18 @@ def _check_writable(out: Path, source: str) -> None:
         raise ConfigError(f"{source}: run.output_dir={out}: {problem}; expected a writable directory")
 
 
-def profile_overlays(config_path: str | Path, profiles: list[str]) -> list[Path]:
-    """``--profile NAME`` files: ``profiles/NAME.yaml`` beside the config file (e.g. conf/profiles/quick.yaml)."""
+def profile_overlays(config_path: str | Path, profiles: list[str], fallback: Path | None = None) -> list[Path]:
+    """``--profile NAME`` files: ``profiles/NAME.yaml`` beside the config file (e.g. conf/profiles/quick.yaml),
+    else in ``fallback`` (the packaged profiles, for a config of one's own)."""
     base = Path(config_path).parent / "profiles"
     paths = []
     for name in profiles:
         path = base / f"{name}.yaml"
+        if not path.is_file() and fallback is not None and (fallback / f"{name}.yaml").is_file():
+            path = fallback / f"{name}.yaml"
         if not path.is_file():
-            have = ", ".join(sorted(p.stem for p in base.glob("*.yaml"))) or "none"
-            raise ConfigError(f"--profile {name}: {path} not found (profiles there: {have})")
+            have = sorted({p.stem for d in (base, fallback) if d is not None for p in d.glob("*.yaml")})
+            raise ConfigError(f"--profile {name}: {path} not found (profiles: {', '.join(have) or 'none'})")
         paths.append(path)
     return paths
 

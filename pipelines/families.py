@@ -1,32 +1,8 @@
-"""The whole pipeline once per VLM family (``report.families``), merged into one report.
-
-    python pipelines/families.py --profile families            # CLIP and ProLIP on the embedded default
-    python pipelines/families.py --quick --profile families    # the same at toy size
-    ray job submit --working-dir . -- python pipelines/families.py --profile families
-
-Each family is an ordinary ``pipelines/full.py`` run into ``<run.output_dir>/<family>`` (cached and
-resumable the same way); methods that do not read the VLM are trained once. The merged methods
-table, each family's zero-shot accuracy, map quality and sweeps are in
-``<run.output_dir>/families.md`` (and ``families.json``).
-"""
-from __future__ import annotations
-
+"""``paric families``, as a script in the checkout (what ``ray job submit -- python pipelines/families.py`` runs);
+see paric/commands/families.py for the flags, or ``python pipelines/families.py --help``."""
 import sys
 
-from paric import cli
-from paric.report.table import methods_table
-from paric.stages.families import check_families, run_families
-
-
-def main(argv: list[str] | None = None) -> int:
-    result = cli.run_stages(__doc__, argv, check_families, run_families)
-    if result is None:
-        return 2
-    print()
-    print(methods_table(result["merged"]["methods"]))
-    print(f"\nfamilies report: {result['report'] / 'families.md'}")
-    return 0
-
+from paric.commands.families import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,35 +1,8 @@
-"""The whole pipeline: data → VLM → adapters → maps → backbone → sweeps → final runs → report.
-
-    python pipelines/full.py --config conf/default.yaml [key=value ...]
-    python pipelines/full.py --quick                       # every stage, tiny sizes (smoke test)
-    python pipelines/full.py --force sweep --force train   # redo stages despite their cache
-    ray job submit --working-dir . -- python pipelines/full.py --quick run.output_dir=/shared/out
-
-Started plainly it starts a local Ray; under ``ray job submit`` (``RAY_ADDRESS`` set) it connects
-to that cluster. Stages are cached by a hash of their config and inputs: a rerun skips finished
-ones and resumes an interrupted sweep. Stages: data, vlm, adapters, maps, quality, backbone,
-sweep, train, report.
-"""
-from __future__ import annotations
-
+"""``paric run``, as a script in the checkout (what ``ray job submit -- python pipelines/full.py`` runs);
+see paric/commands/run.py for the flags, or ``python pipelines/full.py --help``."""
 import sys
 
-from paric import cli
-from paric.report.table import methods_table
-from paric.stages.pipeline import check_pipeline_config, run_full, stage_table
-
-
-def main(argv: list[str] | None = None) -> int:
-    result = cli.run_stages(__doc__, argv, check_pipeline_config, run_full)
-    if result is None:
-        return 2
-    print()
-    print(stage_table(result["stages"]))
-    print()
-    print(methods_table(result["results"]["methods"]))
-    print(f"\npipeline finished in {result['seconds']:.1f}s; report: {result['report'] / 'report.md'}")
-    return 0
-
+from paric.commands.run import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,36 +1,8 @@
-"""Precompute the map store: benchmark data → VLM → adapters → Ray Data maps → map quality.
-
-    python pipelines/precompute.py --config conf/default.yaml [key=value ...]
-"""
-from __future__ import annotations
-
+"""``paric precompute``, as a script in the checkout (what ``ray job submit -- python pipelines/precompute.py`` runs);
+see paric/commands/precompute.py for the flags, or ``python pipelines/precompute.py --help``."""
 import sys
-import time
 
-from paric import cli
-from paric.config import ConfigError
-from paric.stages.maps import run_precompute
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = cli.parser(__doc__).parse_args(argv)
-    cli.setup_logging()
-    try:
-        cfg = cli.config_from(args)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 2
-    with cli.exclusive(cfg):  # one invocation per run.output_dir
-        t0 = time.time()
-        summary = run_precompute(cfg, progress=not args.no_progress)
-    q = summary["quality"]["splits"].get("test")
-    if q:
-        e = q["energy_in_mask"]
-        print(f"test energy-in-mask: det {e['det']:.3f}  mean {e['mean']:.3f}  median {e['median']:.3f}  "
-              f"uniform {e['uniform']:.3f}  random-init {e.get('random_init_det', float('nan')):.3f}")
-    print(f"precompute finished in {time.time() - t0:.1f}s; outputs under {cfg.output_path()}")
-    return 0
-
+from paric.commands.precompute import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,45 +1,8 @@
-"""Sweep methods' λ, sample count k, aggregation, uncertainty weighting and learning rate with
-Ray Tune + Optuna (objective: class-balanced validation accuracy), precomputing maps if needed.
-
-    python pipelines/sweep.py --config conf/default.yaml --methods paric_mean sweep.num_samples=16
-    python pipelines/sweep.py --quick --methods paric_mean,gals
-
-An interrupted sweep resumes where it stopped on rerun; results: ``sweep/<method>/best.json``.
-"""
-from __future__ import annotations
-
-import json
+"""``paric sweep``, as a script in the checkout (what ``ray job submit -- python pipelines/sweep.py`` runs);
+see paric/commands/sweep.py for the flags, or ``python pipelines/sweep.py --help``."""
 import sys
 
-from paric import cli
-from paric.config import ConfigError
-from paric.stages.pipeline import run_sweeps
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = cli.parser(__doc__)
-    p.add_argument("--methods", default=None, help="comma-separated methods (default: sweep.methods)")
-    p.add_argument("--force", action="store_true", help="start the sweep afresh instead of reusing / resuming it")
-    args = p.parse_args(argv)
-    cli.setup_logging()
-    try:
-        cfg = cli.config_from(args)
-        methods = args.methods.split(",") if args.methods else list(cfg.sweep.methods)
-        for m in methods:
-            if m not in cfg.sweep.spaces or m not in cfg.train.methods:
-                raise ConfigError(f"--methods: '{m}' needs an entry in train.methods and sweep.spaces "
-                                  f"(spaces: {sorted(cfg.sweep.spaces)})")
-            cfg.check_sweep_seeds(m)
-    except (ConfigError, ValueError) as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 2
-    with cli.exclusive(cfg):  # one invocation per run.output_dir
-        sweeps = run_sweeps(cfg, methods, force=["sweep"] if args.force else [], progress=not args.no_progress)
-    for m, sw in sweeps.items():
-        print(f"{m}: best val balanced acc {sw['best_score']:.3f} with {json.dumps(sw['best'])} "
-              f"({len(sw['trials'])} trials, {sw['failed']} failed)")
-    return 0
-
+from paric.commands.sweep import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,38 +1,8 @@
-"""Zero-shot classification of the test split by the pipeline's VLM: CLIP (class prompt), by
-description, and LaZSL (OT between crops and attribute descriptors). Runs the data and VLM stages
-(cached) first; writes ``<run.output_dir>/zeroshot/lazsl.json`` and ``lazsl_crops.png`` (the
-pipeline runs the same stage when ``maps.sources`` has ``lazsl``).
-
-    python pipelines/zeroshot.py --config conf/default.yaml [lazsl.descriptors=file.json] [lazsl.crops=90]
-
-Descriptors: a DCLIP / CuPL JSON ({"class": ["descriptor", ...]}) named by ``lazsl.descriptors``;
-the embedded benchmark's shapes have their own (paric.data.descriptors.SHAPE_DESCRIPTORS). A class
-without any falls back to its class prompt, and is named.
-"""
-from __future__ import annotations
-
+"""``paric zeroshot``, as a script in the checkout (what ``ray job submit -- python pipelines/zeroshot.py`` runs);
+see paric/commands/zeroshot.py for the flags, or ``python pipelines/zeroshot.py --help``."""
 import sys
 
-from paric import cli
-from paric.config import ConfigError
-from paric.stages.prepare import data_stage, vlm_stage
-from paric.stages.zeroshot import accuracy_lines, zeroshot_stage
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = cli.parser(__doc__).parse_args(argv)
-    cli.setup_logging()
-    try:
-        cfg = cli.config_from(args)
-    except (ConfigError, ValueError) as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 2
-    with cli.exclusive(cfg):
-        root = data_stage(cfg, progress=not args.no_progress)
-        result = zeroshot_stage(cfg, root, vlm_stage(cfg, root, progress=not args.no_progress))
-    print("\n".join(accuracy_lines(result)))
-    return 0
-
+from paric.commands.zeroshot import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,7 +1,13 @@
-"""The entry points' arguments: ``key=value`` overrides anywhere on the line, as users type them."""
+"""The entry points' arguments: ``key=value`` overrides anywhere on the line, as users type them; the
+``paric`` console script and its commands; configs by packaged name; an install outside the checkout."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -14,8 +20,8 @@ def test_full_accepts_overrides_before_and_after_flags():
                                               "--force", "sweep"])
     assert args.overrides == ["maps.K=8", "train.epochs=3"] and cli.forced(args) == ["data", "vlm", "sweep"]
     assert args.quick
-    for name in ("full", "families"):
-        assert "cli.run_stages(" in (REPO / "pipelines" / f"{name}.py").read_text(), name
+    for name in ("run", "families"):
+        assert "cli.run_stages(" in (REPO / "paric" / "commands" / f"{name}.py").read_text(), name
 
 
 def test_the_shared_parser_takes_overrides_anywhere():
@@ -26,5 +32,110 @@ def test_the_shared_parser_takes_overrides_anywhere():
     p.add_argument("--methods")
     args = p.parse_args(["--methods", "gals", "train.epochs=3", "--quick", "maps.K=8"])
     assert args.overrides == ["train.epochs=3", "maps.K=8"] and args.methods == "gals" and args.quick
-    for name in ("precompute", "sweep", "train"):
-        assert "cli.parser(" in (REPO / "pipelines" / f"{name}.py").read_text(), name
+    for name in ("precompute", "sweep", "train", "zeroshot", "config"):
+        assert "cli.parser(" in (REPO / "paric" / "commands" / f"{name}.py").read_text(), name
+
+
+def test_force_stage_names_match_the_cache():
+    """``--help`` lists the stages without importing torch; the list is the cache's."""
+    from paric import cli
+    from paric.stages.cache import STAGES
+
+    assert cli.STAGE_NAMES == STAGES
+
+
+def test_every_pipeline_script_is_its_paric_command():
+    """``python pipelines/X.py`` (what ``ray job submit`` runs) and ``paric <command>`` are one ``main``."""
+    from paric.commands import COMMANDS
+
+    scripts = {"full": "run", "precompute": "precompute", "train": "train", "sweep": "sweep",
+               "zeroshot": "zeroshot", "families": "families"}
+    assert sorted(p.stem for p in (REPO / "pipelines").glob("*.py")) == sorted(scripts)
+    for script, command in scripts.items():
+        assert f"from {COMMANDS[command][0]} import main" in (REPO / "pipelines" / f"{script}.py").read_text()
+
+
+def test_paric_help_lists_commands_configs_and_profiles(capsys):
+    from paric import cli
+    from paric.commands import COMMANDS
+
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"  {name}" in out for name in COMMANDS)
+    assert "default" in out and "quick" in out and "paper" in out
+    assert cli.main(["nonesuch"]) == 2 and "unknown command 'nonesuch'" in capsys.readouterr().err
+    assert cli.main([]) == 2
+
+
+def test_config_by_packaged_name_and_profile_fallback(tmp_path, capsys):
+    """``--config default`` is the packaged file; a config of one's own still finds the packaged profiles."""
+    from paric import cli
+    from paric.config import ConfigError
+
+    assert cli.resolve_config("default") == cli.CONF_DIR / "default.yaml"
+    assert (REPO / "conf" / "default.yaml").resolve() == (cli.CONF_DIR / "default.yaml").resolve()
+    own = tmp_path / "mine.yaml"
+    own.write_text("run:\n  name: mine\n")
+    assert cli.resolve_config(str(own)) == own
+    with pytest.raises(ConfigError, match="--config nonesuch: no such file, and not a packaged config"):
+        cli.resolve_config("nonesuch")
+    assert cli.main(["config", "--config", str(own), "--quick", f"run.output_dir={tmp_path / 'o'}"]) == 0
+    out = capsys.readouterr().out
+    assert "name: quick" in out and "K: 4" not in out.split("maps:")[0]  # the quick overlay applied over mine.yaml
+    assert cli.main(["config", "--profile", "nonesuch"]) == 2
+    assert "--profile nonesuch" in capsys.readouterr().err
+
+
+def test_config_keys_cover_the_schema(capsys):
+    from paric import cli
+
+    assert cli.main(["config", "--keys"]) == 0
+    out = capsys.readouterr().out
+    for key in ("run.output_dir", "maps.K", "train.seeds", "sweep.seeds", "vlm.pretrain.epochs", "eval.faith_blur"):
+        assert f"\n{key}  [" in "\n" + out, key
+
+
+def test_seeds_flag():
+    from paric import cli
+    from paric.config import ConfigError, load_config
+
+    cfg = load_config(REPO / "conf" / "default.yaml")
+    assert cli.seeds_from(cfg, None) == [cfg.run.seed] and cli.seeds_from(cfg, "all") == list(cfg.train.seeds)
+    assert cli.seeds_from(cfg, "3,4") == [3, 4]
+    with pytest.raises(ConfigError, match="--seeds x: expected 'all' or comma-separated integers"):
+        cli.seeds_from(cfg, "x")
+
+
+@pytest.mark.slow
+def test_installed_outside_the_checkout(tmp_path, tiny_overrides):
+    """``pip install <checkout>`` (a real wheel build, no editable link) carries the configs, profiles and
+    the tiny towers' model configs; its ``paric`` script runs from a directory with no checkout in sight."""
+    target = tmp_path / "site"
+    build = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                            "--target", str(target), str(REPO)], capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr[-3000:]
+    for rel in ("conf/default.yaml", "conf/profiles/quick.yaml", "vlm/model_configs/paric-tiny-cnn16.json",
+                "commands/run.py"):
+        assert (target / "paric" / rel).is_file(), rel
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    run = lambda *a: subprocess.run([str(target / "bin" / "paric"), *a], cwd=work, env=env,  # noqa: E731
+                                    capture_output=True, text=True, timeout=300)
+    where = subprocess.run([sys.executable, "-c", "import paric; print(paric.__file__)"], cwd=work, env=env,
+                           capture_output=True, text=True)
+    assert where.stdout.strip().startswith(str(target)), where.stdout
+    shown = run("config", "--quick")
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "name: quick" in shown.stdout and f"output_dir: {work / 'outputs' / 'quick'}" in shown.stdout
+    from paric.vlm.factory import build_model  # noqa: F401  (the installed copy below must build it too)
+    built = subprocess.run([sys.executable, "-c", "from paric.vlm.factory import build_model; "
+                            "import paric; m = build_model('paric-tiny-cnn16', 0); print(paric.__file__)"],
+                           cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0 and built.stdout.strip().startswith(str(target)), built.stderr[-2000:]
+
+    # the whole pipeline from the installed copy: the quick profile at the tests' toy sizes, one seed
+    quick = run("run", "--quick", "--no-progress", *tiny_overrides, "train.seeds=[0]", "train.compare=[vanilla,paric_mean]",
+                "sweep.methods=[]", "train.epochs=2", f"run.output_dir={work / 'out'}")
+    assert quick.returncode == 0, (quick.stdout + quick.stderr)[-3000:]
+    assert (work / "out" / "report" / "report.md").is_file() and "pipeline finished" in quick.stdout
