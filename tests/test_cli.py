@@ -110,9 +110,20 @@ def test_seeds_flag():
 def test_installed_outside_the_checkout(tmp_path, tiny_overrides):
     """``pip install <checkout>`` (a real wheel build, no editable link) carries the configs, profiles and
     the tiny towers' model configs; its ``paric`` script runs from a directory with no checkout in sight."""
-    target = tmp_path / "site"
+    import shutil
+
+    # built from a copy of the tracked files (what a clone has): a build leaves build/ in its source
+    target, src = tmp_path / "site", tmp_path / "src"
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True)
+    for rel in filter(None, tracked.stdout.split("\0")):
+        dest = src / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if (REPO / rel).is_symlink():
+            dest.symlink_to(Path(REPO / rel).readlink())
+        elif (REPO / rel).is_file():
+            shutil.copy2(REPO / rel, dest)
     build = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                            "--target", str(target), str(REPO)], capture_output=True, text=True, timeout=600)
+                            "--target", str(target), str(src)], capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stderr[-3000:]
     for rel in ("conf/default.yaml", "conf/profiles/quick.yaml", "vlm/model_configs/paric-tiny-cnn16.json",
                 "commands/run.py"):
