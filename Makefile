@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= conf/default.yaml
 
-.PHONY: run precompute sweep table test test-fast bench bench-train clean head submit stop-head
+.PHONY: run precompute sweep table test test-fast bench bench-train clean head submit stop-head docs
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +32,11 @@ test: $(BIN)/.installed
 # The unit tier: every test that needs neither the Ray cluster nor whole stages.
 test-fast: $(BIN)/.installed
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
+
+# The docs site into site/ (the reference pages regenerated from the code first); the tests build it strictly.
+docs: $(BIN)/.installed
+	$(BIN)/python -m paric.reference_docs docs/reference
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_maps.py
