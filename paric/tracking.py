@@ -130,6 +130,12 @@ def log_metrics(uri: str, run_id: str, metrics: dict[str, Any], step: int | None
         client.log_batch(run_id, metrics=entities[i:i + 500])
 
 
+def log_epoch(uri: str, run_id: str, metrics: dict[str, Any]) -> None:
+    """One epoch's metrics as it ends (``epoch`` is the step): a run's curves grow while it trains.
+    Module-level, so ``functools.partial(log_epoch, uri, run_id)`` travels to a Ray task."""
+    log_metrics(uri, run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step=int(metrics.get("epoch", 0)))
+
+
 def log_history(uri: str, run_id: str, history: list[dict[str, Any]]) -> None:
     """Per-epoch metrics (``epoch`` is the step)."""
     for row in history:

@@ -242,6 +242,34 @@ def test_cli_trains_compares_and_tracks_in_mlflow(tiny, tiny_overrides):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(parents) == 1 and len(children) == 4
     assert all("test_worst_group_acc" in r.data.metrics for r in children)
+    # issue 30 item 5: the curves were logged as each epoch ended, once each (not again at the end)
+    for r in children:
+        steps = [h.step for h in client.get_metric_history(r.info.run_id, "train_loss")]
+        ran = json.loads(cfg.output_path("train", r.data.params["method"], f"seed{r.data.params['seed']}",
+                                         "result.json").read_text())["epochs_trained"]
+        assert sorted(steps) == list(range(1, ran + 1)) and r.info.status == "FINISHED", (r.info.run_name, steps)
+
+
+def test_final_runs_show_their_curves_while_they_train(tiny, tmp_path):
+    """What the MLflow UI shows mid-run: the run RUNNING, with the epochs so far."""
+    import functools
+
+    from mlflow.tracking import MlflowClient
+
+    from paric.tracking import ensure_experiment, log_epoch, start_run_id
+
+    cfg, backbone = tiny
+    uri = f"sqlite:///{tmp_path / 'live.db'}"
+    rid = start_run_id(uri, ensure_experiment(uri, "live"), "vanilla seed0")
+    seen = []
+
+    def watch(metrics: dict) -> None:
+        functools.partial(log_epoch, uri, rid)(metrics)
+        run = MlflowClient(uri).get_run(rid)
+        seen.append((run.info.status, len(MlflowClient(uri).get_metric_history(rid, "val_balanced_acc"))))
+
+    result = run_in_memory(cfg, cfg.data_root(), "vanilla", 0, backbone, on_epoch=watch)
+    assert seen == [("RUNNING", e) for e in range(1, result["epochs_trained"] + 1)]
 
 
 

@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 import ray
+from mlflow.tracking import MlflowClient
 
 from paric.config import Config, MethodConfig
 from paric.eval.stats import mean_ci, paired_differences
@@ -21,7 +22,9 @@ from paric.regularizers import REGULARIZERS
 from paric.report.table import GROUP_ORDER
 from paric.stages.cache import record_stage
 from paric.stages.ray_env import ensure_ray
-from paric.stages.train import MODEL, Tracking, cached_result, fit_run, reevaluated, store_result, train_stage
+from paric.stages.train import (MODEL, Tracking, cached_result, fit_run, open_live_run, reevaluated, store_result,
+                                train_stage)
+from paric.tracking import log_epoch
 from paric.stages.train_data import run_datasets, train_labels
 from paric.store import read_store
 from paric.train.run import dataset_info, effective_method
@@ -30,10 +33,12 @@ log = logging.getLogger("paric")
 
 
 @ray.remote(num_cpus=0)
-def _remote_fit(cfg: dict, root: str, method: str, seed: int, backbone: str | None, datasets: dict) -> dict:
-    """One run driven from a zero-CPU task, so several TorchTrainers run at once."""
+def _remote_fit(cfg: dict, root: str, method: str, seed: int, backbone: str | None, datasets: dict,
+                live: tuple[str, str] | None = None) -> dict:
+    """One run driven from a zero-CPU task, so several TorchTrainers run at once; ``live``: (MLflow
+    store, run id) that receives each epoch's metrics as it ends."""
     return fit_run(Config.model_validate(cfg), Path(root), method, seed, Path(backbone) if backbone else None,
-                   datasets)
+                   datasets, functools.partial(log_epoch, *live) if live else None)
 
 
 def _run_concurrently(cfg: Config, root: Path, todo: list[tuple[str, int]], backbone: Path | None,
@@ -43,18 +48,25 @@ def _run_concurrently(cfg: Config, root: Path, todo: list[tuple[str, int]], back
     pending: dict = {}
     queue = list(todo)
     started: dict = {}
+    live: dict[tuple[str, int], str | None] = {}  # the MLflow run of each started run, open while it trains
     while queue or pending:
         while queue and len(pending) < cfg.train.max_concurrent:
             m, s = queue.pop(0)
             # a plain-loop run (train.num_workers=0) holds its CPU itself; a TorchTrainer's workers hold theirs
             task = _remote_fit.options(num_cpus=1) if cfg.train.num_workers == 0 else _remote_fit
+            live[(m, s)] = open_live_run(cfg, m, s, tracking)
             ref = task.remote(cfg.model_dump(mode="json"), str(root), m, s, str(backbone) if backbone else None,
-                              datasets)
+                              datasets, (tracking.uri, live[(m, s)]) if tracking is not None else None)
             pending[ref], started[(m, s)] = (m, s), time.time()
         ready, _ = ray.wait(list(pending), num_returns=1)
         m, s = pending.pop(ready[0])
-        result = ray.get(ready[0])  # a failed run raises here, naming its method and seed
-        store_result(cfg, m, s, result, tracking)
+        try:
+            result = ray.get(ready[0])  # a failed run raises here, naming its method and seed
+        except Exception:
+            if live.get((m, s)):
+                MlflowClient(tracking.uri).set_terminated(live[(m, s)], "FAILED")  # type: ignore[union-attr]
+            raise
+        store_result(cfg, m, s, result, tracking, live.get((m, s)))
         record_stage(f"train {m} s{s}", "done", time.time() - started[(m, s)], cfg.output_path("train", m, f"seed{s}"))
         done[(m, s)] = result
     return done

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import ray
 import torch
+from mlflow.tracking import MlflowClient
 from ray.train import (Checkpoint, CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig,
                        ScalingConfig)
 from ray.train.torch import TorchTrainer
@@ -33,7 +34,7 @@ from paric.stages.train_data import method_train_data, run_datasets, train_label
 from paric.stages.cache import forced, is_done, mark_done, read_marker, timed_stage
 from paric.stages.ray_env import cluster_gpus, without_progress
 from paric.store import provenance_hash, read_provenance
-from paric.tracking import log_artifact, log_history, log_metrics, start_run
+from paric.tracking import log_artifact, log_history, log_metrics, start_run, start_run_id
 from paric.train.fit_log import epoch_line
 from paric.train.data import iterate
 from paric.train.loop import fit, selection_metric
@@ -164,15 +165,38 @@ class Tracking:
     parent_id: str | None = None
 
 
-def log_run(tracking: Tracking, name: str, params: dict, result: dict, result_file: Path) -> None:
+def log_run(tracking: Tracking, name: str, params: dict, result: dict, result_file: Path,
+            live_id: str | None = None) -> None:
     """One MLflow child run: the method's params, per-epoch metrics, test metrics, result.json and
-    the best checkpoint (``model.pt`` beside it)."""
+    the best checkpoint (``model.pt`` beside it). ``live_id``: the run opened when training started
+    (:func:`open_live_run`), whose per-epoch metrics are already logged; it is completed and ended here."""
+    if live_id is not None:
+        _complete(tracking.uri, live_id, result, result_file)
+        MlflowClient(tracking.uri).set_terminated(live_id, "FINISHED")
+        return
     with start_run(tracking.uri, tracking.experiment_id, name, tracking.parent_id, params) as rid:
         log_history(tracking.uri, rid, result.get("history", []))
-        log_metrics(tracking.uri, rid, {f"test_{k}": v for k, v in result.items() if k != "history"})
-        log_artifact(tracking.uri, rid, result_file)
-        if (result_file.parent / MODEL).is_file():
-            log_artifact(tracking.uri, rid, result_file.parent / MODEL)
+        _complete(tracking.uri, rid, result, result_file)
+
+
+def _complete(uri: str, rid: str, result: dict, result_file: Path) -> None:
+    log_metrics(uri, rid, {f"test_{k}": v for k, v in result.items() if k != "history"})
+    log_artifact(uri, rid, result_file)
+    if (result_file.parent / MODEL).is_file():
+        log_artifact(uri, rid, result_file.parent / MODEL)
+
+
+def run_params(cfg: Config, method: str, seed: int) -> dict:
+    return {"method": method, "seed": seed, **cfg.method(method).model_dump()}
+
+
+def open_live_run(cfg: Config, method: str, seed: int, tracking: Tracking | None) -> str | None:
+    """An MLflow child run opened as a final run starts, so its curves show while it trains (``RUNNING``
+    until :func:`store_result` ends it; a killed invocation's are marked ``KILLED`` on the next one)."""
+    if tracking is None:
+        return None
+    return start_run_id(tracking.uri, tracking.experiment_id, f"{method} seed{seed}", tracking.parent_id,
+                        run_params(cfg, method, seed))
 
 
 #: the config keys a trained model depends on (besides its method and the map store); not the seed
@@ -268,8 +292,10 @@ def reevaluated(cfg: Config, method: str, seed: int, tracking: Tracking | None =
 
 
 def fit_run(cfg: Config, root: Path, method: str, seed: int, backbone: Path | None,
-            datasets: dict[str, ray.data.Dataset] | None = None) -> dict:
-    """Train and test one run (plain loop or Ray Train), writing ``model.pt`` beside its result."""
+            datasets: dict[str, ray.data.Dataset] | None = None,
+            on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """Train and test one run (plain loop or Ray Train), writing ``model.pt`` beside its result;
+    ``on_epoch``: each epoch's metrics as it ends (the plain loop's live MLflow curves)."""
     out = cfg.output_path("train", method, f"seed{seed}")
     m = cfg.method(method)
     if m.posthoc == "dfr":  # no training: the base run's model, its last layer retrained (in this process)
@@ -277,17 +303,17 @@ def fit_run(cfg: Config, root: Path, method: str, seed: int, backbone: Path | No
         return run_dfr(cfg, root, method, seed, base / MODEL, json.loads((base / RESULT).read_text())
                        if (base / RESULT).is_file() else {}, out / MODEL)
     if cfg.train.num_workers == 0:
-        return run_in_memory(cfg, root, method, seed, backbone, out / MODEL)
+        return run_in_memory(cfg, root, method, seed, backbone, out / MODEL, on_epoch)
     return run_on_ray(cfg, root, method, seed, backbone, out, datasets=datasets, model_path=out / MODEL)
 
 
-def store_result(cfg: Config, method: str, seed: int, result: dict, tracking: Tracking | None) -> None:
+def store_result(cfg: Config, method: str, seed: int, result: dict, tracking: Tracking | None,
+                 live_id: str | None = None) -> None:
     out = cfg.output_path("train", method, f"seed{seed}")
     write_json(out / RESULT, result)
     mark_done(out, run_key(cfg, method), fit=fit_key(cfg, method))
     if tracking is not None:
-        log_run(tracking, f"{method} seed{seed}", {"method": method, "seed": seed, **cfg.method(method).model_dump()},
-                result, out / RESULT)
+        log_run(tracking, f"{method} seed{seed}", run_params(cfg, method, seed), result, out / RESULT, live_id)
 
 
 def train_stage(cfg: Config, root: Path, method: str, seed: int, backbone: Path | None,

@@ -176,9 +176,9 @@ def save_best(state: dict | None, fallback: dict, path: Path) -> None:
 
 
 def run_in_memory(cfg: Config, root: Path, method: str, seed: int, backbone: Path | None,
-                  model_path: Path | None = None) -> dict:
+                  model_path: Path | None = None, on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Train and test one method/seed in this process (``train.num_workers=0``); ``model_path``
-    receives the best-validation weights."""
+    receives the best-validation weights; ``on_epoch`` each epoch's metrics as it ends (live tracking)."""
     t0 = time.time()
     cols, need_mask = split_columns(cfg, method)
     maps = cfg.output_path("maps")
@@ -197,8 +197,12 @@ def run_in_memory(cfg: Config, root: Path, method: str, seed: int, backbone: Pat
                      classes=class_names(root))
     trainer = make_trainer(spec)
     bs, sampling = cfg.train.batch_size, cfg.method(method).sampling
-    fit(trainer, lambda e: iterate(train, bs, True, seed, e, sampling), lambda: iterate(val, 256, False),
-        lambda _t, m: log.info(epoch_line(method, seed, m)))
+    def epoch_done(_t: Trainer, m: dict) -> None:
+        log.info(epoch_line(method, seed, m))
+        if on_epoch is not None:
+            on_epoch(m)
+
+    fit(trainer, lambda e: iterate(train, bs, True, seed, e, sampling), lambda: iterate(val, 256, False), epoch_done)
     out = test_metrics(trainer, iterate(test, 128, False), spec.classes)
     if model_path is not None:
         save_best(trainer.best["state"], trainer.model.state_dict(), model_path)
