@@ -70,3 +70,22 @@ def test_fgsm_and_pgd_stay_in_budget_and_hurt_accuracy():
         assert float(adv.min()) >= 0 and float(adv.max()) <= 1
         assert (model(adv).argmax(1) == y).float().mean() < 1.0
     assert torch.equal(pgd(model, x, y, eps, steps=3, seed=1), pgd(model, x, y, eps, steps=3, seed=1))
+
+
+def test_results_csv_has_one_row_per_method_and_metric(tmp_path):
+    """results.csv beside results.json: what a spreadsheet reads, with the CI and every seed's value."""
+    import csv
+
+    from paric.report.results import write_results_csv
+
+    methods = {"gals": {"worst_group_acc": {"mean": 0.8, "std": 0.05, "runs": [0.75, 0.85], "seeds": [0, 1],
+                                            "ci": {"lo": 0.75, "hi": 0.85, "n": 2}},
+                        "ece": {"mean": 0.1, "std": 0.0, "runs": [0.1, 0.1], "seeds": [0, 1]},
+                        "group_labels": "none"},
+               "vanilla": {"worst_group_acc": {"mean": 0.4, "std": 0.1, "runs": [0.3, 0.5], "seeds": [0, 1]}}}
+    write_results_csv(methods, tmp_path / "results.csv")
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert [(r["method"], r["metric"]) for r in rows] == [("gals", "worst_group_acc"), ("gals", "ece"),
+                                                          ("vanilla", "worst_group_acc")]
+    assert rows[0]["ci_lo"] == "0.75" and rows[0]["runs"] == "0.75 0.85" and rows[0]["n"] == "2"
+    assert rows[1]["ci_lo"] == "" and not list(tmp_path.glob(".*"))  # no CI: empty; no temp file left

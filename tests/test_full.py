@@ -109,6 +109,7 @@ def test_job_submit_quick_pipeline_then_cached_rerun(ray_head, tmp_path):
     assert twin["same_training_as"] == "vanilla"  # balanced classes: upweight's weights are all 1
     assert results["methods"]["upweight"]["worst_group_acc"] == results["methods"]["vanilla"]["worst_group_acc"]
     text = (report / "report.md").read_text()
+    assert (report / "results.csv").read_text().startswith("method,metric,n,mean")
     for fig in ("methods_ci.png", "ladder.png", "maps.png", "sweep_paric_mean_history.png"):
         assert (report / fig).stat().st_size > 1000 and f"]({fig})" in text
     # the map-quality ladder: every reference-trained method on one axis, the mask rung at its grid

@@ -56,6 +56,13 @@ def test_sweep_reads_stored_samples_only_and_survives_crashing_trials(precompute
         os.rename(cfg.output_path("vlm.hidden"), cfg.output_path("vlm"))
     trials = summary["trials"]
     assert len(trials) == 4
+    # issue 30 item 5: the Optuna study persisted beside the sweep, as optuna-dashboard reads it
+    import optuna
+
+    journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(cfg.output_path("sweep", "paric_mean", "optuna.journal"))))
+    study = optuna.load_study(study_name="paric_mean", storage=journal)
+    assert len(study.trials) == 4 and {t.state.name for t in study.trials} <= {"COMPLETE", "FAIL", "PRUNED"}
     failed = [t for t in trials if t["error"]]
     ok = [t for t in trials if not t["error"]]
     assert failed and ok, trials  # the sweep went on past a crashed trial
@@ -135,6 +142,12 @@ def test_killed_sweep_resumes_the_remaining_trials(precomputed):
     assert len(summary["trials"]) == 4 and summary["failed"] == 0
     after = {json.dumps(t["params"], sort_keys=True) for t in summary["trials"]}
     assert before <= after  # the trials begun before the kill are kept (finished) or rerun, not redrawn
+    import optuna
+
+    journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(out / "sweep" / "gals" / "optuna.journal")))
+    finished = [t for t in optuna.load_study(study_name="gals", storage=journal).trials if t.state.name == "COMPLETE"]
+    assert len(finished) >= 4  # the resumed searcher kept writing the study the killed one began
 
 
 def test_address_file_points_at_the_session_cluster(ray_cluster):

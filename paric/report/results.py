@@ -9,7 +9,7 @@ from paric.eval.faithfulness import protocol
 from paric.eval.map_quality import POINTING_RULE
 from paric.io import atomic_path, write_json
 from paric.report.ladder import ladder_lines
-from paric.report.table import methods_table, paired_table
+from paric.report.table import DETAIL_COLUMNS, methods_table, paired_table
 
 ZERO_SHOT_RESULT, ZERO_SHOT_FIGURE = "lazsl.json", "lazsl_crops.png"  # written by paric.stages.zeroshot
 
@@ -43,16 +43,47 @@ def build_results(cfg: Config, quality: dict | None, summary: dict, sweeps: dict
     return out
 
 
+def results_rows(methods: dict) -> list[dict]:
+    """One row per (method, metric): n seeds, mean, std, the bootstrap CI where there is one, and the
+    per-seed values, so a spreadsheet or pandas reads the table without parsing results.json."""
+    rows = []
+    for method, metrics in methods.items():
+        for metric, v in metrics.items():
+            if not isinstance(v, dict) or "mean" not in v:
+                continue
+            ci = v.get("ci") or {}
+            rows.append({"method": method, "metric": metric, "n": len(v.get("runs", [])), "mean": v["mean"],
+                         "std": v.get("std"), "ci_lo": ci.get("lo"), "ci_hi": ci.get("hi"),
+                         "seeds": " ".join(map(str, v.get("seeds", []))),
+                         "runs": " ".join(f"{x:.6g}" for x in v.get("runs", []) if isinstance(x, (int, float)))})
+    return rows
+
+
+def write_results_csv(methods: dict, path: Path) -> None:
+    """``results.csv`` beside results.json (written to a temp name, then renamed)."""
+    import csv
+
+    rows = results_rows(methods)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["method", "metric", "n", "mean", "std", "ci_lo", "ci_hi", "seeds", "runs"])
+        w.writeheader()
+        w.writerows(rows)
+
+
 def write_report(cfg: Config, results: dict, out_dir: Path | None = None, figures: list[Path] | None = None,
                  ladder: dict | None = None) -> Path:
     """Write results.json and report.md (methods × metrics, map quality, sweeps, figures) under ``report/``."""
     out = out_dir or cfg.output_path("report")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "results.json", results)
+    write_results_csv(results["methods"], out / "results.csv")
     lines = [f"# paric report: {cfg.run.name}", "",
              f"Seeds: {results.get('seeds')}; accuracies in %: worst-group, mean-of-groups, overall and ECE as mean "
              "[95 % bootstrap CI over seeds], the rest mean ± std; best epoch by class-balanced validation accuracy.",
-             "", methods_table(results["methods"]), ""]
+             "", methods_table(results["methods"]), "",
+             "Every other metric (robust accuracy, NLL, where each model's own Grad-CAM falls, its insertion / deletion "
+             "AUC, seconds per run); `results.csv` has each one per seed.", "",
+             methods_table(results["methods"], DETAIL_COLUMNS), ""]
     if results.get("paired"):
         lines += ["## Paired differences (per seed, percentage points)", "",
                   "Runs of two methods with the same seed share data order and initialisation; the mean of their "

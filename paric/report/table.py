@@ -1,14 +1,18 @@
 """Methods × metrics tables (mean ± std over seeds) as Markdown."""
 from __future__ import annotations
 
+#: the columns that matter first (the report's and the terminal's table) ...
 DEFAULT_COLUMNS = [("group_labels", "group labels used"), ("worst_group_acc", "worst-group"),
-                   ("mean_group_acc", "mean-of-groups"), ("weighted_acc", "train-weighted avg"), ("acc", "overall"),
-                   ("ece", "ECE"), ("pgd_acc", "PGD acc"), ("cam_energy_in_mask", "CAM in mask"),
-                   ("insertion_auc", "insertion"), ("deletion_auc", "deletion"), ("faithfulness", "ins − del"),
-                   ("best_epoch", "best epoch"), ("epochs_trained", "epochs run"), ("seconds", "s / run"),
-                   ("selection", "selected by")]
+                   ("mean_group_acc", "mean-of-groups"), ("acc", "overall"), ("ece", "ECE"),
+                   ("best_epoch", "best epoch"), ("epochs_trained", "epochs run"), ("selection", "selected by")]
+#: ... and the rest (the report's second table; every metric with its per-seed values is in results.csv)
+DETAIL_COLUMNS = [("weighted_acc", "train-weighted avg"), ("pgd_acc", "PGD acc"), ("fgsm_acc", "FGSM acc"),
+                  ("nll", "NLL"), ("cam_energy_in_mask", "CAM in mask"), ("insertion_auc", "insertion"),
+                  ("deletion_auc", "deletion"), ("faithfulness", "ins − del"), ("seconds", "s / run")]
 #: the order of the rows: methods without group labels, then those using validation's, then training's
 GROUP_ORDER = ("none", "validation", "training")
+#: metrics that are not fractions (shown as they are, not in %)
+UNSCALED = ("nll",)
 #: columns that hold a word per method, not a mean ± std
 TEXT_COLUMNS = ("group_labels", "selection")
 
@@ -57,6 +61,7 @@ def methods_table(methods: dict[str, dict], columns: list[tuple[str, str]] | Non
     for name, metrics in order:
         cells = [str(metrics.get(key, "—")) if key in TEXT_COLUMNS else
                  epochs(metrics.get(key)) if key in ("best_epoch", "epochs_trained") else
-                 fmt(metrics.get(key), 1.0, 0) if key == "seconds" else fmt(metrics.get(key)) for key, _ in columns]
+                 fmt(metrics.get(key), 1.0, 0) if key == "seconds" else
+                 fmt(metrics.get(key), 1.0, 3) if key in UNSCALED else fmt(metrics.get(key)) for key, _ in columns]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join([head, sep, *rows])

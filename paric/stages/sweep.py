@@ -54,6 +54,12 @@ def _trial(params: dict, base: dict, root: str, method: str, backbone: str | Non
                datasets=datasets, callbacks=[TuneReportCallback()], prepared=True)
 
 
+def study_journal(exp_dir: Path) -> Path:
+    """The sweep's Optuna study, persisted as a journal beside the Tune experiment (study name: the method):
+    ``optuna-dashboard sweep/<method>/optuna.journal`` opens it while the sweep runs and after."""
+    return exp_dir.parent.parent / "optuna.journal"  # exp_dir: sweep/<method>/_tune/<method>
+
+
 def _tuner(cfg: Config, method: str, trainable, exp_dir: Path, key: str, fresh: bool) -> tune.Tuner:
     """A new Tuner, or the interrupted one restored from ``exp_dir`` (finished trials are kept,
     unfinished ones rerun, the Optuna searcher continues from its saved state)."""
@@ -65,6 +71,8 @@ def _tuner(cfg: Config, method: str, trainable, exp_dir: Path, key: str, fresh: 
                                   restart_errored=False)
     if exp_dir.exists():
         shutil.rmtree(exp_dir)
+    journal = study_journal(exp_dir)
+    journal.unlink(missing_ok=True)  # a fresh sweep: the study starts empty (a resumed one keeps its own)
     write_json(key_file, {"key": key})
     space = cfg.sweep.spaces[method]
     num_samples, sampler = cfg.sweep.num_samples, None
@@ -74,7 +82,9 @@ def _tuner(cfg: Config, method: str, trainable, exp_dir: Path, key: str, fresh: 
         sampler = optuna.samplers.GridSampler(grid, seed=cfg.run.seed)
         num_samples = math.prod(len(v) for v in grid.values())  # each combination (and seed) once
     objective = selection_metric(cfg.method(method))  # class-balanced, or worst-group for group-label methods
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
     searcher = OptunaSearch(space=define_by_run(space, cfg.maps.K, seeds), metric=objective, mode="max",
+                            study_name=method, storage=storage,
                             **({"sampler": sampler} if sampler else {"seed": cfg.run.seed}))
     scheduler = ASHAScheduler(metric=objective, mode="max", grace_period=cfg.sweep.grace_period,
                               reduction_factor=cfg.sweep.reduction_factor,
