@@ -123,6 +123,23 @@ def test_ray_train_stage_writes_results_and_caches(tiny, caplog):
     assert "skipped (cached)" in caplog.text
 
 
+def test_a_ray_train_run_logs_its_curves_from_rank_0_as_it_trains(tiny, tmp_path):
+    import functools
+
+    from mlflow.tracking import MlflowClient
+
+    from paric.tracking import ensure_experiment, log_epoch, start_run_id
+
+    cfg, backbone = tiny
+    ray_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"num_workers": 1})})
+    uri = f"sqlite:///{tmp_path / 'live.db'}"
+    rid = start_run_id(uri, ensure_experiment(uri, "live"), "vanilla seed0")
+    result = run_on_ray(ray_cfg, ray_cfg.data_root(), "vanilla", 0, backbone, tmp_path / "run",
+                        on_epoch=functools.partial(log_epoch, uri, rid))
+    steps = [h.step for h in MlflowClient(uri).get_metric_history(rid, "val_balanced_acc")]
+    assert sorted(steps) == list(range(1, len(result["history"]) + 1))
+
+
 def test_an_evaluation_change_tests_the_stored_weights_again_without_training(tiny, caplog):
     """Only ``eval.*`` changed: the run's best weights are tested again (seconds), not retrained; a
     training change still retrains."""

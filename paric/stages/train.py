@@ -68,8 +68,12 @@ def _worker(config: dict) -> None:
     val = ray.train.get_dataset_shard("val")
     bs = cfg.train.batch_size
 
+    live = config.get("on_epoch")  # rank 0 logs each epoch as it ends (the final runs' live MLflow curves)
+
     def on_epoch(t, metrics: dict) -> None:
         log.info(epoch_line(spec.method, spec.seed, metrics))
+        if rank == 0 and live is not None:
+            live(metrics)
         with tempfile.TemporaryDirectory() as d:
             checkpoint = None
             if rank == 0:
@@ -114,7 +118,8 @@ def _worker(config: dict) -> None:
 
 def run_on_ray(cfg: Config, root: Path, method: str, seed: int, backbone: Path | None, out: Path,
                datasets: dict[str, ray.data.Dataset] | None = None, callbacks: list | None = None,
-               model_path: Path | None = None, prepared: bool = False) -> dict:
+               model_path: Path | None = None, prepared: bool = False,
+               on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Fit one method/seed with a ``TorchTrainer``; returns the test metrics of its best epoch.
 
     ``datasets`` (train/val[/test]) can be built once and shared (sweeps); without a ``test``
@@ -135,7 +140,7 @@ def run_on_ray(cfg: Config, root: Path, method: str, seed: int, backbone: Path |
     use_gpu = cfg.train.use_gpu if cfg.train.use_gpu is not None else cluster_gpus() > 0
     trainer = TorchTrainer(
         _worker,
-        train_loop_config={"spec": spec.to_dict(), "test": "test" in datasets},
+        train_loop_config={"spec": spec.to_dict(), "test": "test" in datasets, "on_epoch": on_epoch},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
         run_config=RunConfig(name=out.name, storage_path=str(out.parent / "_ray"),
                              failure_config=FailureConfig(max_failures=cfg.train.max_failures),
@@ -295,7 +300,7 @@ def fit_run(cfg: Config, root: Path, method: str, seed: int, backbone: Path | No
             datasets: dict[str, ray.data.Dataset] | None = None,
             on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Train and test one run (plain loop or Ray Train), writing ``model.pt`` beside its result;
-    ``on_epoch``: each epoch's metrics as it ends (the plain loop's live MLflow curves)."""
+    ``on_epoch``: each epoch's metrics as it ends (live MLflow curves; on Ray Train, from rank 0)."""
     out = cfg.output_path("train", method, f"seed{seed}")
     m = cfg.method(method)
     if m.posthoc == "dfr":  # no training: the base run's model, its last layer retrained (in this process)
@@ -304,7 +309,8 @@ def fit_run(cfg: Config, root: Path, method: str, seed: int, backbone: Path | No
                        if (base / RESULT).is_file() else {}, out / MODEL)
     if cfg.train.num_workers == 0:
         return run_in_memory(cfg, root, method, seed, backbone, out / MODEL, on_epoch)
-    return run_on_ray(cfg, root, method, seed, backbone, out, datasets=datasets, model_path=out / MODEL)
+    return run_on_ray(cfg, root, method, seed, backbone, out, datasets=datasets, model_path=out / MODEL,
+                      on_epoch=on_epoch)
 
 
 def store_result(cfg: Config, method: str, seed: int, result: dict, tracking: Tracking | None,
