@@ -108,12 +108,17 @@ def test_seeds_flag():
 
 @pytest.mark.slow
 def test_installed_outside_the_checkout(tmp_path, tiny_overrides):
-    """``pip install <checkout>`` (a real wheel build, no editable link) carries the configs, profiles and
-    the tiny towers' model configs; its ``paric`` script runs from a directory with no checkout in sight."""
+    """``pip install <checkout>`` into a fresh venv (a real wheel build, no editable link) carries the
+    configs, profiles and the tiny towers' model configs; its ``paric`` script runs from a directory with
+    no checkout in sight. The venv is bare when paric goes in; the dependencies (torch, ray, ... minutes
+    to download) then come from this environment through a ``.pth`` line, and every ``Requires-Dist`` of
+    the installed metadata is checked against them, so a missing or mis-pinned dependency fails here."""
     import shutil
+    import site
+    import venv
 
     # built from a copy of the tracked files (what a clone has): a build leaves build/ in its source
-    target, src = tmp_path / "site", tmp_path / "src"
+    env_dir, src = tmp_path / "venv", tmp_path / "src"
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True)
     for rel in filter(None, tracked.stdout.split("\0")):
         dest = src / rel
@@ -122,28 +127,49 @@ def test_installed_outside_the_checkout(tmp_path, tiny_overrides):
             dest.symlink_to(Path(REPO / rel).readlink())
         elif (REPO / rel).is_file():
             shutil.copy2(REPO / rel, dest)
-    build = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                            "--target", str(target), str(src)], capture_output=True, text=True, timeout=600)
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    py = env_dir / "bin" / "python"
+    # the wheel is built here (this environment has the build backend), then installed into the bare venv
+    wheel = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                            "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=600)
+    assert wheel.returncode == 0, wheel.stderr[-3000:]
+    (whl,) = (tmp_path / "dist").glob("paric-*.whl")
+    build = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(whl)],
+                           capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": ""})
     assert build.returncode == 0, build.stderr[-3000:]
+    installed = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip()
     for rel in ("conf/default.yaml", "conf/profiles/quick.yaml", "vlm/model_configs/paric-tiny-cnn16.json",
                 "commands/run.py"):
-        assert (target / "paric" / rel).is_file(), rel
-    env = {**os.environ, "PYTHONPATH": str(target)}
+        assert (Path(installed) / "paric" / rel).is_file(), rel
+    # the dependencies: this environment's site-packages, behind the venv's own (paric resolves there)
+    (Path(installed) / "_deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    unmet = subprocess.run([str(py), "-c", (
+        "from importlib.metadata import requires, version; from packaging.requirements import Requirement\n"
+        "bad = []\n"
+        "for r in map(Requirement, requires('paric')):\n"
+        "    if r.marker and not r.marker.evaluate({'extra': ''}): continue\n"
+        "    try: v = version(r.name)\n"
+        "    except Exception: bad.append(str(r)); continue\n"
+        "    bad += [] if r.specifier.contains(v, prereleases=True) else [f'{r} (have {v})']\n"
+        "print(bad)")], capture_output=True, text=True, timeout=120)
+    assert unmet.returncode == 0 and unmet.stdout.strip() == "[]", unmet.stdout + unmet.stderr[-2000:]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PATH"] = f"{env_dir / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     work = tmp_path / "elsewhere"
     work.mkdir()
-    run = lambda *a: subprocess.run([str(target / "bin" / "paric"), *a], cwd=work, env=env,  # noqa: E731
+    run = lambda *a: subprocess.run([str(env_dir / "bin" / "paric"), *a], cwd=work, env=env,  # noqa: E731
                                     capture_output=True, text=True, timeout=300)
-    where = subprocess.run([sys.executable, "-c", "import paric; print(paric.__file__)"], cwd=work, env=env,
+    where = subprocess.run([str(py), "-c", "import paric; print(paric.__file__)"], cwd=work, env=env,
                            capture_output=True, text=True)
-    assert where.stdout.strip().startswith(str(target)), where.stdout
+    assert where.stdout.strip().startswith(installed), where.stdout + where.stderr
     shown = run("config", "--quick")
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert "name: quick" in shown.stdout and f"output_dir: {work / 'outputs' / 'quick'}" in shown.stdout
-    from paric.vlm.factory import build_model  # noqa: F401  (the installed copy below must build it too)
-    built = subprocess.run([sys.executable, "-c", "from paric.vlm.factory import build_model; "
+    built = subprocess.run([str(py), "-c", "from paric.vlm.factory import build_model; "
                             "import paric; m = build_model('paric-tiny-cnn16', 0); print(paric.__file__)"],
                            cwd=work, env=env, capture_output=True, text=True, timeout=300)
-    assert built.returncode == 0 and built.stdout.strip().startswith(str(target)), built.stderr[-2000:]
+    assert built.returncode == 0 and built.stdout.strip().startswith(installed), built.stderr[-2000:]
 
     # the whole pipeline from the installed copy: the quick profile at the tests' toy sizes, one seed
     quick = run("run", "--quick", "--no-progress", *tiny_overrides, "train.seeds=[0]", "train.compare=[vanilla,paric_mean]",
