@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
@@ -49,10 +50,19 @@ def ray_cluster():
     import ray
 
     if not ray.is_initialized():
-        # the dashboard is on: without it Train V2 leaks the placement groups of finished Tune trials
-        ray.init(address="local", num_cpus=2, object_store_memory=512 * 1024 * 1024, include_dashboard=True,
-                 log_to_driver=False)
-        advertise_local_cluster()
+        # a temp dir of its own (RAY_TMPDIR, inherited by its raylet and workers, where its address file
+        # lives): with ``pytest -n 2`` each xdist worker has a cluster, and neither they nor the clusters
+        # that tests start (``ray start``, plain pipelines) point each other's cleaners at the wrong one.
+        # Set only while the cluster starts, so the subprocesses the tests launch pick their own.
+        before = os.environ.get("RAY_TMPDIR")
+        os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="paric-ray-", dir="/tmp")  # short: socket paths
+        try:
+            # the dashboard is on: without it Train V2 leaks the placement groups of finished Tune trials
+            ray.init(address="local", num_cpus=2, object_store_memory=512 * 1024 * 1024, include_dashboard=True,
+                     log_to_driver=False)
+            advertise_local_cluster()
+        finally:
+            os.environ.pop("RAY_TMPDIR") if before is None else os.environ.update(RAY_TMPDIR=before)
     yield ray
     ray.shutdown()
 

@@ -49,6 +49,13 @@ class ImageJoiner:
         return out
 
 
+def join_images(batch: dict[str, np.ndarray], root: str, split: str, image_size: int,
+                with_mask: bool) -> dict[str, np.ndarray]:
+    """:class:`ImageJoiner` as a plain function (Ray Data task); the split's metadata is re-read per
+    batch (milliseconds), so a changed dataset is never joined from a stale index."""
+    return ImageJoiner(root, split, image_size, with_mask)(batch)
+
+
 def load_split(root: str | Path, store_dir: str | Path, split: str, image_size: int, columns: list[str],
                with_mask: bool, k_max: int | None = None) -> dict[str, np.ndarray]:
     """A whole split in memory: map-store ``columns`` (+ image_id, label, group) joined to images."""
