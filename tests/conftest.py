@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,8 @@ from paric.stages.ray_env import advertise_local_cluster
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # fail fast on hub downloads: there is no network
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "default.yaml"
 
 TINY = [
     "data.synthetic.image_size=32",
@@ -70,3 +73,24 @@ def ray_cluster():
 @pytest.fixture(scope="session")
 def tiny_overrides():
     return list(TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_precomputed(tmp_path_factory, ray_cluster):
+    """The tiny config's precompute (data, VLM, adapters, maps, quality, zero-shot) run once per session;
+    modules start from a copy of it (:func:`precomputed_copy`). Caches are keyed on content, not paths,
+    so a copy's stages are all cached (``test_cache_keys`` checks that a copied output keeps every key)."""
+    from paric.config import load_config
+    from paric.stages.maps import run_precompute
+
+    out = tmp_path_factory.mktemp("tiny_precomputed")
+    run_precompute(load_config(CONF, TINY + [f"run.output_dir={out}"]), progress=False)
+    return out
+
+
+def precomputed_copy(source, dest):
+    """A private copy of the session's precomputed outputs (tests may delete or corrupt their parts)."""
+    import shutil
+
+    shutil.copytree(source, dest, dirs_exist_ok=True)
+    return dest

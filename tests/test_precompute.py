@@ -23,12 +23,16 @@ from paric.stages.maps import run_precompute
 from paric.stages.precompute import precompute_split
 from paric.stages.prepare import VLMArtifact
 
+from conftest import precomputed_copy
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, ray_cluster, tiny_overrides):
-    out = tmp_path_factory.mktemp("run")
+def run(tmp_path_factory, tiny_precomputed, tiny_overrides):
+    """The session's tiny precompute (computed once, ``conftest.tiny_precomputed``), copied: its stages
+    here are cached, and the summary is what the cached stages return."""
+    out = precomputed_copy(tiny_precomputed, tmp_path_factory.mktemp("run"))
     cfg = load_config(REPO / "conf" / "default.yaml", tiny_overrides + [f"run.output_dir={out}"])
     summary = run_precompute(cfg, progress=False)
     return cfg, summary

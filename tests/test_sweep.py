@@ -22,17 +22,20 @@ from paric.store import list_parts
 from paric.tracking import PARENT_TAG, ensure_experiment, start_run_id, tracking_uri
 from mlflow.tracking import MlflowClient
 
+from conftest import TINY, precomputed_copy
+
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf" / "default.yaml"
 
 
 def quick(out: Path, *extra: str):
-    return load_config(CONF, [f"run.output_dir={out}", *extra], overlays=profile_overlays(CONF, ["quick"]))
+    """The quick profile at the tests' toy sizes (what the sweep tests assert is plumbing, not numbers)."""
+    return load_config(CONF, [*TINY, f"run.output_dir={out}", *extra], overlays=profile_overlays(CONF, ["quick"]))
 
 
 @pytest.fixture(scope="module")
-def precomputed(tmp_path_factory, ray_cluster):
-    out = tmp_path_factory.mktemp("sweep")
+def precomputed(tmp_path_factory, tiny_precomputed):
+    out = precomputed_copy(tiny_precomputed, tmp_path_factory.mktemp("sweep"))  # its precompute: cached
     cfg = quick(out)
     run_precompute(cfg, progress=False)
     return out, backbone_stage(cfg, cfg.data_root(), progress=False)
@@ -116,20 +119,20 @@ def test_sweep_reads_stored_samples_only_and_survives_crashing_trials(precompute
 def test_killed_sweep_resumes_the_remaining_trials(precomputed):
     out, _ = precomputed
     args = [sys.executable, str(REPO / "pipelines" / "sweep.py"), "--quick", "--no-progress", "--methods", "gals",
-            f"run.output_dir={out}", "sweep.num_samples=4", "sweep.max_concurrent=1",
-            "sweep.spaces.gals.grid=false", "sweep.spaces.gals.weight=[0.3,3.0]"]  # 4 sampled trials, not the grid
+            *TINY, f"run.output_dir={out}", "sweep.num_samples=3", "sweep.max_concurrent=1",
+            "sweep.spaces.gals.grid=false", "sweep.spaces.gals.weight=[0.3,3.0]"]  # 3 sampled trials, not the grid
     tune_dir = out / "sweep" / "gals" / "_tune" / "gals"
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # its own local Ray, killed with it
     deadline = time.time() + 300
     try:
-        while time.time() < deadline:  # kill when the third trial starts: two finished, one running
+        while time.time() < deadline:  # kill when the second trial starts: one finished, one running
             started = sorted(tune_dir.glob("_trial_*/params.json")) if tune_dir.is_dir() else []
-            if len(started) >= 3:
+            if len(started) >= 2:
                 break
             assert proc.poll() is None, "the sweep ended before it could be killed"
             time.sleep(0.5)
-        assert len(started) >= 3, "the sweep did not reach its third trial in time"
+        assert len(started) >= 2, "the sweep did not reach its second trial in time"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -139,7 +142,7 @@ def test_killed_sweep_resumes_the_remaining_trials(precomputed):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming the interrupted sweep" in done.stderr
     summary = json.loads((out / "sweep" / "gals" / "best.json").read_text())
-    assert len(summary["trials"]) == 4 and summary["failed"] == 0
+    assert len(summary["trials"]) == 3 and summary["failed"] == 0
     after = {json.dumps(t["params"], sort_keys=True) for t in summary["trials"]}
     assert before <= after  # the trials begun before the kill are kept (finished) or rerun, not redrawn
     import optuna
@@ -147,7 +150,7 @@ def test_killed_sweep_resumes_the_remaining_trials(precomputed):
     journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
         str(out / "sweep" / "gals" / "optuna.journal")))
     finished = [t for t in optuna.load_study(study_name="gals", storage=journal).trials if t.state.name == "COMPLETE"]
-    assert len(finished) >= 4  # the resumed searcher kept writing the study the killed one began
+    assert len(finished) >= 3  # the resumed searcher kept writing the study the killed one began
 
 
 def test_address_file_points_at_the_session_cluster(ray_cluster):

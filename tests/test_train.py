@@ -23,6 +23,8 @@ from paric.train.data import iterate, load_split, prepare
 from paric.train.run import make_spec, make_trainer, run_in_memory
 from paric.train.loop import completed, fit
 
+from conftest import precomputed_copy
+
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = [
     "classifier.width=8",
@@ -40,8 +42,8 @@ METRICS = {"acc", "mean_group_acc", "worst_group_acc", "balanced_acc", "ece", "n
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, ray_cluster, tiny_overrides):
-    out = tmp_path_factory.mktemp("train")
+def tiny(tmp_path_factory, tiny_precomputed, tiny_overrides):
+    out = precomputed_copy(tiny_precomputed, tmp_path_factory.mktemp("train"))  # its precompute: cached
     cfg = load_config(REPO / "conf" / "default.yaml", tiny_overrides + TRAIN + [f"run.output_dir={out}"])
     run_precompute(cfg, progress=False)
     backbone = backbone_stage(cfg, cfg.data_root(), progress=False)
