@@ -4,8 +4,6 @@ test runs the families profile end to end at toy size on the session's Ray clust
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -126,11 +124,11 @@ def test_the_families_profile_end_to_end_at_toy_size(tmp_path, ray_cluster):
     assert again["merged"] == result["merged"]
 
 
-def test_the_driver_refuses_a_bad_family_config_before_any_stage(tmp_path):
-    proc = subprocess.run([sys.executable, "pipelines/families.py", "--profile", "families",
-                           f"run.output_dir={tmp_path}", "report.families=[prolip]"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "report.families" in proc.stderr
+def test_the_driver_refuses_a_bad_family_config_before_any_stage(tmp_path, capsys):
+    from paric.commands.families import main  # what pipelines/families.py runs
+
+    assert main(["--profile", "families", f"run.output_dir={tmp_path}", "report.families=[prolip]"]) == 2
+    assert "report.families" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -198,8 +197,11 @@ def test_corrupt_image_fails_clearly_and_leaves_no_partial_part(run, tmp_path):
     assert not store.part_path(out, 1).exists()
 
 
-def test_cli_reports_config_typo(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "pipelines" / "precompute.py"), "--config",
-                           str(REPO / "conf" / "default.yaml"), "maps.KK=3"], capture_output=True, text=True)
-    assert proc.returncode == 2
-    assert "unknown key 'maps.KK'" in proc.stderr and "did you mean 'maps.K'" in proc.stderr
+def test_cli_reports_config_typo(capsys):
+    """The command's ``main`` in-process (``pipelines/precompute.py`` is a wrapper around it:
+    ``test_cli.test_every_pipeline_script_is_its_paric_command``); exit status 2 before any stage."""
+    from paric.commands.precompute import main
+
+    assert main(["--config", str(REPO / "conf" / "default.yaml"), "maps.KK=3"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'maps.KK'" in err and "did you mean 'maps.K'" in err
