@@ -36,23 +36,28 @@ def test_lock_of_a_killed_process_does_not_block(tmp_path):
         assert (tmp_path / ".paric.lock").is_file()
 
 
-def test_entry_point_refuses_a_held_output_dir_before_any_stage(tmp_path):
+def test_entry_point_refuses_a_held_output_dir_before_any_stage(tmp_path, capsys):
+    """The precompute command's ``main`` (what ``pipelines/precompute.py`` runs), in-process: the lock is
+    per open file description, so this process's own hold refuses it as another process's would."""
+    from paric.commands.precompute import main
+
     out = tmp_path / "out"
     with OutputLock(out):
-        proc = subprocess.run([sys.executable, str(REPO / "pipelines" / "precompute.py"), "--quick", "--no-progress",
-                               f"run.output_dir={out}"], capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert proc.returncode == 3 and "is in use by another paric run" in proc.stderr
+        with pytest.raises(SystemExit) as refused:
+            main(["--quick", "--no-progress", f"run.output_dir={out}"])
+    assert refused.value.code == 3 and "is in use by another paric run" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == [".paric.lock"]  # nothing computed
 
 
 def test_failed_invocation_is_recorded_but_leaves_the_resolved_config_alone(tmp_path):
+    from paric.commands.precompute import main
+
     out = tmp_path / "out"
     out.mkdir()
     (out / "config.resolved.yaml").write_text("the config of the last run that finished\n")
-    proc = subprocess.run([sys.executable, str(REPO / "pipelines" / "precompute.py"), "--quick", "--no-progress",
-                           f"run.output_dir={out}", "data.format=waterbirds", f"data.root={tmp_path / 'missing'}"],
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert proc.returncode != 0 and "dataset directory not found" in proc.stderr
+    with pytest.raises(Exception, match="dataset directory not found"):
+        main(["--quick", "--no-progress", f"run.output_dir={out}", "data.format=waterbirds",
+              f"data.root={tmp_path / 'missing'}"])
     assert (out / "config.resolved.yaml").read_text() == "the config of the last run that finished\n"
     (record,) = (out / "invocations").glob("*.yaml")
     assert "format: waterbirds" in record.read_text()
