@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from paric.stages.ray_env import advertise_local_cluster
+from paric.stages.ray_env import advertise_local_cluster, own_temp_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # fail fast on hub downloads: there is no network
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -53,19 +52,22 @@ def ray_cluster():
     import ray
 
     if not ray.is_initialized():
-        # a temp dir of its own (RAY_TMPDIR, inherited by its raylet and workers, where its address file
-        # lives): with ``pytest -n 2`` each xdist worker has a cluster, and neither they nor the clusters
-        # that tests start (``ray start``, plain pipelines) point each other's cleaners at the wrong one.
-        # Set only while the cluster starts, so the subprocesses the tests launch pick their own.
-        before = os.environ.get("RAY_TMPDIR")
-        os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="paric-ray-", dir="/tmp")  # short: socket paths
+        # a temp dir of its own (``own_temp_dir``: RAY_TMPDIR, inherited by its raylet and workers, where
+        # its address file lives), so the clusters that tests start (``ray start``, plain pipelines) and
+        # this one do not point each other's placement-group cleaners at the wrong cluster. Set only while
+        # the cluster starts, so the subprocesses the tests launch pick temp dirs of their own.
+        before = os.environ.pop("RAY_TMPDIR", None)
+        own_temp_dir()
         try:
             # the dashboard is on: without it Train V2 leaks the placement groups of finished Tune trials
             ray.init(address="local", num_cpus=2, object_store_memory=512 * 1024 * 1024, include_dashboard=True,
                      log_to_driver=False)
             advertise_local_cluster()
         finally:
-            os.environ.pop("RAY_TMPDIR") if before is None else os.environ.update(RAY_TMPDIR=before)
+            if before is None:
+                os.environ.pop("RAY_TMPDIR", None)
+            else:
+                os.environ["RAY_TMPDIR"] = before
     yield ray
     ray.shutdown()
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import ray
+
 from paric.config import Config
 from paric.stages.ray_env import ensure_ray, ordered_data
 from paric.store import list_parts, read_store
