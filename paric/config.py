@@ -20,6 +20,11 @@ class ConfigError(ValueError):
     """A config file or override is invalid; the message names the source and the key."""
 
 
+#: a field's ``json_schema_extra`` flag: the field joined its section after outputs were cached, so it
+#: enters a stage's key only when set away from its default (those outputs keep their keys)
+KEYED_WHEN_SET = "keyed_when_set"
+
+
 class _Section(BaseModel):
     """Base for all sections: unknown keys and silent type coercion are errors."""
 
@@ -129,6 +134,18 @@ class PretrainConfig(_Section):
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.1, ge=0)
     warmup_steps: int = Field(50, ge=0)
+    low_res_epochs: int = Field(0, ge=0, json_schema_extra={KEYED_WHEN_SET: True}, description=(
+        "the first this many epochs see the images downsampled by low_res_scale (progressive resizing: a "
+        "CNN tower with average pooling takes any size, and a step at half the size costs about a quarter; "
+        "measured on the default: cheaper, but its maps localise worse, docs/known-gaps.md)"))
+    low_res_scale: float = Field(0.5, gt=0, lt=1, json_schema_extra={KEYED_WHEN_SET: True},
+                                 description="the image scale of the low_res_epochs")
+
+    @model_validator(mode="after")
+    def _low_res_within(self) -> "PretrainConfig":
+        if self.low_res_epochs > self.epochs:
+            raise ValueError(f"low_res_epochs={self.low_res_epochs} exceeds epochs={self.epochs}")
+        return self
 
 
 class ProlipConfig(_Section):
@@ -849,11 +866,26 @@ def _first_error(exc: Exception) -> str:
     return str(exc)
 
 
+def _key_dump(obj: Any) -> Any:
+    """A section as its stage key sees it: ``model_dump``, less the :data:`KEYED_WHEN_SET` fields
+    that hold their default."""
+    if not isinstance(obj, BaseModel):
+        return obj
+    out = {}
+    for name, field in type(obj).model_fields.items():
+        value = getattr(obj, name)
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if extra.get(KEYED_WHEN_SET) and value == field.default:
+            continue
+        out[name] = _key_dump(value) if isinstance(value, BaseModel) else obj.model_dump(mode="json", include={name})[name]
+    return out
+
+
 def _dump(cfg: Config, dotted: str) -> Any:
     obj: Any = cfg
     for part in dotted.split("."):
         obj = getattr(obj, part)
-    return obj.model_dump(mode="json") if isinstance(obj, BaseModel) else obj
+    return _key_dump(obj)
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any, source: str) -> None:

@@ -1,4 +1,6 @@
 """Config loading: defaults validate, overrides apply, typos and wrong types name file and key."""
+import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -62,6 +64,19 @@ def test_section_hash_changes_only_with_its_section():
     b = load_config(None, ["maps.K=4"])
     assert a.section_hash("vlm") == b.section_hash("vlm")
     assert a.section_hash("maps") != b.section_hash("maps")
+
+
+def test_an_option_added_later_keys_its_stage_only_when_set():
+    """``vlm.pretrain.low_res_epochs`` joined the pretraining section after VLMs were cached: at its
+    default the section's key is the one it had without the field, so those outputs stay cached."""
+    a = load_config(None)
+    before = hashlib.sha256(json.dumps({"vlm.pretrain": {k: v for k, v in a.vlm.pretrain.model_dump(mode="json").items()
+                                                         if not k.startswith("low_res")}},
+                                       sort_keys=True).encode()).hexdigest()[:16]
+    assert a.section_hash("vlm.pretrain") == before
+    assert load_config(None, ["vlm.pretrain.low_res_epochs=1"]).section_hash("vlm.pretrain") != before
+    with pytest.raises(ConfigError, match="low_res_epochs=4 exceeds epochs=3"):
+        load_config(None, ["vlm.pretrain.low_res_epochs=4"])
 
 
 def test_base_inheritance_overlays_and_loops(tmp_path):

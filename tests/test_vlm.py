@@ -20,6 +20,25 @@ def _toy_pairs(n=96, size=32, seed=0):
     return torch.from_numpy(imgs), [f"a photo of {words[c]}" for c in labels], labels, words
 
 
+def test_low_res_epochs_see_downsampled_images(tmp_path):
+    """Progressive resizing: the first ``low_res_epochs`` train on images at ``low_res_scale``, the
+    rest at full size, in the loop both VLM families share."""
+    from paric.vlm.factory import build_model
+    from paric.vlm.pretrain import contrastive_pretrain
+
+    imgs, caps, _, _ = _toy_pairs(n=64)
+    model = build_model("paric-micro-cnn16", 0)
+    sizes = []
+
+    def step(x, idx):
+        sizes.append(tuple(x.shape[-2:]))
+        return {"loss": model.encode_image(x).pow(2).mean()}
+
+    cfg = PretrainConfig(epochs=3, batch_size=32, low_res_epochs=2, low_res_scale=0.5)
+    stats = contrastive_pretrain(model, "paric-micro-cnn16", imgs, step, cfg, 0, tmp_path / "m.pt", progress=False)
+    assert sizes == [(16, 16)] * 4 + [(32, 32)] * 2 and stats["low_res_epochs"] == 2
+
+
 def test_unknown_model_and_missing_weights_give_clear_errors():
     with pytest.raises(VLMLoadError, match="unknown open_clip model 'nope'"):
         load_vlm("nope")

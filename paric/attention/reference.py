@@ -8,7 +8,7 @@ text adapter; its randomness depends only on (seed, image_id, k).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -49,12 +49,21 @@ def combine_prompts(maps: torch.Tensor) -> torch.Tensor:
     return minmax_normalise(total / count[..., None, None])
 
 
+#: how K sample maps (B, K, h, w) become one map, renormalised to [0, 1]: PARIC's mean and median
+AGGREGATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "mean": lambda samples: minmax_normalise(samples.mean(1)),
+    "median": lambda samples: minmax_normalise(torch.quantile(samples, 0.5, dim=1)),
+}
+
+
+def sample_spread(samples: torch.Tensor) -> torch.Tensor:
+    """(B, K, h, w) sample maps -> the per-pixel std over the K samples (PARIC's uncertainty)."""
+    return samples.std(1, unbiased=False)
+
+
 def aggregate_samples(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(B, K, h, w) sample maps -> (mean, median) renormalised to [0,1], and per-pixel std."""
-    mean = minmax_normalise(samples.mean(1))
-    median = minmax_normalise(torch.quantile(samples, 0.5, dim=1))
-    std = samples.std(1, unbiased=False)
-    return mean, median, std
+    return AGGREGATIONS["mean"](samples), AGGREGATIONS["median"](samples), sample_spread(samples)
 
 
 @dataclass

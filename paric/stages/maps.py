@@ -12,7 +12,7 @@ from paric.attention.gradcam import resolve_layer
 from paric.attention.sources import MAP_SOURCES
 from paric.config import Config
 from paric.io import write_json
-from paric.stages.precompute import precompute_split
+from paric.stages.precompute import precompute_splits
 from paric.stages.prepare import adapter_stage, data_stage, set_threads, vlm_stage
 from paric.stages.quality import quality_stage
 from paric.stages.zeroshot import zeroshot_stage
@@ -32,9 +32,7 @@ def run_precompute(cfg: Config, progress: bool = True) -> dict:
     adapter_ckpt = adapter_stage(cfg, root, vlm_art, progress) if needs_adapters else None
     vlm = vlm_art.load()
     layer = resolve_layer(vlm.model.visual, vlm.image_size, cfg.vlm.saliency_layer).path
-    stores: dict[str, Path] = {}
-    for split in cfg.maps.splits:
-        stores[split] = precompute_split(cfg, root, split, vlm_art, adapter_ckpt, layer)
+    stores = precompute_splits(cfg, root, list(cfg.maps.splits), vlm_art, adapter_ckpt, layer)
     quality = quality_stage(cfg, root, layer)
     zero = zeroshot_stage(cfg, root, vlm_art) if "lazsl" in cfg.maps.sources else None
     summary = {"data": str(root), "vlm": str(vlm_art.checkpoint or vlm_art.pretrained),

@@ -23,7 +23,7 @@ from paric import store
 from paric.attention.sources import MapSource, build_sources, compute_columns, configured_sources
 from paric.config import Config
 from paric.data import WaterbirdsDataset
-from paric.stages.cache import timed_stage
+from paric.stages.cache import forced, record_stage
 from paric.stages.prepare import VLMArtifact, map_provenance
 from paric.stages.ray_env import cluster_gpus, ensure_ray
 
@@ -32,24 +32,38 @@ log = logging.getLogger("paric")
 
 class ShardMapper:
     """Ray Data callable class: builds every source's runtime part (the Grad-CAM engine, LaZSL's
-    scorer) once per actor, then maps whole shards."""
+    scorer) once per actor, then maps whole shards of any split (one pool serves every split, so
+    the actors' start-up, imports and VLM load, is paid once per precompute, not once per split)."""
 
-    def __init__(self, root: str, split: str, vlm_art: VLMArtifact, sources: list[MapSource], prompts: list[str],
-                 layer: str, shard_size: int, batch_size: int, out_dir: str, provenance: dict, threads: int):
+    def __init__(self, root: str, vlm_art: VLMArtifact, sources: list[MapSource], prompts: list[str],
+                 layer: str, shard_size: int, batch_size: int, out_dirs: dict[str, str],
+                 provenance: dict[str, dict], threads: int):
         torch.set_num_threads(max(1, threads))
         self.vlm = vlm_art.load()
         self.device = torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
         self.vlm.model.to(self.device)
-        self.sources = sources
-        self.ds = WaterbirdsDataset(root, split, image_size=self.vlm.image_size, with_masks=False)
-        self.engine = build_sources(sources, self.vlm, prompts, layer, self.device, self.ds.classes)
-        self.split, self.shard_size, self.batch_size = split, shard_size, batch_size
-        self.out_dir, self.provenance = Path(out_dir), provenance
+        self.sources, self.root = sources, root
+        self.datasets: dict[str, WaterbirdsDataset] = {}
+        self.engine = None
+        self.shard_size, self.batch_size = shard_size, batch_size
+        self.out_dirs = {k: Path(v) for k, v in out_dirs.items()}
+        self.provenance = provenance
+        self.prompts, self.layer = prompts, layer
 
-    def compute_shard(self, shard: int) -> dict[str, np.ndarray | list]:
+    def dataset(self, split: str) -> WaterbirdsDataset:
+        if split not in self.datasets:
+            self.datasets[split] = WaterbirdsDataset(self.root, split, image_size=self.vlm.image_size,
+                                                     with_masks=False)
+        if self.engine is None:  # the class names are the dataset's, the same in every split
+            self.engine = build_sources(self.sources, self.vlm, self.prompts, self.layer, self.device,
+                                        self.datasets[split].classes)
+        return self.datasets[split]
+
+    def compute_shard(self, split: str, shard: int) -> dict[str, np.ndarray | list]:
         """Every source's map columns for the images of one shard, in dataset order."""
-        lo, hi = shard * self.shard_size, min(len(self.ds), (shard + 1) * self.shard_size)
-        items = [self.ds[i] for i in range(lo, hi)]
+        ds = self.dataset(split)
+        lo, hi = shard * self.shard_size, min(len(ds), (shard + 1) * self.shard_size)
+        items = [ds[i] for i in range(lo, hi)]
         cols: dict[str, list] = {}
         for b in range(0, len(items), self.batch_size):
             batch = items[b : b + self.batch_size]
@@ -59,64 +73,91 @@ class ShardMapper:
                 cols.setdefault(k, []).append(v)
         rows: dict[str, np.ndarray | list] = {k: np.concatenate(v) for k, v in cols.items()}
         rows["image_id"] = [it["image_id"] for it in items]
-        rows["split"] = [self.split] * len(items)
+        rows["split"] = [split] * len(items)
         rows["label"] = np.array([it["label"] for it in items], dtype=np.int64)
         rows["group"] = np.array([it["group"] for it in items], dtype=np.int64)
         rows["place"] = np.array([it["place"] for it in items], dtype=np.int64)
         return rows
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        shards, counts, secs = [], [], []
-        for shard in batch["shard"].tolist():
+        splits, shards, counts, secs = [], [], [], []
+        for split, shard in zip(batch["split"].tolist(), batch["shard"].tolist()):
             t0 = time.time()
-            rows = self.compute_shard(int(shard))
-            store.write_part(store.build_table(rows, self.provenance), store.part_path(self.out_dir, int(shard)))
+            rows = self.compute_shard(str(split), int(shard))
+            store.write_part(store.build_table(rows, self.provenance[split]),
+                             store.part_path(self.out_dirs[split], int(shard)))
+            splits.append(str(split))
             shards.append(int(shard))
             counts.append(len(rows["image_id"]))
             secs.append(time.time() - t0)
-        return {"shard": np.array(shards), "rows": np.array(counts), "seconds": np.array(secs)}
+        return {"split": np.array(splits), "shard": np.array(shards), "rows": np.array(counts),
+                "seconds": np.array(secs)}
 
 
 def precompute_split(cfg: Config, root: Path, split: str, vlm_art: VLMArtifact, adapter_ckpt: Path | None,
                      layer: str) -> Path:
     """Write (or finish) ``maps/<split>/`` with the columns of every source in ``maps.sources``;
     returns its directory."""
-    out_dir = cfg.output_path("maps", split)
+    return precompute_splits(cfg, root, [split], vlm_art, adapter_ckpt, layer)[split]
+
+
+def precompute_splits(cfg: Config, root: Path, splits: list[str], vlm_art: VLMArtifact, adapter_ckpt: Path | None,
+                      layer: str) -> dict[str, Path]:
+    """Write (or finish) ``maps/<split>/`` for each split, every missing shard of every split in one
+    Ray Data pass over one actor pool; returns each split's directory. Each split stays its own
+    cached stage (``maps:<split>``), timed from the start of the pass to its last shard."""
     sources = configured_sources(cfg, adapter_ckpt)
-    prov = map_provenance(cfg, vlm_art, sources, layer)
-    prov["split"] = split
-    prov["hash"] = store.provenance_hash(prov)
-    with timed_stage(f"maps:{split}", out_dir) as info:
-        if info["forced"] and out_dir.exists():
+    out_dirs, provs, todo = {}, {}, []
+    t0 = time.time()
+    for split in splits:
+        out_dir = out_dirs[split] = cfg.output_path("maps", split)
+        prov = map_provenance(cfg, vlm_art, sources, layer)
+        prov["split"] = split
+        prov["hash"] = store.provenance_hash(prov)
+        provs[split] = prov
+        if forced(f"maps:{split}") and out_dir.exists():
             shutil.rmtree(out_dir)  # --force maps: recompute every shard
         if store.is_complete(out_dir, prov["hash"]):
-            info["skipped"] = True
-            return out_dir
+            record_stage(f"maps:{split}", "skipped (cached)", 0.0, out_dir)
+            continue
         n = len(WaterbirdsDataset(root, split, with_masks=False))
         n_shards = math.ceil(n / cfg.maps.shard_size)
         done = store.finished_parts(out_dir, prov["hash"])
-        todo = [s for s in range(n_shards) if s not in done]
         log.info("maps:%s: %d images, %d shards (%d already written)", split, n, n_shards, len(done))
-        if todo:
-            ensure_ray()
-            gpus = cluster_gpus()
-            n_actors = min(cfg.maps.num_actors, len(todo))
-            cpus = int(ray.cluster_resources().get("CPU", 1))
-            threads = max(1, cpus // n_actors) if cfg.run.threads == 0 else cfg.run.threads
-            ds = ray.data.from_items([{"shard": s} for s in todo], override_num_blocks=len(todo))
-            mapped = ds.map_batches(
-                ShardMapper,
-                fn_constructor_kwargs=dict(
-                    root=str(root), split=split, vlm_art=vlm_art, sources=sources, prompts=list(cfg.vlm.prompts),
-                    layer=layer, shard_size=cfg.maps.shard_size, batch_size=cfg.maps.batch_size,
-                    out_dir=str(out_dir), provenance=prov, threads=threads,
-                ),
-                batch_size=1,
-                compute=ActorPoolStrategy(size=n_actors),
-                num_cpus=0 if gpus else 1,
-                num_gpus=1 if gpus else 0,
-            )
-            for row in mapped.iter_rows():
-                log.info("maps:%s shard %d: %d images in %.1fs", split, row["shard"], row["rows"], row["seconds"])
-        store.mark_complete(out_dir, n, prov)
-    return out_dir
+        todo += [(split, s, n) for s in range(n_shards) if s not in done]
+        if len(done) == n_shards:
+            finish_split(split, out_dir, n, prov, t0)
+    pending = {split: n for split, _, n in todo}
+    if todo:
+        ensure_ray()
+        gpus = cluster_gpus()
+        n_actors = min(cfg.maps.num_actors, len(todo))
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        threads = max(1, cpus // n_actors) if cfg.run.threads == 0 else cfg.run.threads
+        ds = ray.data.from_items([{"split": sp, "shard": s} for sp, s, _ in todo], override_num_blocks=len(todo))
+        mapped = ds.map_batches(
+            ShardMapper,
+            fn_constructor_kwargs=dict(
+                root=str(root), vlm_art=vlm_art, sources=sources, prompts=list(cfg.vlm.prompts),
+                layer=layer, shard_size=cfg.maps.shard_size, batch_size=cfg.maps.batch_size,
+                out_dirs={k: str(v) for k, v in out_dirs.items()}, provenance=provs, threads=threads,
+            ),
+            batch_size=1,
+            compute=ActorPoolStrategy(size=n_actors),
+            num_cpus=0 if gpus else 1,
+            num_gpus=1 if gpus else 0,
+        )
+        left = {split: sum(1 for sp, _, _ in todo if sp == split) for split in pending}
+        for row in mapped.iter_rows():
+            split = str(row["split"])
+            log.info("maps:%s shard %d: %d images in %.1fs", split, row["shard"], row["rows"], row["seconds"])
+            left[split] -= 1
+            if left[split] == 0:
+                finish_split(split, out_dirs[split], pending[split], provs[split], t0)
+    return out_dirs
+
+
+def finish_split(split: str, out_dir: Path, n: int, prov: dict, t0: float) -> None:
+    """Mark a split's store complete (only now may a reader trust it) and log its stage line."""
+    store.mark_complete(out_dir, n, prov)
+    record_stage(f"maps:{split}", "done", time.time() - t0, out_dir)

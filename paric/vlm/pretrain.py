@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import open_clip
 import torch
+import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 from tqdm.auto import tqdm
 
@@ -71,13 +72,16 @@ def contrastive_pretrain(model: torch.nn.Module, name: str, images: torch.Tensor
     step, t0, losses = 0, time.time(), []
     parts: dict[str, list[float]] = {}
     bar = tqdm(total=total, desc=f"pretrain {name}", disable=not progress, unit="step")
-    for _epoch in range(cfg.epochs):
+    for epoch in range(cfg.epochs):
+        low_res = epoch < cfg.low_res_epochs
         order = torch.randperm(n, generator=gen)
         for i in range(steps_per_epoch):
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             x = normalise_images(images[idx])
             flip = torch.rand(len(idx), generator=gen) < 0.5  # shapes and places are flip-invariant
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+            if low_res:
+                x = F.interpolate(x, scale_factor=cfg.low_res_scale, mode="bilinear", antialias=True)
             for g in opt.param_groups:
                 g["lr"] = warmup_cosine(step, total, cfg.warmup_steps, cfg.lr)
             out = step_loss(x, idx)
@@ -103,6 +107,7 @@ def contrastive_pretrain(model: torch.nn.Module, name: str, images: torch.Tensor
         "final_loss": float(np.mean(losses[-20:])),
         "pairs": n,
         "epochs": cfg.epochs,
+        "low_res_epochs": cfg.low_res_epochs,
     }
     stats.update({f"final_{k}": float(np.mean(v[-20:])) for k, v in parts.items()})
     with atomic_path(out_path) as tmp:
