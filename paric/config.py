@@ -425,50 +425,22 @@ class MethodConfig(_Section):
                              "(det, mean, median or oracle)")
 
 
-# GALS' exact regulariser: |∂(CE)/∂x ⊙ (1 − A)| with λ = 1e4 on the batch-mean CE w.r.t. normalised
-# inputs. Ours is the summed CE w.r.t. [0, 1] pixels, so λ_ours = λ_GALS · σ̄ / B (σ̄ = 0.226, the mean
-# ImageNet std; B the batch size): 70.6 at the default batch of 32.
-_EXACT = {"regularizer": "gradient_outside", "weight": 70.6, "grad_target": "ce"}
-# The default attention loss of gals / paric_* / oracle_mask: the counterfactual background swap (our
-# option; README, "Benchmark v2"), because GALS' exact form collapses onto the shortcut here.
-_SWAP = {"regularizer": "background_swap", "weight": 1.0}
-DEFAULT_METHODS: dict[str, dict] = {
-    "vanilla": {},
-    "upweight": {"balance": "class"},
-    "gals_exact": {**_EXACT, "reference": "det"},
-    "oracle_exact": {**_EXACT, "reference": "oracle", "mask_resize": "any"},
-    "gals_rrr": {"regularizer": "gradient_outside", "weight": 1.0, "reference": "det"},
-    "oracle_rrr": {"regularizer": "gradient_outside", "weight": 1.0, "reference": "oracle"},
-    "gals": {**_SWAP, "reference": "det"},
-    "paric_mean": {**_SWAP, "reference": "mean"},
-    "paric_median": {**_SWAP, "reference": "median"},
-    "paric_mean_unc": {**_SWAP, "reference": "mean", "uncertainty": "inverse_std"},
-    "oracle_mask": {**_SWAP, "reference": "oracle"},
-    # ours beside PARIC: its samples scaled by the tower's embedding norm (map source 'paric_norm')
-    "paric_norm_mean": {**_SWAP, "reference": "pn_mean"},
-    "paric_norm_median": {**_SWAP, "reference": "pn_median"},
-    "paric_norm_unc": {**_SWAP, "reference": "pn_mean", "uncertainty": "inverse_std"},
-    # PARIC with its K maps from ProLIP's Gaussians (map source 'prolip', vlm.family=prolip; METHODS.md §4)
-    "paric_prolip": {**_SWAP, "reference": "prolip_mean"},
-    # the group-robustness baselines (issue 18), each marked by the group labels it uses
-    "abn": {"regularizer": "abn", "weight": 1.0},  # GALS' attention baseline: L_att + L_per
-    "group_dro": {"objective": "group_dro", "sampling": "group_balanced", "dro_eta": 0.01, "dro_adjust": 2.0},
-    # Sagawa et al.'s strong ℓ2 (their Waterbirds run: weight decay 1 at lr 1e-5, against 1e-4 at 1e-3, i.e. a
-    # 100× larger shrinkage lr·wd per step); the same 100× at our lr 0.01: weight decay 1e-2
-    "group_dro_l2": {"objective": "group_dro", "sampling": "group_balanced", "dro_eta": 0.01, "dro_adjust": 2.0,
-                     "weight_decay": 1.0e-2},
-    "dfr": {"posthoc": "dfr", "base": "vanilla"},
-    "jtt": {"jtt_epochs": 2, "jtt_up": 20},  # T: vanilla's best epochs here are 1–3 (README); λ_up as tuned below
-    # GALS' loss towards LaZSL's transport-plan map (METHODS.md §5) instead of Grad-CAM's
-    "gals_lazsl": {**_SWAP, "reference": "lazsl"},
-    "gals_lazsl_score": {**_SWAP, "reference": "lazsl_score"},  # ours: the crops' score contribution
-    # LICO (METHODS.md §6): no reference map; its options (w_mm 10, w_ot 1, n_ctx …) in options
-    "lico": {"regularizer": "lico"},
-    # the map-quality ladder (issue 27): gals' loss towards the ground-truth mask area-pooled to a VLM-like
-    # grid (a perfect map that is only coarse), and with its halo cut (only the map's core is the object)
-    **{f"ladder_mask{g}": {**_SWAP, "reference": f"mask{g}"} for g in (4, 8, 16)},
-    **{f"ladder_mask{g}_cut": {**_SWAP, "reference": f"mask{g}", "reference_floor": 0.5} for g in (4, 8, 16)},
-}
+#: the method presets as data (``paric/conf/presets/methods.yaml``, with the λ conversions as comments);
+#: keys starting with '.' are YAML anchors, not presets
+PRESETS_FILE = Path(__file__).parent / "conf" / "presets" / "methods.yaml"
+
+
+def _read_presets(path: Path = PRESETS_FILE) -> dict[str, dict]:
+    try:
+        tree = yaml.load(path.read_text(), Loader=_Loader) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: the method presets cannot be read: {exc}") from None
+    bad = [k for k, v in tree.items() if not isinstance(v, dict)]
+    if bad:
+        raise ConfigError(f"{path}: presets {bad} are not mappings of MethodConfig keys")
+    return {k: v for k, v in tree.items() if not k.startswith(".")}
+
+
 #: suffix of a method's Waterbirds-100-style twin: the same method on the majority groups only
 R100 = "_r100"
 
@@ -938,6 +910,9 @@ _Loader.add_implicit_resolver(
     re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
     list("-+0123456789."),
 )
+
+#: the presets ``train.methods`` starts from (read once, at import: a few milliseconds of YAML)
+DEFAULT_METHODS: dict[str, dict] = _read_presets()
 
 
 def parse_override(item: str) -> tuple[str, Any]:

@@ -163,3 +163,21 @@ def test_an_output_dir_that_cannot_be_created_fails_at_load_naming_the_key(tmp_p
     fine = load_config(REPO / "conf" / "default.yaml", [f"run.output_dir={tmp_path}/new/deeper"])
     assert fine.run.output_dir == str(tmp_path / "new" / "deeper")
     assert not (tmp_path / "new").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # nothing left
+
+
+def test_method_presets_are_data_read_from_their_yaml(tmp_path):
+    """The presets live in ``paric/conf/presets/methods.yaml``: each one (and its ``_r100`` twin) is a
+    validated method, YAML anchors are not presets, and a broken file is named in the error."""
+    from paric.config import DEFAULT_METHODS, PRESETS_FILE, _read_presets
+
+    assert PRESETS_FILE.is_file() and "gals" in DEFAULT_METHODS and ".swap" not in DEFAULT_METHODS
+    cfg = load_config(None)
+    for name, spec in DEFAULT_METHODS.items():
+        m = cfg.train.methods[name]
+        assert {k: getattr(m, k) for k in spec} == spec, name
+        assert cfg.train.methods[name + "_r100"].train_groups == "majority"
+    assert DEFAULT_METHODS["gals"] == {"regularizer": "background_swap", "weight": 1.0, "reference": "det"}
+    bad = tmp_path / "methods.yaml"
+    bad.write_text("gals: 3\n")
+    with pytest.raises(ConfigError, match=re.escape(str(bad))):
+        _read_presets(bad)
