@@ -77,7 +77,7 @@ def main() -> None:
                                                                ("run.threads", threads), ("maps.K", args.K),
                                                                ("maps.shard_size", args.shard),
                                                                ("vlm.name", cfg.vlm.name))])
-                shutil.rmtree(c.output_path("maps"), ignore_errors=True)
+                shutil.rmtree(c.layout.maps(), ignore_errors=True)
                 shard_secs.clear()
                 t0 = time.perf_counter()
                 store_dir = precompute_split(c, root, "test", art, adapters, layer)

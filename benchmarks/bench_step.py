@@ -32,7 +32,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     cfg = load_config(args.config, args.overrides)
-    root, maps, bs = cfg.data_root(), cfg.output_path("maps"), cfg.train.batch_size
+    root, maps, bs = cfg.data_root(), cfg.layout.maps(), cfg.train.batch_size
     n_classes, n_groups, _ = dataset_info(root)
     methods = args.methods.split(",")
     runs = {}

@@ -35,7 +35,7 @@ def main() -> None:
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
     cfg = load_config(args.config, BENCH + args.overrides)
-    root, maps, bs = cfg.data_root(), cfg.output_path("maps"), cfg.train.batch_size
+    root, maps, bs = cfg.data_root(), cfg.layout.maps(), cfg.train.batch_size
     cols, need_mask = split_columns(cfg, "bench")
     n_classes, n_groups, _ = dataset_info(root)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from paric.layout import Layout
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator, model_validator
 
 
@@ -792,6 +793,11 @@ class Config(_Section):
     def output_path(self, *parts: str) -> Path:
         """Absolute path under ``run.output_dir``."""
         return Path(self.run.output_dir).expanduser().resolve().joinpath(*parts)
+
+    @property
+    def layout(self) -> Layout:
+        """Where each stage writes under ``run.output_dir`` (:mod:`paric.layout`)."""
+        return Layout(self.output_path())
 
     def data_root(self) -> Path:
         """The canonical dataset every stage reads: the synthetic benchmark, or the data stage's index."""

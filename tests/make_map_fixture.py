@@ -35,7 +35,7 @@ def main() -> None:
         run_precompute(cfg, progress=False)
         if FIXTURE.exists():
             shutil.rmtree(FIXTURE)
-        shutil.copytree(cfg.output_path("maps", "test"), FIXTURE)
+        shutil.copytree(cfg.layout.maps("test"), FIXTURE)
         import ray
 
         ray.shutdown()  # before the temp dir (the actors' checkpoints) goes

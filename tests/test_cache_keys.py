@@ -128,17 +128,17 @@ def test_final_runs_are_keyed_on_the_backbone(made, tmp_path):
     rows = {"image_id": ["a", "b"], "split": ["train"] * n, "label": np.zeros(n, int), "group": np.zeros(n, int),
             "map_det": np.ones((n, h, h)), "map_samples": np.ones((n, k, h, h)), "map_mean": np.ones((n, h, h)),
             "map_median": np.ones((n, h, h)), "map_std": np.zeros((n, h, h))}
-    maps = moved.output_path("maps", "train")
+    maps = moved.layout.maps("train")
     shutil.rmtree(maps, ignore_errors=True)
     store.write_part(store.build_table(rows, {"K": k}), store.part_path(maps, 0))
     store.mark_complete(maps, n, {"K": k})
-    marker_dir = moved.output_path("classifier", "backbone")
+    marker_dir = moved.layout.backbone()
     mark_done(marker_dir, "backbone-a")
     a = run_key(moved, "vanilla")
     mark_done(marker_dir, "backbone-b")
     assert run_key(moved, "vanilla") != a
     # a regulariser with a text branch (LICO) is keyed on the VLM it trains through; the others are not
-    vlm_dir = moved.output_path("vlm", "clip")
+    vlm_dir = moved.layout.vlm()
     mark_done(vlm_dir, "vlm-a")
     before = {m: run_key(moved, m) for m in ("vanilla", "lico")}
     mark_done(vlm_dir, "vlm-b")
@@ -150,7 +150,7 @@ def test_a_run_is_keyed_on_the_sources_it_reads_only(made, tmp_path):
     in a source a run reads, or in what every source shares (the VLM), retrains that run."""
     cfg, _ = made
     moved, _ = _copy(made, tmp_path / "src")
-    maps = moved.output_path("maps", "train")
+    maps = moved.layout.maps("train")
     n, h = 2, 3
     rows = {"image_id": ["a", "b"], "split": ["train"] * n, "label": np.zeros(n, int), "group": np.zeros(n, int),
             "map_det": np.ones((n, h, h)), "map_lazsl": np.ones((n, h, h)), "map_lazsl_score": np.ones((n, h, h))}

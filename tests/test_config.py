@@ -181,3 +181,22 @@ def test_method_presets_are_data_read_from_their_yaml(tmp_path):
     bad.write_text("gals: 3\n")
     with pytest.raises(ConfigError, match=re.escape(str(bad))):
         _read_presets(bad)
+
+
+def test_layout_keeps_every_output_where_existing_runs_have_it(tmp_path):
+    """``cfg.layout`` is the one place output paths are built; its tree is the one earlier runs wrote
+    (docs/outputs.md), so their outputs stay cached."""
+    cfg = load_config(None, [f"run.output_dir={tmp_path}"])
+    lay = cfg.layout
+    assert lay.root == tmp_path
+    assert lay.model("gals", 3) == tmp_path / "train" / "gals" / "seed3" / "model.pt"
+    assert lay.result("gals", 3) == tmp_path / "train" / "gals" / "seed3" / "result.json"
+    assert lay.maps("val") == tmp_path / "maps" / "val" and lay.quality() == tmp_path / "maps" / "quality.json"
+    assert lay.vlm_checkpoint() == tmp_path / "vlm" / "clip" / "model.pt"
+    assert lay.adapters() == tmp_path / "vlm" / "adapters"
+    assert lay.backbone_checkpoint() == tmp_path / "classifier" / "backbone" / "backbone.pt"
+    assert lay.sweep("gals") == tmp_path / "sweep" / "gals" and lay.report() == tmp_path / "report"
+    assert lay.zeroshot() == tmp_path / "zeroshot"
+    outputs_doc = (Path(__file__).resolve().parents[1] / "docs" / "outputs.md").read_text()
+    for part in ("train/<method>/seed<s>", "maps/", "vlm/clip", "vlm/adapters", "classifier/backbone", "report/"):
+        assert part in outputs_doc, part

@@ -44,7 +44,7 @@ def _parts(d: Path) -> dict[str, float]:
 def test_outputs_exist_and_are_readable_without_ray(run):
     cfg, summary = run
     for split, n in (("train", 24), ("val", 8), ("test", 16)):
-        d = cfg.output_path("maps", split)
+        d = cfg.layout.maps(split)
         ms = store.read_store(d)
         assert len(ms.image_id) == n and ms.map_samples.shape[1] == cfg.maps.K
         assert ms.map_det.dtype == np.float16
@@ -56,10 +56,10 @@ def test_outputs_exist_and_are_readable_without_ray(run):
     q = summary["quality"]["splits"]["test"]
     assert set(q["energy_in_mask"]) >= {"det", "mean", "median", "uniform", "random_init_det"}
     assert 0 < q["energy_in_mask"]["uniform"] < 0.3
-    zs = (cfg.output_path("vlm", "clip", "pretrain.json")).read_text()
+    zs = (cfg.layout.vlm() / "pretrain.json").read_text()
     assert "acc_all_shapes" in zs
     # LaZSL: its maps beside the others (scored by the quality stage) and its zero-shot accuracies
-    ms = store.read_store(cfg.output_path("maps", "test"))
+    ms = store.read_store(cfg.layout.maps("test"))
     assert ms.maps["map_lazsl"].shape == ms.map_det.shape and float(ms.maps["map_lazsl"].max()) == 1.0
     assert {"lazsl", "lazsl_score"} <= set(q["energy_in_mask"])
     assert ms.provenance["sources"]["lazsl"]["crops"] == cfg.lazsl.crops
@@ -71,12 +71,12 @@ def test_outputs_exist_and_are_readable_without_ray(run):
 
 def test_rerun_skips_every_stage(run, caplog):
     cfg, _ = run
-    before = {s: _parts(cfg.output_path("maps", s)) for s in cfg.maps.splits}
-    ckpt = cfg.output_path("vlm", "clip", "model.pt").stat().st_mtime_ns
+    before = {s: _parts(cfg.layout.maps(s)) for s in cfg.maps.splits}
+    ckpt = cfg.layout.vlm_checkpoint().stat().st_mtime_ns
     caplog.set_level("INFO", logger="paric")
     run_precompute(cfg, progress=False)
-    assert {s: _parts(cfg.output_path("maps", s)) for s in cfg.maps.splits} == before
-    assert cfg.output_path("vlm", "clip", "model.pt").stat().st_mtime_ns == ckpt
+    assert {s: _parts(cfg.layout.maps(s)) for s in cfg.maps.splits} == before
+    assert cfg.layout.vlm_checkpoint().stat().st_mtime_ns == ckpt
     stage_lines = [r.getMessage() for r in caplog.records if "[stage]" in r.getMessage()]
     assert stage_lines and all("skipped" in line for line in stage_lines), stage_lines
 
@@ -109,7 +109,7 @@ def test_caches_follow_the_content_not_the_path(run, tmp_path, caplog):
 
 def test_interrupted_run_resumes_only_missing_shards(run):
     cfg, _ = run
-    d = cfg.output_path("maps", "train")
+    d = cfg.layout.maps("train")
     reference = store.read_store(d)
     parts = _parts(d)
     (d / store.SUCCESS_NAME).unlink()  # as if killed before the end ...
@@ -126,8 +126,8 @@ def test_interrupted_run_resumes_only_missing_shards(run):
 def test_one_or_two_actors_give_bit_identical_maps(run, tmp_path):
     cfg, summary = run
     root = Path(summary["data"])
-    art = VLMArtifact(cfg.vlm.name, None, cfg.output_path("vlm", "clip", "model.pt"), "k")
-    layer = store.read_provenance(cfg.output_path("maps", "test"))["saliency_layer"]
+    art = VLMArtifact(cfg.vlm.name, None, cfg.layout.vlm_checkpoint(), "k")
+    layer = store.read_provenance(cfg.layout.maps("test"))["saliency_layer"]
     outs = {}
     for n in (1, 2):
         c = load_config(None, [*_dump(cfg), f"run.output_dir={tmp_path / str(n)}", f"data.root={root}",
@@ -135,7 +135,7 @@ def test_one_or_two_actors_give_bit_identical_maps(run, tmp_path):
         outs[n] = store.read_store(precompute_split(c, root, "test", art, Path(summary["adapters"]), layer))
     for col in ("map_det", "map_samples", "map_mean", "map_median", "map_std"):
         assert np.array_equal(getattr(outs[1], col), getattr(outs[2], col)), col
-    assert np.array_equal(outs[1].map_samples, store.read_store(cfg.output_path("maps", "test")).map_samples)
+    assert np.array_equal(outs[1].map_samples, store.read_store(cfg.layout.maps("test")).map_samples)
 
 
 def test_maps_match_the_stored_fixture(run):
@@ -151,7 +151,7 @@ def test_maps_match_the_stored_fixture(run):
 
     fixture = REPO / "tests" / "fixtures" / "maps_tiny"
     cfg, _ = run
-    now = store.read_store(cfg.output_path("maps", "test"))
+    now = store.read_store(cfg.layout.maps("test"))
     old = store.read_store(fixture)
     assert now.image_id == old.image_id and np.array_equal(now.label, old.label)
     written_on = json.loads((fixture / "cpu.json").read_text())
@@ -186,11 +186,11 @@ def test_corrupt_image_fails_clearly_and_leaves_no_partial_part(run, tmp_path):
     victim = meta[meta["split"] == 2]["img_filename"].iloc[12]  # in the second shard of test
     (root / "images" / victim).write_bytes(b"not a jpeg")
     c = load_config(None, [*_dump(cfg), f"run.output_dir={tmp_path / 'out'}", f"data.root={root}"])
-    art = VLMArtifact(cfg.vlm.name, None, cfg.output_path("vlm", "clip", "model.pt"), "k")
-    layer = store.read_provenance(cfg.output_path("maps", "test"))["saliency_layer"]
+    art = VLMArtifact(cfg.vlm.name, None, cfg.layout.vlm_checkpoint(), "k")
+    layer = store.read_provenance(cfg.layout.maps("test"))["saliency_layer"]
     with pytest.raises(Exception, match=victim.split("/")[-1]):
         precompute_split(c, root, "test", art, Path(summary["adapters"]), layer)
-    out = c.output_path("maps", "test")
+    out = c.layout.maps("test")
     leftovers = [p.name for p in out.glob(".*")] if out.exists() else []
     assert leftovers == []
     assert not (out / store.SUCCESS_NAME).exists()

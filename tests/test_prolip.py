@@ -271,14 +271,14 @@ def test_the_maps_stages_pretrain_a_prolip_vlm_and_store_both_samplers_maps(tmp_
     cfg = load_config(REPO / "conf" / "default.yaml", tiny_overrides + [
         f"run.output_dir={tmp_path}", "vlm.family=prolip", "maps.sources=[gals,paric,prolip]"])
     run_precompute(cfg, progress=False)
-    report = json.loads(cfg.output_path("vlm", "clip", "pretrain.json").read_text())
+    report = json.loads(cfg.layout.vlm() / "pretrain.json".read_text())
     assert report["text_unc_from"] == "unc" and "final_incl_masked" in report
     zs = report["zero_shot"]
     assert {"csd", "mu"} == set(zs["csd_classes"]) and zs["csd_classes"]["mu"] == pytest.approx(zs["acc_classes"])
     assert set(zs["text_uncertainty"]["probes"]) == {"a shape", "a circle on the water"}
-    ms = store.read_store(cfg.output_path("maps", "test"))
+    ms = store.read_store(cfg.layout.maps("test"))
     assert {"map_det", "map_samples", "map_prolip_samples", "map_prolip_mean", "map_prolip_std"} <= set(ms.maps)
     assert ms.maps["map_prolip_samples"].shape[1] == cfg.maps.K
-    quality = json.loads(cfg.output_path("maps", "quality.json").read_text())["splits"]["test"]
+    quality = json.loads(cfg.layout.quality().read_text())["splits"]["test"]
     assert {"prolip_mean", "mean", "det"} <= set(quality["energy_in_mask"])
     assert {"prolip_std", "std"} == set(quality["pixel_std"])

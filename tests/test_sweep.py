@@ -46,7 +46,7 @@ def test_sweep_reads_stored_samples_only_and_survives_crashing_trials(precompute
     # a grid: λ = 1e30 makes two trials diverge (TrainingDiverged), k over the stored K=4
     cfg = quick(out, "sweep.num_samples=4", "sweep.spaces.paric_mean.weight={dist: grid, choices: [0.01, 1.0e30]}",
                 "sweep.spaces.paric_mean.k={dist: grid, choices: [1, 4]}", "train.max_failures=0")
-    parts = {s: {p: p.stat().st_mtime_ns for p in list_parts(cfg.output_path("maps", s)).values()}
+    parts = {s: {p: p.stat().st_mtime_ns for p in list_parts(cfg.layout.maps(s)).values()}
              for s in ("train", "val")}
     # without the VLM and adapter checkpoints no map could be computed: trials must read the store
     os.rename(cfg.output_path("vlm"), cfg.output_path("vlm.hidden"))
@@ -89,7 +89,7 @@ def test_sweep_reads_stored_samples_only_and_survives_crashing_trials(precompute
     # the quick profile's space is a grid: each (λ, k) combination exactly once
     assert sorted((t["params"]["weight"], t["params"]["k"]) for t in trials) == \
         sorted((w, k) for w in (0.01, 1.0e30) for k in (1, 4))
-    assert {s: {p: p.stat().st_mtime_ns for p in list_parts(cfg.output_path("maps", s)).values()}
+    assert {s: {p: p.stat().st_mtime_ns for p in list_parts(cfg.layout.maps(s)).values()}
             for s in ("train", "val")} == parts
     final = apply_best(cfg, {"paric_mean": summary})
     assert final.method("paric_mean").weight == summary["best"]["weight"]

@@ -64,7 +64,7 @@ def test_plain_loop_is_deterministic_and_complete(tiny):
 
 def test_resume_from_state_equals_uninterrupted(tiny):
     cfg, backbone = tiny
-    root, maps = cfg.data_root(), cfg.output_path("maps")
+    root, maps = cfg.data_root(), cfg.layout.maps()
     train = load_split(root, maps / "train", "train", 32, ["map_det"], False)
     val = load_split(root, maps / "val", "val", 32, [], False)
     spec = make_spec(cfg, "gals", 0, train["label"], train["group"], 2, 4, backbone)
@@ -84,7 +84,7 @@ def test_resume_from_state_equals_uninterrupted(tiny):
 
 def test_patience_stops_a_run_whose_validation_score_stopped_improving(tiny):
     cfg, backbone = tiny
-    root, maps = cfg.data_root(), cfg.output_path("maps")
+    root, maps = cfg.data_root(), cfg.layout.maps()
     train = load_split(root, maps / "train", "train", 32, [], False)
     val = load_split(root, maps / "val", "val", 32, [], False)
     frozen = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 6, "patience": 2, "lr": 1e-12})})
@@ -244,7 +244,7 @@ def test_cli_trains_compares_and_tracks_in_mlflow(tiny, tiny_overrides):
                           timeout=600, env={**__import__("os").environ, "MLFLOW_TRACKING_URI": ""})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| gals |" in proc.stdout and "skipped (cached)" in proc.stderr
-    summary = json.loads(cfg.output_path("train", "summary.json").read_text())
+    summary = json.loads(cfg.layout.train() / "summary.json".read_text())
     assert len(summary["methods"]["gals"]["worst_group_acc"]["runs"]) == 2
     results = json.loads(cfg.output_path("report", "results.json").read_text())
     assert {"config", "maps", "methods"} <= set(results) and "energy_in_mask" in results["maps"]

@@ -53,14 +53,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             uri, rid = tracking.uri, tracking.parent_id
             result = compare_stage(cfg, root, methods, seeds, backbone, tracking)
             table = methods_table(result["methods"])
-            (cfg.output_path("train", "table.md")).write_text(table + "\n")
-            log_artifact(uri, rid, cfg.output_path("train", "table.md"))
-            log_artifact(uri, rid, cfg.output_path("train", "summary.json"))
+            (cfg.layout.train() / "table.md").write_text(table + "\n")
+            log_artifact(uri, rid, cfg.layout.train() / "table.md")
+            log_artifact(uri, rid, cfg.layout.train() / "summary.json")
             report = write_report(cfg, build_results(cfg, load_quality(cfg), result))
             for name in ("results.json", "report.md"):
                 log_artifact(uri, rid, report / name, "report")
     print(table)
-    print(f"train finished in {time.time() - t0:.1f}s; results under {cfg.output_path('train')}")
+    print(f"train finished in {time.time() - t0:.1f}s; results under {cfg.layout.train()}")
     return 0
 
 

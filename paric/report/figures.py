@@ -65,7 +65,7 @@ def maps_figure(cfg: Config, root: Path, before: tuple[str, Path], after: tuple[
     map, PARIC's mean and std by default), the classifier's Grad-CAM (true class) of the ``before``
     run and of the ``after`` run."""
     shown = [c for c in declared_columns(cfg.maps.sources).values() if c.in_figure]
-    store = read_store(cfg.output_path("maps", "test"), columns=["image_id", "label", "group", *[c.name for c in shown]])
+    store = read_store(cfg.layout.maps("test"), columns=["image_id", "label", "group", *[c.name for c in shown]])
     ds = WaterbirdsDataset(root, "test", image_size=cfg.classifier.image_size, with_masks=False)
     index = {f: i for i, f in enumerate(ds.rows["img_filename"])}
     rows = pick_examples(store.group, per_group)

@@ -52,7 +52,7 @@ def reference_quality(cfg: Config, root: Path, methods: list[str], split: str = 
     says; uncertainty weights left aside), mean over the split's images; and each map column's grid."""
     size = cfg.classifier.image_size
     cols = sorted({c for m in methods for c in needed_columns(cfg.method(m)) if c != "mask"})
-    arrays = load_split(root, cfg.output_path("maps", split), split, size, cols, True)  # all K samples
+    arrays = load_split(root, cfg.layout.maps(split), split, size, cols, True)  # all K samples
     grids = {c: (int(arrays[c].shape[-2]), int(arrays[c].shape[-1])) for c in cols}
     sums = {m: np.zeros(2) for m in methods}
     counts = {m: 0 for m in methods}

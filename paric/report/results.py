@@ -73,7 +73,7 @@ def write_results_csv(methods: dict, path: Path) -> None:
 def write_report(cfg: Config, results: dict, out_dir: Path | None = None, figures: list[Path] | None = None,
                  ladder: dict | None = None) -> Path:
     """Write results.json and report.md (methods × metrics, map quality, sweeps, figures) under ``report/``."""
-    out = out_dir or cfg.output_path("report")
+    out = out_dir or cfg.layout.report()
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "results.json", results)
     write_results_csv(results["methods"], out / "results.csv")
@@ -164,15 +164,15 @@ def vlm_lines(vlm: dict | None) -> list[str]:
 
 def load_vlm_report(cfg: Config) -> dict | None:
     """The vlm stage's zero-shot report (``vlm/clip/pretrain.json``), for a VLM pretrained here."""
-    p = cfg.output_path("vlm", "clip", "pretrain.json")
+    p = cfg.layout.vlm() / "pretrain.json"
     return json.loads(p.read_text()).get("zero_shot") if p.is_file() else None
 
 
 def load_zero_shot(cfg: Config) -> dict | None:
-    p = cfg.output_path("zeroshot", ZERO_SHOT_RESULT)
+    p = cfg.layout.zeroshot() / ZERO_SHOT_RESULT
     return json.loads(p.read_text()) if p.is_file() else None
 
 
 def load_quality(cfg: Config) -> dict | None:
-    p = cfg.output_path("maps", "quality.json")
+    p = cfg.layout.quality()
     return json.loads(p.read_text()) if p.is_file() else None

@@ -40,7 +40,7 @@ BACKBONE_KEYS = ("classifier.arch", "classifier.width", "classifier.image_size",
 
 def backbone_stage_spec(cfg: Config, root: Path) -> Stage:
     """The backbone stage: its config, the seed and the corpus' content."""
-    return Stage("backbone", cfg.output_path("classifier", "backbone"), BACKBONE_KEYS, (dataset_fingerprint(root),),
+    return Stage("backbone", cfg.layout.backbone(), BACKBONE_KEYS, (dataset_fingerprint(root),),
                  outputs=("backbone.pt",))
 
 
@@ -53,7 +53,7 @@ def backbone_id(cfg: Config) -> str:
     retrained backbone retrains every run), else the named initialisation."""
     if cfg.classifier.weights != "corpus":
         return cfg.classifier.weights
-    marker = read_marker(cfg.output_path("classifier", "backbone"))
+    marker = read_marker(cfg.layout.backbone())
     return str(marker.get("key")) if marker else "missing"
 
 
@@ -61,7 +61,7 @@ def backbone_stage(cfg: Config, root: Path, progress: bool = True) -> Path | Non
     """Pretrain (or reuse) the corpus backbone; None when the classifier starts otherwise."""
     if cfg.classifier.weights != "corpus":
         return None
-    ckpt = cfg.output_path("classifier", "backbone", "backbone.pt")
+    ckpt = cfg.layout.backbone_checkpoint()
 
     def pretrain() -> dict:
         shape, place, shapes, places = corpus_labels(root)

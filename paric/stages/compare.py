@@ -67,7 +67,7 @@ def _run_concurrently(cfg: Config, root: Path, todo: list[tuple[str, int]], back
                 MlflowClient(tracking.uri).set_terminated(live[(m, s)], "FAILED")  # type: ignore[union-attr]
             raise
         store_result(cfg, m, s, result, tracking, live.get((m, s)))
-        record_stage(f"train {m} s{s}", "done", time.time() - started[(m, s)], cfg.output_path("train", m, f"seed{s}"))
+        record_stage(f"train {m} s{s}", "done", time.time() - started[(m, s)], cfg.layout.run(m, s))
         done[(m, s)] = result
     return done
 
@@ -95,9 +95,9 @@ def training_twins(cfg: Config, root: Path, todo: list[tuple[str, int]]) -> dict
 
 def copy_twin(cfg: Config, method: str, seed: int, same_as: str, result: dict, tracking: Tracking | None) -> dict:
     """Store ``same_as``'s result and weights as this (method, seed) run, which trains identically."""
-    out = cfg.output_path("train", method, f"seed{seed}")
+    out = cfg.layout.run(method, seed)
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(cfg.output_path("train", same_as, f"seed{seed}", MODEL), out / MODEL)
+    shutil.copyfile(cfg.layout.model(same_as, seed), out / MODEL)
     twin = {**result, "method": method, "same_training_as": same_as}
     store_result(cfg, method, seed, twin, tracking)
     record_stage(f"train {method} s{seed}", "done", 0.0, out)
@@ -145,7 +145,7 @@ def selection_rule(m: MethodConfig) -> str:
 
 def train_proportions(cfg: Config) -> np.ndarray:
     """Each group's share of the (whole) train split: the weights of DFR / JTT / Group DRO's average accuracy."""
-    groups = read_store(cfg.output_path("maps", "train"), columns=["group"]).group
+    groups = read_store(cfg.layout.maps("train"), columns=["group"]).group
     counts = np.bincount(groups)
     return counts / counts.sum()
 
@@ -181,7 +181,7 @@ def compare_stage(cfg: Config, root: Path, methods: list[str], seeds: list[int],
     todo = []
     for m in methods:
         for s in seeds:
-            out, t0 = cfg.output_path("train", m, f"seed{s}"), time.time()
+            out, t0 = cfg.layout.run(m, s), time.time()
             hit = cached_result(cfg, m, s)
             if hit is not None:
                 record_stage(f"train {m} s{s}", "skipped (cached)", 0.0, out)
@@ -224,5 +224,5 @@ def compare_stage(cfg: Config, root: Path, methods: list[str], seeds: list[int],
                "paired": paired_differences(table, cfg.report.before, cfg.report.differences),
                "per_group_acc": {m: mean_per_group(runs) for m, runs in results.items()},
                "methods_config": {m: cfg.method(m).model_dump() for m in methods}}
-    write_json(cfg.output_path("train", "summary.json"), summary)
+    write_json(cfg.layout.train() / "summary.json", summary)
     return summary

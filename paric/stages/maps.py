@@ -6,7 +6,6 @@ sequence; each step skips itself when its cached output matches the config.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from paric.attention.gradcam import resolve_layer
 from paric.attention.sources import MAP_SOURCES

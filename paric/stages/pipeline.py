@@ -33,7 +33,7 @@ from paric.stages.ray_env import quiet_data
 from paric.search_space import distributions
 from paric.stages.sweep import adopt_best_trial, apply_best, sweep_stage
 from paric.stages.compare import compare_stage
-from paric.stages.train import MODEL, Tracking
+from paric.stages.train import Tracking
 from paric.stages.train_data import run_datasets
 from paric.tracking import (OUTPUT_TAG, close_stale_runs, ensure_experiment, log_artifact, log_metrics, start_run,
                             tracking_uri)
@@ -112,7 +112,7 @@ def invocation(cfg: Config, name: str) -> Iterator[Tracking]:
 
 def report_stage(cfg: Config, root: Path, summary: dict, sweeps: dict[str, dict], tracking: Tracking) -> Path:
     """results.json, report.md and figures (cached by the results they show); logged to MLflow."""
-    out = cfg.output_path("report")
+    out = cfg.layout.report()
     results = build_results(cfg, load_quality(cfg), summary, sweeps)
     digest = hashlib.sha256(json.dumps(results, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -127,7 +127,7 @@ def report_stage(cfg: Config, root: Path, summary: dict, sweeps: dict[str, dict]
         before, after = figure_runs(cfg, summary)
         if before and after:
             figures.append(maps_figure(cfg, root, before, after, out / "maps.png", cfg.report.examples_per_group))
-        crops = cfg.output_path("zeroshot", ZERO_SHOT_FIGURE)
+        crops = cfg.layout.zeroshot() / ZERO_SHOT_FIGURE
         if crops.is_file():  # LaZSL's crops figure, beside the others (and in MLflow with them)
             out.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(crops, out / crops.name)
@@ -150,7 +150,7 @@ def figure_runs(cfg: Config, summary: dict) -> tuple[tuple[str, Path] | None, tu
     seed = summary["seeds"][0]
 
     def run(method: str) -> tuple[str, Path] | None:
-        path = cfg.output_path("train", method, f"seed{seed}", MODEL)
+        path = cfg.layout.model(method, seed)
         return (method, path) if path.is_file() else None
 
     return run(cfg.report.before), run(cfg.report.after)

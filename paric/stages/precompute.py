@@ -110,7 +110,7 @@ def precompute_splits(cfg: Config, root: Path, splits: list[str], vlm_art: VLMAr
     out_dirs, provs, todo = {}, {}, []
     t0 = time.time()
     for split in splits:
-        out_dir = out_dirs[split] = cfg.output_path("maps", split)
+        out_dir = out_dirs[split] = cfg.layout.maps(split)
         prov = map_provenance(cfg, vlm_art, sources, layer)
         prov["split"] = split
         prov["hash"] = store.provenance_hash(prov)

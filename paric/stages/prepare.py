@@ -96,13 +96,13 @@ def vlm_stage_spec(cfg: Config, root: Path) -> Stage:
     """The VLM pretrained here: its config, the seed and the caption corpus' content (published
     weights are keyed by their own content instead, see :class:`VLMArtifact`)."""
     inputs = (dataset_fingerprint(root), *VLM_FAMILIES[cfg.vlm.family].key_inputs())
-    return Stage("vlm", cfg.output_path("vlm", "clip"), vlm_keys(cfg), inputs, outputs=("model.pt",))
+    return Stage("vlm", cfg.layout.vlm(), vlm_keys(cfg), inputs, outputs=("model.pt",))
 
 
 def adapter_stage_spec(cfg: Config, root: Path, vlm_art: VLMArtifact) -> Stage:
     """The adapters: their config, the VLM's key and the corpus they fit (the data's, whichever VLM
     embeds it, a published one included)."""
-    return Stage("adapters", cfg.output_path("vlm", "adapters"), ADAPTER_KEYS, (vlm_art.key, dataset_fingerprint(root)),
+    return Stage("adapters", cfg.layout.adapters(), ADAPTER_KEYS, (vlm_art.key, dataset_fingerprint(root)),
                  outputs=("adapters.pt",))
 
 
@@ -111,7 +111,7 @@ def vlm_id(cfg: Config) -> str:
     weights by their id, a VLM pretrained here by its stage key (retraining it retrains those runs)."""
     if cfg.vlm.pretrained is not None:
         return published_key(cfg)
-    marker = read_marker(cfg.output_path("vlm", "clip"))
+    marker = read_marker(cfg.layout.vlm())
     return str(marker.get("key")) if marker else "missing"
 
 
@@ -131,7 +131,7 @@ def adapter_key(cfg: Config, root: Path, vlm_art: VLMArtifact) -> str:
 
 def vlm_stage(cfg: Config, root: Path, progress: bool = True) -> VLMArtifact:
     """Use published weights when ``vlm.pretrained`` is set; otherwise pretrain a custom config."""
-    out = cfg.output_path("vlm", "clip")
+    out = cfg.layout.vlm()
     if cfg.vlm.pretrained is not None:
         art = VLMArtifact(cfg.vlm.name, cfg.vlm.pretrained, None, published_key(cfg), cfg.vlm)
         with timed_stage("vlm", out) as info:
@@ -188,7 +188,7 @@ def label_sets(root: Path, split: WaterbirdsDataset) -> dict[str, tuple[list[str
 
 def adapter_stage(cfg: Config, root: Path, vlm_art: VLMArtifact, progress: bool = True) -> Path:
     """Train the ProbVLM adapters on the frozen VLM's embeddings of the caption corpus."""
-    out = cfg.output_path("vlm", "adapters")
+    out = cfg.layout.adapters()
     ckpt = out / "adapters.pt"
 
     def fit() -> dict:

@@ -47,8 +47,8 @@ def pixel_spread(std: np.ndarray, masks: np.ndarray) -> dict[str, float]:
 
 def quality_stage(cfg: Config, root: Path, layer: str, control_split: str = "test") -> dict:
     """Score each split's stored maps against its object masks; write ``maps/quality.json``."""
-    out_path = cfg.output_path("maps", "quality.json")
-    hashes = tuple(store.read_provenance(cfg.output_path("maps", s)).get("hash", "") for s in cfg.maps.splits)
+    out_path = cfg.layout.quality()
+    hashes = tuple(store.read_provenance(cfg.layout.maps(s)).get("hash", "") for s in cfg.maps.splits)
 
     def score() -> None:
         report: dict = {"splits": {}}
@@ -56,7 +56,7 @@ def quality_stage(cfg: Config, root: Path, layer: str, control_split: str = "tes
         refs = [c for c in cols if c.role == "reference"]
         spreads = [c for c in cols if c.role == "uncertainty"]
         for split in cfg.maps.splits:
-            ms = store.read_store(cfg.output_path("maps", split),
+            ms = store.read_store(cfg.layout.maps(split),
                                   columns=["image_id", *[c.name for c in refs + spreads]])
             ds = WaterbirdsDataset(root, split, with_masks=True)
             if not len(ds) or ds[0]["mask"] is None:

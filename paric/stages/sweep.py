@@ -31,7 +31,7 @@ from paric.search_space import best_configuration, define_by_run, distributions,
 from paric.io import write_json
 from paric.stages.cache import forced
 from paric.stages.runner import Stage, run_stage
-from paric.stages.train import (MODEL, RESULT, STATE, TRAINING_KEYS, Tracking, method_key, run_on_ray, store_result,
+from paric.stages.train import (RESULT, STATE, TRAINING_KEYS, Tracking, method_key, run_on_ray, store_result,
                                 upstream_key)
 from paric.stages.train_data import method_train_data, run_datasets
 from paric.train.loop import completed, selection_metric
@@ -125,7 +125,7 @@ def sweep_spec(cfg: Config, method: str) -> Stage:
     blob = {"settings": settings, "space": cfg.sweep.spaces[method].model_dump(mode="json"),
             "method": method_key(cfg.method(method)), "workers": max(1, cfg.train.num_workers)}
     digest = hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
-    return Stage(f"sweep {method}", cfg.output_path("sweep", method), (*TRAINING_KEYS, "run.seed"),
+    return Stage(f"sweep {method}", cfg.layout.sweep(method), (*TRAINING_KEYS, "run.seed"),
                  (digest, upstream_key(cfg, sweep_columns(cfg, method))), outputs=("best.json",))
 
 
@@ -222,7 +222,7 @@ def adopt_best_trial(final: Config, root: Path, method: str, seed: int, summary:
     result = evaluate_saved(final, root, best_state, fit)
     result.update(method=method, seed=seed, seconds=round(fit["seconds"] + time.time() - t0, 1),
                   from_sweep_trial=str(summary["best_path"]))
-    save_best(best_state, best_state, final.output_path("train", method, f"seed{seed}", MODEL))
+    save_best(best_state, best_state, final.layout.model(method, seed))
     store_result(final, method, seed, result, tracking)
     log.info("train %s s%d: the best sweep trial is this run (%s); tested it in %.1fs", method, seed,
              summary["best_path"], time.time() - t0)

@@ -27,6 +27,7 @@ from ray.train.torch import TorchTrainer
 from paric.attention.sources import MAP_SOURCES
 from paric.config import Config, MethodConfig
 from paric.io import write_json
+from paric.layout import MODEL, RESULT
 from paric.regularizers import REGULARIZERS
 from paric.stages.classifier import backbone_id
 from paric.stages.prepare import vlm_id
@@ -44,8 +45,6 @@ from paric.train.run import (RunSpec, class_names, dataset_info, evaluate_saved,
 
 log = logging.getLogger("paric")
 STATE = "state.pt"
-MODEL = "model.pt"  # best-validation weights of a finished run (figures, MLflow artifact)
-RESULT = "result.json"
 
 
 def _worker(config: dict) -> None:
@@ -217,7 +216,7 @@ def upstream_key(cfg: Config, columns: list[str]) -> str:
     Why not the store's whole hash: adding a source to ``maps.sources`` (LaZSL's map) would then
     retrain every run, vanilla included, though none of them reads the new column.
     """
-    prov = read_provenance(cfg.output_path("maps", "train"))
+    prov = read_provenance(cfg.layout.maps("train"))
     sources = prov.get("sources", {})
     read = {name: p for name, p in sources.items() if name in MAP_SOURCES
             and any(c.name in columns for c in MAP_SOURCES.get(name).columns)}
@@ -259,7 +258,7 @@ def _run_key(cfg: Config, method: str, with_eval: bool) -> str:
 
 def cached_result(cfg: Config, method: str, seed: int) -> dict | None:
     """The stored result of a run for this config, or None (also when ``--force train``)."""
-    out = cfg.output_path("train", method, f"seed{seed}")
+    out = cfg.layout.run(method, seed)
     if forced("train") or not (is_done(out, run_key(cfg, method)) and (out / RESULT).is_file()
                                and (out / MODEL).is_file()):
         return None
@@ -279,7 +278,7 @@ def reevaluated(cfg: Config, method: str, seed: int, tracking: Tracking | None =
     Why: a new evaluation protocol (the insertion blur, PGD steps) needs seconds per run, not a
     retraining of every run. Runs stored before their marker carried the fit key train again.
     """
-    out = cfg.output_path("train", method, f"seed{seed}")
+    out = cfg.layout.run(method, seed)
     marker = read_marker(out)
     if (forced("train") or marker is None or marker.get("fit") != fit_key(cfg, method)
             or not (out / RESULT).is_file() or not (out / MODEL).is_file()):
@@ -301,10 +300,10 @@ def fit_run(cfg: Config, root: Path, method: str, seed: int, backbone: Path | No
             on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Train and test one run (plain loop or Ray Train), writing ``model.pt`` beside its result;
     ``on_epoch``: each epoch's metrics as it ends (live MLflow curves; on Ray Train, from rank 0)."""
-    out = cfg.output_path("train", method, f"seed{seed}")
+    out = cfg.layout.run(method, seed)
     m = cfg.method(method)
     if m.posthoc == "dfr":  # no training: the base run's model, its last layer retrained (in this process)
-        base = cfg.output_path("train", m.base, f"seed{seed}")
+        base = cfg.layout.run(m.base, seed)
         return run_dfr(cfg, root, method, seed, base / MODEL, json.loads((base / RESULT).read_text())
                        if (base / RESULT).is_file() else {}, out / MODEL)
     if cfg.train.num_workers == 0:
@@ -315,7 +314,7 @@ def fit_run(cfg: Config, root: Path, method: str, seed: int, backbone: Path | No
 
 def store_result(cfg: Config, method: str, seed: int, result: dict, tracking: Tracking | None,
                  live_id: str | None = None) -> None:
-    out = cfg.output_path("train", method, f"seed{seed}")
+    out = cfg.layout.run(method, seed)
     write_json(out / RESULT, result)
     mark_done(out, run_key(cfg, method), fit=fit_key(cfg, method))
     if tracking is not None:
@@ -329,7 +328,7 @@ def train_stage(cfg: Config, root: Path, method: str, seed: int, backbone: Path 
 
     ``datasets``: a (memoised) provider of shared Ray Datasets, called only when a run is needed.
     """
-    out = cfg.output_path("train", method, f"seed{seed}")
+    out = cfg.layout.run(method, seed)
     with timed_stage(f"train {method} s{seed}", out) as info:
         result = cached_result(cfg, method, seed)
         if result is not None:

@@ -25,7 +25,7 @@ def split_dataset(cfg: Config, root: Path, split: str, columns: list[str], with_
     """A split as a materialised Ray Dataset: map-store columns joined to decoded images (and masks)."""
     ensure_ray()  # connect (or start a local cluster) only when Ray is needed: cached reruns never start it
     ordered_data()
-    store = cfg.output_path("maps", split)
+    store = cfg.layout.maps(split)
     parts = [str(p) for _, p in sorted(list_parts(store).items())]
     if not parts:
         raise FileNotFoundError(f"{store}: no map-store parts; run the precompute stage first")
@@ -58,7 +58,7 @@ def train_columns(cfg: Config, method: str, references: list[str] | None = None)
 
 def train_labels(cfg: Config, method: str) -> tuple[np.ndarray, np.ndarray]:
     """(label, group) of the train rows ``method`` trains on (its ``train_groups`` view)."""
-    labels = read_store(cfg.output_path("maps", "train"), columns=["label", "group"])
+    labels = read_store(cfg.layout.maps("train"), columns=["label", "group"])
     keep = train_view(cfg.method(method).train_groups, labels.label, labels.group)
     return (labels.label, labels.group) if keep is None else (labels.label[keep], labels.group[keep])
 
@@ -74,7 +74,7 @@ def method_train_data(cfg: Config, datasets: dict[str, ray.data.Dataset], method
     datasets = project_train(datasets, train_columns(cfg, method, references))
     if cfg.method(method).train_groups == "all":
         return datasets
-    labels = read_store(cfg.output_path("maps", "train"), columns=["label", "group"])
+    labels = read_store(cfg.layout.maps("train"), columns=["label", "group"])
     groups = majority_groups(labels.label, labels.group)
     train = datasets["train"].map_batches(_keep_groups, fn_kwargs={"groups": groups}, batch_format="numpy")
     return {**datasets, "train": train.materialize()}

@@ -25,7 +25,7 @@ from paric.zeroshot.lazsl import crop_weights, relevance
 
 def zeroshot_spec(cfg: Config, root: Path, vlm_art: VLMArtifact) -> Stage:
     table = table_id(descriptor_table(cfg.lazsl.descriptors), cfg.vlm.class_template)
-    return Stage("zeroshot", cfg.output_path("zeroshot"), ("lazsl", "vlm.class_template", "maps.seed"),
+    return Stage("zeroshot", cfg.layout.zeroshot(), ("lazsl", "vlm.class_template", "maps.seed"),
                  (vlm_art.key, dataset_fingerprint(root), table), outputs=(RESULT, FIGURE))
 
 

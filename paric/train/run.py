@@ -103,7 +103,7 @@ def text_model_loader(cfg: Config, method: str) -> Callable[[], tuple[torch.nn.M
     checkpoint the vlm stage wrote), called once when the regulariser is built."""
     if not REGULARIZERS.get(cfg.method(method).regularizer).needs_text:
         return None
-    ckpt = None if cfg.vlm.pretrained is not None else cfg.output_path("vlm", "clip", "model.pt")
+    ckpt = None if cfg.vlm.pretrained is not None else cfg.layout.vlm_checkpoint()
     return functools.partial(_text_model, cfg.vlm.name, cfg.vlm.pretrained, ckpt)
 
 
@@ -143,7 +143,7 @@ def evaluate_saved(cfg: Config, root: Path, best_state: dict, fit: dict) -> dict
     n_classes, n_groups, has_masks = dataset_info(root)
     c = cfg.classifier
     model = classifier_for_state(c.arch, n_classes, c.width, best_state)
-    test = load_split(root, cfg.output_path("maps", "test"), "test", c.image_size, [], has_masks)
+    test = load_split(root, cfg.layout.maps("test"), "test", c.image_size, [], has_masks)
     out = evaluate_model(cfg, model.eval(), n_classes, n_groups, iterate(test, 128, False), class_names(root))
     out.update({k: fit[k] for k in ("best_epoch", "val_balanced_acc", "history", "resumed_at_epochs") if k in fit})
     out["epochs_trained"] = len(fit.get("history", [])) or None
@@ -181,7 +181,7 @@ def run_in_memory(cfg: Config, root: Path, method: str, seed: int, backbone: Pat
     receives the best-validation weights; ``on_epoch`` each epoch's metrics as it ends (live tracking)."""
     t0 = time.time()
     cols, need_mask = split_columns(cfg, method)
-    maps = cfg.output_path("maps")
+    maps = cfg.layout.maps()
     size = cfg.classifier.image_size
     n_classes, n_groups, has_masks = dataset_info(root)
     train = load_split(root, maps / "train", "train", size, cols, need_mask, cfg.method(method).k)
@@ -254,7 +254,7 @@ def run_dfr(cfg: Config, root: Path, method: str, seed: int, base_model: Path, b
     model = classifier_for_state(c.arch, n_classes, c.width,
                                  torch.load(base_model, map_location="cpu", weights_only=False)["model"])
     def features(split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rows = load_split(root, cfg.output_path("maps", split), split, c.image_size, [], False)
+        rows = load_split(root, cfg.layout.maps(split), split, c.image_size, [], False)
         return penultimate(model, model.head, (prepare(b, c.image_size, torch.device("cpu"))
                                                for b in iterate(rows, 256, False)))
 
@@ -263,7 +263,7 @@ def run_dfr(cfg: Config, root: Path, method: str, seed: int, base_model: Path, b
     set_head(model.head, fit)
     if model_path is not None:
         save_best(None, model.state_dict(), model_path)
-    test = load_split(root, cfg.output_path("maps", "test"), "test", c.image_size, [], has_masks)
+    test = load_split(root, cfg.layout.maps("test"), "test", c.image_size, [], has_masks)
     out = evaluate_model(cfg, model.eval(), n_classes, n_groups, iterate(test, 128, False), class_names(root))
     out.update(method=method, seed=seed, seconds=round(time.time() - t0, 1), dfr_c=fit.c,
                dfr_tune={str(k): v for k, v in fit.tune.items()}, selection="dfr_c on worst-group val (half)",
