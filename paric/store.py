@@ -582,28 +582,50 @@ def read_store(
     no place column.
     """
     store_dir = Path(store_dir)
-    if columns is not None:
-        unknown = sorted(c for c in columns if c not in _ID_COLUMNS and not c.startswith(MAP_PREFIX))
-        if unknown:
-            raise ValueError(f"read_store: unknown column(s) {unknown}; valid: {list(_ID_COLUMNS)} and the "
-                             f"store's map columns ('{MAP_PREFIX}*')")
+    _check_requested(columns)
+    paths, manifest = _parts_to_read(store_dir, require_complete)
+    tables = [pq.read_table(path) for path in paths]
+    provenance = manifest["provenance"] if manifest is not None else _tables_provenance(tables)
+    table = _concat(store_dir, [_select(store_dir, t, columns) for t in tables])
+    if manifest is not None and table.num_rows != manifest["n_rows"]:
+        raise ValueError(
+            f"map store {store_dir}: read {table.num_rows} rows, "
+            f"{SUCCESS_NAME} says {manifest['n_rows']}"
+        )
+    ids, maps = _columns_to_numpy(table)
+    _check_finite(store_dir, maps, paths, [t.num_rows for t in tables], ids["image_id"])
+    return MapStore(**ids, maps=maps, provenance=provenance, n_rows=table.num_rows)
 
+
+def _check_requested(columns: list[str] | None) -> None:
+    """Refuse column names a store cannot hold (before any file is opened)."""
+    if columns is None:
+        return
+    unknown = sorted(c for c in columns if c not in _ID_COLUMNS and not c.startswith(MAP_PREFIX))
+    if unknown:
+        raise ValueError(f"read_store: unknown column(s) {unknown}; valid: {list(_ID_COLUMNS)} and the "
+                         f"store's map columns ('{MAP_PREFIX}*')")
+
+
+def _parts_to_read(store_dir: Path, require_complete: bool) -> tuple[list[Path], dict | None]:
+    """The parts a reader may trust, in shard order, and the manifest that lists them: the manifest's
+    parts (a stray part is ignored with a warning), or without a manifest every part present when
+    ``require_complete`` is off, else an error saying what is wrong."""
     if not store_dir.is_dir():
         raise FileNotFoundError(f"map store {store_dir} does not exist")
     present = list_parts(store_dir)
     manifest = _read_manifest(store_dir)
     if manifest is not None:
-        paths = [store_dir / name for name in manifest["parts"]]
-        paths.sort(key=lambda p: int(_PART_RE.match(p.name).group(1)))  # type: ignore[union-attr]
+        paths = sorted((store_dir / name for name in manifest["parts"]),
+                       key=lambda p: int(_PART_RE.match(p.name).group(1)))  # type: ignore[union-attr]
         extra = sorted(set(present.values()) - set(paths))
         if extra:
             warnings.warn(
                 f"map store {store_dir} has parts not listed in {SUCCESS_NAME} (ignored): "
                 f"{[p.name for p in extra]}",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-        provenance = manifest["provenance"]
     elif require_complete:
         bad = damaged_parts(store_dir)
         raise IncompleteStoreError(
@@ -614,57 +636,70 @@ def read_store(
         )
     else:
         paths = list(present.values())
-        provenance = {}
     if not paths:
         raise FileNotFoundError(f"map store {store_dir} has no part files")
+    return paths, manifest
 
-    tables = []
-    for path in paths:
-        t = pq.read_table(path)
-        if manifest is None and not provenance:
-            raw = (t.schema.metadata or {}).get(METADATA_KEY)
-            provenance = json.loads(raw) if raw else {}
-        if columns is not None:
-            absent = [c for c in columns if c.startswith(MAP_PREFIX) and c not in t.column_names]
-            if absent:
-                have = [c for c in t.column_names if c.startswith(MAP_PREFIX)]
-                raise ValueError(f"map store {store_dir} has no column(s) {absent}; it holds {have} "
-                                 "(maps.sources decides which)")
-        keep = [c for c in t.column_names if columns is None or c in columns]
-        tables.append(t.select(keep).replace_schema_metadata(None))
+
+def _tables_provenance(tables: list[pa.Table]) -> dict:
+    """Provenance from the first part whose schema metadata has it (a store read without its manifest)."""
+    for table in tables:
+        raw = (table.schema.metadata or {}).get(METADATA_KEY)
+        if raw:
+            return json.loads(raw)
+    return {}
+
+
+def _select(store_dir: Path, table: pa.Table, columns: list[str] | None) -> pa.Table:
+    """A part's requested columns (all when None), without its schema metadata; a requested map
+    column the part lacks is an error naming what it holds."""
+    if columns is not None:
+        absent = [c for c in columns if c.startswith(MAP_PREFIX) and c not in table.column_names]
+        if absent:
+            have = [c for c in table.column_names if c.startswith(MAP_PREFIX)]
+            raise ValueError(f"map store {store_dir} has no column(s) {absent}; it holds {have} "
+                             "(maps.sources decides which)")
+    keep = [c for c in table.column_names if columns is None or c in columns]
+    return table.select(keep).replace_schema_metadata(None)
+
+
+def _concat(store_dir: Path, tables: list[pa.Table]) -> pa.Table:
     try:
-        table = pa.concat_tables(tables)
+        return pa.concat_tables(tables)
     except pa.ArrowInvalid as exc:
         raise ValueError(f"map store {store_dir}: parts have inconsistent schemas: {exc}") from exc
-    if manifest is not None and table.num_rows != manifest["n_rows"]:
-        raise ValueError(
-            f"map store {store_dir}: read {table.num_rows} rows, "
-            f"{SUCCESS_NAME} says {manifest['n_rows']}"
-        )
 
-    out: dict[str, Any] = {name: None for name in _ID_COLUMNS}
+
+def _columns_to_numpy(table: pa.Table) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The id columns (None where absent) and the map columns of a table, as Python / numpy."""
+    ids: dict[str, Any] = {name: None for name in _ID_COLUMNS}
     maps: dict[str, np.ndarray] = {}
     for name in table.column_names:
         col = table.column(name)
         if name in ("image_id", "split"):
-            out[name] = col.to_pylist()
+            ids[name] = col.to_pylist()
         elif name in ("label", "group"):
-            out[name] = col.to_numpy().astype(np.int64, copy=False)
+            ids[name] = col.to_numpy().astype(np.int64, copy=False)
         elif name == "place":
-            out[name] = _place_to_numpy(col)
+            ids[name] = _place_to_numpy(col)
         else:
             maps[name] = _tensor_to_numpy(col)
-    for name in maps:
-        bad = _nonfinite_rows(maps[name])
+    return ids, maps
+
+
+def _check_finite(store_dir: Path, maps: dict[str, np.ndarray], paths: list[Path], part_rows: list[int],
+                  image_ids: list[str] | None) -> None:
+    """A map with NaN or inf is an error naming the part, row and image of the first bad value."""
+    for name, values in maps.items():
+        bad = _nonfinite_rows(values)
         if len(bad):
             first = int(bad[0])
-            ends = np.cumsum([t.num_rows for t in tables])
+            ends = np.cumsum(part_rows)
             part = int(np.searchsorted(ends, first, side="right"))
             row = first - (int(ends[part - 1]) if part else 0)
-            who = f" (image_id {out['image_id'][first]!r})" if out["image_id"] is not None else ""
+            who = f" (image_id {image_ids[first]!r})" if image_ids is not None else ""
             raise ValueError(f"map store {store_dir}: {name} has non-finite values (NaN or inf) in {len(bad)} "
                              f"row(s), first in {paths[part].name} row {row}{who}; recompute it (--force maps)")
-    return MapStore(**out, maps=maps, provenance=provenance, n_rows=table.num_rows)
 
 
 def read_provenance(store_dir: Path) -> dict[str, Any]:
