@@ -10,7 +10,8 @@ import torch
 
 from paric import store
 from paric.attention.reference import GradCamEngine
-from paric.attention.sources import MAP_SOURCES, build_sources, compute_columns, declared_columns
+from paric.attention.sources import (MAP_SOURCES, ComputedSource, EngineSource, build_sources, compute_columns,
+                                     declared_columns)
 from paric.config import AdapterConfig, load_config
 from paric.vlm.adapters import build_adapters
 from paric.vlm.factory import load_vlm
@@ -41,7 +42,8 @@ def test_every_source_writes_its_declared_columns_and_reads_them_back(parts, nam
 
         vlm = load_prolip("paric-micro-vit")
     engine = build_sources([src], vlm, PROMPTS, "auto", torch.device("cpu"), ["circle", "triangle"])
-    assert (engine is None) == (not src.engine)
+    assert isinstance(src, EngineSource) != isinstance(src, ComputedSource)  # exactly one of the two kinds
+    assert (engine is None) == isinstance(src, ComputedSource)
     cols = compute_columns([src], engine, x, ids, np.array([0, 1, 0]))
     declared = declared_columns([name])
     assert list(cols) == list(declared), name  # exactly what it declares, in order

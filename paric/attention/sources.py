@@ -46,13 +46,12 @@ class Column:
 
 class MapSource:
     """One kind of reference map. Instances are plain values (config and checkpoint paths) that
-    travel to the map actors; :meth:`sampler` builds the runtime part there."""
+    travel to the map actors, where the runtime part is built. A source is one of two kinds:
+    :class:`EngineSource` (Grad-CAM maps of the shared engine) or :class:`ComputedSource` (columns it
+    computes itself, as LaZSL's transport plan)."""
 
     columns: ClassVar[tuple[Column, ...]] = ()
     needs_adapters: ClassVar[bool] = False
-    #: True: its maps are Grad-CAM maps of the shared engine (:meth:`sampler`, :meth:`to_columns`);
-    #: False: it computes its columns itself (:meth:`setup`, :meth:`compute`; LaZSL's plan)
-    engine: ClassVar[bool] = True
     #: the VLM family whose own outputs it needs (ProLIP's σ²), or None for any
     family: ClassVar[str | None] = None
 
@@ -64,6 +63,12 @@ class MapSource:
         """What besides the shared VLM, prompts and data produced this source's columns."""
         return {}
 
+
+class EngineSource(MapSource):
+    """A source whose maps are Grad-CAM maps of the one shared engine: it gives the engine an
+    embedding sampler and turns the engine's maps for it into columns (one backward pass serves
+    every engine source)."""
+
     def sampler(self, device: torch.device):
         """The embedding sampler the Grad-CAM engine runs for this source (built on the actor)."""
         raise NotImplementedError
@@ -72,12 +77,16 @@ class MapSource:
         """The engine's (B, n_scores, h, w) maps for this source -> its store columns."""
         raise NotImplementedError
 
+
+class ComputedSource(MapSource):
+    """A source that computes its columns itself, not through the Grad-CAM engine."""
+
     def setup(self, vlm, classes: list[str], grid: tuple[int, int]) -> None:
-        """A non-engine source's runtime part, built once per actor: the VLM, the split's classes and
-        the store's map grid (the saliency layer's)."""
+        """The runtime part, built once per actor: the VLM, the split's classes and the store's map
+        grid (the saliency layer's)."""
 
     def compute(self, x: torch.Tensor, image_ids: list[str], labels: np.ndarray) -> dict[str, np.ndarray]:
-        """A non-engine source's columns for normalised images (B, 3, S, S), their ids and labels."""
+        """The columns for normalised images (B, 3, S, S), their ids and labels."""
         raise NotImplementedError
 
 
@@ -86,7 +95,7 @@ MAP_SOURCES: Registry[type[MapSource]] = Registry("map source")
 
 
 @MAP_SOURCES.register("gals")
-class GALSSource(MapSource):
+class GALSSource(EngineSource):
     """GALS' deterministic Grad-CAM map of the image embedding against the prompts."""
 
     columns = (Column("map_det", "map", "reference", "GALS map (det)", in_figure=True),)
@@ -99,7 +108,7 @@ class GALSSource(MapSource):
 
 
 @MAP_SOURCES.register("paric")
-class PARICSource(MapSource):
+class PARICSource(EngineSource):
     """PARIC's K maps from GGD-adapter embedding samples, with their mean, median and spread."""
 
     columns = (Column("map_samples", "samples", "samples", "PARIC samples"),
@@ -155,12 +164,12 @@ def build_sources(sources: list[MapSource], vlm, prompts: list[str], layer: str,
     from paric.attention.gradcam import resolve_layer
     from paric.attention.reference import GradCamEngine
 
-    on_engine = [src for src in sources if src.engine]
+    on_engine = [src for src in sources if isinstance(src, EngineSource)]
     engine = GradCamEngine(vlm, prompts, [src.sampler(device) for src in on_engine], layer=layer) \
         if on_engine else None
     grid = resolve_layer(vlm.model.visual, vlm.image_size, layer).grid
     for src in sources:
-        if not src.engine:
+        if isinstance(src, ComputedSource):
             src.setup(vlm, classes, grid)
     return engine
 
@@ -172,7 +181,8 @@ def compute_columns(sources: list[MapSource], engine, x: torch.Tensor, image_ids
     maps = iter(engine(x, image_ids) if engine is not None else [])
     cols: dict[str, np.ndarray] = {}
     for src in sources:
-        cols.update(src.to_columns(next(maps)) if src.engine else src.compute(x, image_ids, labels))
+        cols.update(src.to_columns(next(maps)) if isinstance(src, EngineSource)
+                    else src.compute(x, image_ids, labels))
     return cols
 
 

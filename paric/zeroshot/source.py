@@ -4,7 +4,7 @@ Why a map source: the plan between an image's crops and its class's descriptors 
 carry the class; painting each crop's transported mass over its box gives a pixel relevance that
 the GALS regularisers can pull towards, beside Grad-CAM's maps. Training maps use each image's
 label (as GALS' prompts name the object); val and test maps do too, so map quality scores the
-same object. It is not a Grad-CAM map: the source computes its columns itself (``engine = False``).
+same object. It is not a Grad-CAM map: the source computes its columns itself (a ``ComputedSource``).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from paric.attention.sources import MAP_SOURCES, Column, MapSource
+from paric.attention.sources import MAP_SOURCES, Column, ComputedSource
 from paric.vlm.factory import VLM
 from paric.zeroshot.evaluate import LazslScorer, descriptor_table, descriptors_for, lazsl_config, table_id
 from paric.zeroshot.lazsl import crop_weights, relevance
@@ -25,14 +25,13 @@ def to_grid(heat: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
 
 
 @MAP_SOURCES.register("lazsl")
-class LazslSource(MapSource):
+class LazslSource(ComputedSource):
     """Σ over crops of the mass transported to the label's descriptors, painted over each crop's box
     (``map_lazsl``), and each crop's contribution to the label's score (``map_lazsl_score``; see
     :func:`paric.zeroshot.lazsl.crop_weights` for why both)."""
 
     columns = (Column("map_lazsl", "map", "reference", "LaZSL mass", in_figure=True),
                Column("map_lazsl_score", "map", "reference", "LaZSL score"))
-    engine = False
 
     def provenance(self) -> dict:
         sec = self.cfg.lazsl

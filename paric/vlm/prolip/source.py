@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from paric.attention.sources import MAP_SOURCES, Column, MapSource, sample_columns
+from paric.attention.sources import MAP_SOURCES, Column, EngineSource, sample_columns
 from paric.vlm.prolip.sampler import ProlipSampler
 
 
 @MAP_SOURCES.register("prolip")
-class ProlipSource(MapSource):
+class ProlipSource(EngineSource):
     columns = (Column("map_prolip_samples", "samples", "samples", "ProLIP samples"),
                Column("map_prolip_mean", "map", "reference", "ProLIP mean", in_figure=True),
                Column("map_prolip_median", "map", "reference", "ProLIP median"),
