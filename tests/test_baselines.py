@@ -326,3 +326,20 @@ def test_a_changed_form_is_in_its_runs_keys(monkeypatch):
     assert f":dfr-v{FORM_VERSION}" in train_stage.fit_key(cfg, "dfr")
     assert train_stage.run_key(cfg, "lico").endswith(":lico-v2") and train_stage.run_key(cfg, "abn").endswith(":abn-v2")
     assert "-v" not in train_stage.run_key(cfg, "vanilla").rsplit(":", 1)[-1]
+
+
+def test_every_posthoc_value_is_a_registered_posthoc_method():
+    """The stages ask ``POSTHOC`` (run, key form, selection) instead of testing a method's name: each
+    value ``MethodConfig.posthoc`` accepts besides 'none' must be registered, and DFR's table line says
+    how its model is chosen."""
+    import typing
+
+    from paric.config import MethodConfig
+    from paric.stages.compare import selection_rule
+    from paric.train.posthoc import POSTHOC
+
+    choices = set(typing.get_args(MethodConfig.model_fields["posthoc"].annotation)) - {"none"}
+    assert choices == set(POSTHOC.names())
+    cfg = load_config(REPO / "conf" / "default.yaml")
+    assert selection_rule(cfg.method("dfr")) == POSTHOC.get("dfr").selection == "C by worst-group val"
+    assert selection_rule(cfg.method("vanilla")) == "class-balanced val"

@@ -27,6 +27,7 @@ from paric.stages.train import (MODEL, Tracking, cached_result, fit_run, open_li
 from paric.tracking import log_epoch
 from paric.stages.train_data import run_datasets, train_labels
 from paric.store import read_store
+from paric.train.posthoc import POSTHOC
 from paric.train.run import dataset_info, effective_method
 
 log = logging.getLogger("paric")
@@ -138,8 +139,8 @@ def mean_per_group(runs: list[dict]) -> list[float | None]:
 
 def selection_rule(m: MethodConfig) -> str:
     """How the method's reported model is chosen, as the table states it."""
-    if m.posthoc == "dfr":
-        return "C by worst-group val"
+    if m.posthoc != "none":
+        return POSTHOC.get(m.posthoc).selection
     return "worst-group val" if m.selects_on_groups else "class-balanced val"
 
 

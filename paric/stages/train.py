@@ -39,7 +39,8 @@ from paric.tracking import log_artifact, log_history, log_metrics, start_run, st
 from paric.train.fit_log import epoch_line
 from paric.train.data import iterate
 from paric.train.loop import fit, selection_metric
-from paric.train.run import (RunSpec, class_names, dataset_info, evaluate_saved, make_spec, make_trainer, run_dfr,
+from paric.train.posthoc import POSTHOC
+from paric.train.run import (RunSpec, class_names, dataset_info, evaluate_saved, make_spec, make_trainer,
                              run_in_memory, save_best,
                              split_columns, test_metrics)
 
@@ -248,10 +249,8 @@ def _run_key(cfg: Config, method: str, with_eval: bool) -> str:
     sections = (*TRAINING_KEYS, "eval") if with_eval else TRAINING_KEYS
     version = REGULARIZERS.get(m.regularizer).version
     form = f":{m.regularizer}-v{version}" if version else ""  # a regulariser whose form changed retrains
-    if m.posthoc == "dfr":
-        from paric.train.dfr import FORM_VERSION
-
-        form += f":dfr-v{FORM_VERSION}"
+    if m.posthoc != "none":
+        form += f":{m.posthoc}-v{POSTHOC.get(m.posthoc).form_version}"
     return cfg.section_hash(*sections) + ":" + method_key(m) \
         + ":" + upstream_key(cfg, split_columns(cfg, method)[0]) + text + base + form
 
@@ -302,10 +301,10 @@ def fit_run(cfg: Config, root: Path, method: str, seed: int, backbone: Path | No
     ``on_epoch``: each epoch's metrics as it ends (live MLflow curves; on Ray Train, from rank 0)."""
     out = cfg.layout.run(method, seed)
     m = cfg.method(method)
-    if m.posthoc == "dfr":  # no training: the base run's model, its last layer retrained (in this process)
+    if m.posthoc != "none":  # no training: the base run's model (DFR: its last layer retrained, in this process)
         base = cfg.layout.run(m.base, seed)
-        return run_dfr(cfg, root, method, seed, base / MODEL, json.loads((base / RESULT).read_text())
-                       if (base / RESULT).is_file() else {}, out / MODEL)
+        return POSTHOC.get(m.posthoc).run(cfg, root, method, seed, base / MODEL, json.loads((base / RESULT).read_text())
+                                          if (base / RESULT).is_file() else {}, out / MODEL)
     if cfg.train.num_workers == 0:
         return run_in_memory(cfg, root, method, seed, backbone, out / MODEL, on_epoch)
     return run_on_ray(cfg, root, method, seed, backbone, out, datasets=datasets, model_path=out / MODEL,
