@@ -181,12 +181,12 @@ def run(config: str | Path = "default", overrides: list[str] | None = None, prof
     (``results``: the methods table's numbers, ``report``: the report's directory, ``stages``)."""
     from paric import cli
     from paric.config import load_config, profile_overlays
-    from paric.stages.cache import set_forced
+    from paric.stages.cache import check_forced
     from paric.stages.pipeline import check_pipeline_config, run_full
 
     path = cli.resolve_config(str(config))
     cfg = load_config(path, overrides, overlays=profile_overlays(path, list(profiles or []), cli.CONF_DIR / "profiles"))
     check_pipeline_config(cfg)
-    set_forced(list(force or []))
+    check_forced(list(force or []))
     with cli.exclusive(cfg):
         return run_full(cfg, force=list(force or []), progress=progress)

@@ -102,7 +102,7 @@ def run_stages(doc: str | None, argv: list[str] | None, check: Callable[[Config]
     """The shape of the stage-running entry points: parse (with ``--force``), load and ``check`` the
     config (a problem prints ``config error: …`` and returns None, before any stage), then ``run`` it
     holding ``run.output_dir``. Returns ``run``'s result."""
-    from paric.stages.cache import set_forced
+    from paric.stages.cache import check_forced
 
     args = parser(doc, prog).parse_args(argv)
     setup_logging()
@@ -110,7 +110,7 @@ def run_stages(doc: str | None, argv: list[str] | None, check: Callable[[Config]
     try:
         cfg = config_from(args)
         check(cfg)
-        set_forced(force)
+        check_forced(force)
     except ValueError as exc:  # ConfigError is a ValueError
         print(f"config error: {exc}", file=sys.stderr)
         return None

@@ -192,3 +192,26 @@ def test_an_invocation_fingerprints_each_dataset_once_and_afresh_after_its_data_
         assert fp.dataset_fingerprint(root) != first[0] and len(calls) == 3  # outside a block: every call
     finally:
         fp._fingerprint = real
+
+
+def test_each_invocation_has_its_own_stage_log(tmp_path):
+    """``--force`` and the stage table belong to one invocation (a context), not to the process: outside
+    one nothing is forced, an inner invocation does not leak into the outer one, and an unknown stage
+    is refused naming the known ones."""
+    from paric.stages.cache import forced, record_stage, stage_log
+
+    assert not forced("train")
+    record_stage("data", "done", 1.0, tmp_path)  # outside an invocation: logged only
+    with stage_log(["train"]) as outer:
+        assert forced("train vanilla s0") and not forced("maps:train")
+        with stage_log(["maps"]) as inner:
+            assert forced("maps:val") and not forced("train")
+            record_stage("maps:val", "done", 2.0, tmp_path)
+        assert forced("train") and not forced("maps:val")
+        record_stage("train vanilla s0", "skipped (cached)", 0.0, tmp_path)
+    assert [e["stage"] for e in inner.events] == ["maps:val"]
+    assert [e["stage"] for e in outer.events] == ["train vanilla s0"]
+    assert not forced("train")
+    with pytest.raises(ValueError, match="unknown stage.*'trian'.*stages are data, vlm"):
+        with stage_log(["trian"]):
+            pass

@@ -13,17 +13,17 @@ from paric.stages.maps import run_precompute
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    from paric.stages.cache import set_forced
+    from paric.stages.cache import check_forced, stage_log
 
     args = cli.parser(__doc__, prog).parse_args(argv)
     cli.setup_logging()
     try:
         cfg = cli.config_from(args)
-        set_forced(cli.forced(args))
+        force = check_forced(cli.forced(args))
     except (ConfigError, ValueError) as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    with cli.exclusive(cfg):  # one invocation per run.output_dir
+    with cli.exclusive(cfg), stage_log(force):  # one invocation per run.output_dir
         t0 = time.time()
         summary = run_precompute(cfg, progress=not args.no_progress)
     q = summary["quality"]["splits"].get("test")

@@ -18,7 +18,7 @@ from paric.stages.pipeline import run_sweeps
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    from paric.stages.cache import set_forced
+    from paric.stages.cache import check_forced
 
     p = cli.selection_args(cli.parser(__doc__, prog))
     args = p.parse_args(argv)
@@ -31,8 +31,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                 raise ConfigError(f"--methods: '{m}' needs an entry in train.methods and sweep.spaces "
                                   f"(spaces: {sorted(cfg.sweep.spaces)})")
             cfg.check_sweep_seeds(m)
-        force = cli.forced(args)
-        set_forced(force)
+        force = check_forced(cli.forced(args))
         if args.seeds is not None:
             raise ConfigError("--seeds: a sweep's seeds are sweep.seeds (each grid point is trained with each)")
     except (ConfigError, ValueError) as exc:

@@ -24,7 +24,7 @@ from paric.tracking import log_artifact
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    from paric.stages.cache import set_forced
+    from paric.stages.cache import check_forced, stage_log
 
     args = cli.selection_args(cli.parser(__doc__, prog)).parse_args(argv)
     cli.setup_logging()
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         methods = (cfg.train.compare if args.methods == "compare" else
                    [cfg.train.method] if args.methods is None else args.methods.split(","))
         seeds = cli.seeds_from(cfg, args.seeds)
-        set_forced(cli.forced(args))
+        force = check_forced(cli.forced(args))
         for m in methods:
             if m not in cfg.train.methods:
                 raise ConfigError(f"--methods: '{m}' is not defined in train.methods ({sorted(cfg.train.methods)})")
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    with cli.exclusive(cfg):  # one invocation per run.output_dir
+    with cli.exclusive(cfg), stage_log(force):  # one invocation per run.output_dir
         t0 = time.time()
         progress = not args.no_progress
         run_precompute(cfg, progress=progress)

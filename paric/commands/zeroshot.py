@@ -20,17 +20,17 @@ from paric.stages.zeroshot import accuracy_lines, zeroshot_stage
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    from paric.stages.cache import set_forced
+    from paric.stages.cache import check_forced, stage_log
 
     args = cli.parser(__doc__, prog).parse_args(argv)
     cli.setup_logging()
     try:
         cfg = cli.config_from(args)
-        set_forced(cli.forced(args))
+        force = check_forced(cli.forced(args))
     except (ConfigError, ValueError) as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    with cli.exclusive(cfg):
+    with cli.exclusive(cfg), stage_log(force):
         root = data_stage(cfg, progress=not args.no_progress)
         result = zeroshot_stage(cfg, root, vlm_stage(cfg, root, progress=not args.no_progress))
     print("\n".join(accuracy_lines(result)))

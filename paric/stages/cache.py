@@ -10,6 +10,8 @@ import logging
 import os
 import time
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -19,22 +21,47 @@ from paric.io import atomic_path, write_json
 log = logging.getLogger("paric")
 MARKER = "_DONE.json"
 STAGES = ("data", "vlm", "adapters", "maps", "quality", "zeroshot", "backbone", "sweep", "train", "report")
-_forced: set[str] = set()
-EVENTS: list[dict[str, Any]] = []  # one row per finished stage in this process: the run's summary table
 
 
-def set_forced(names: list[str] | tuple[str, ...]) -> None:
-    """Stages to redo even when their cached output matches (``--force STAGE``)."""
+@dataclass
+class StageLog:
+    """One invocation's stage bookkeeping: the stages it must redo (``--force STAGE``) and one row per
+    stage it finished (the run's summary table). Why not module globals: two invocations in one
+    process (the API, the families driver, tests) would share and clear each other's."""
+
+    forced: frozenset[str] = frozenset()
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+#: the stage log of the invocation running in this context (None outside one: nothing is forced and
+#: finished stages are only logged)
+_CURRENT: ContextVar[StageLog | None] = ContextVar("paric_stage_log", default=None)
+
+
+def check_forced(names: list[str] | tuple[str, ...]) -> list[str]:
+    """``--force`` names, refused (naming the known stages) unless each is a stage."""
     unknown = [n for n in names if n not in STAGES]
     if unknown:
         raise ValueError(f"--force: unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
-    _forced.clear()
-    _forced.update(names)
+    return list(names)
+
+
+@contextmanager
+def stage_log(force: list[str] | tuple[str, ...] = ()) -> Iterator[StageLog]:
+    """The bookkeeping of one invocation: inside it, :func:`forced` answers from ``force`` and
+    :func:`record_stage` appends to the yielded log."""
+    log_ = StageLog(frozenset(check_forced(force)))
+    token = _CURRENT.set(log_)
+    try:
+        yield log_
+    finally:
+        _CURRENT.reset(token)
 
 
 def forced(stage_name: str) -> bool:
     """Whether a stage ('maps:train', 'sweep gals', 'train vanilla s0' …) is forced, by its first word."""
-    return stage_name.replace(":", " ").split(" ")[0] in _forced
+    current = _CURRENT.get()
+    return current is not None and stage_name.replace(":", " ").split(" ")[0] in current.forced
 
 
 def read_marker(stage_dir: Path) -> dict | None:
@@ -58,7 +85,7 @@ def timed_stage(name: str, output: Path) -> Iterator[dict]:
     """Log one line per stage: its wall time and where its output went.
 
     The stage sets ``info['skipped']`` when it reused its cached output; ``info['forced']`` says it
-    must not (``--force``). Every finished stage is appended to :data:`EVENTS`.
+    must not (``--force``). Every finished stage is appended to the invocation's :class:`StageLog`.
     """
     info: dict[str, Any] = {"skipped": False, "forced": forced(name)}
     t0 = time.time()
@@ -68,8 +95,11 @@ def timed_stage(name: str, output: Path) -> Iterator[dict]:
 
 
 def record_stage(name: str, state: str, seconds: float, output: Path) -> None:
-    """Log a stage's line and add it to :data:`EVENTS` (for stages timed elsewhere, e.g. in a Ray task)."""
-    EVENTS.append({"stage": name, "state": state, "seconds": round(seconds, 1), "output": str(output)})
+    """Log a stage's line and add it to the invocation's :class:`StageLog` (also for stages timed
+    elsewhere, e.g. in a Ray task)."""
+    current = _CURRENT.get()
+    if current is not None:
+        current.events.append({"stage": name, "state": state, "seconds": round(seconds, 1), "output": str(output)})
     log.info("[stage] %-18s %-16s %7.1fs  -> %s", name, state, seconds, output)
 
 

@@ -25,7 +25,7 @@ from paric.regularizers.reference import REFERENCES
 from paric.io import write_json
 from paric.report.ladder import build_ladder
 from paric.report.results import ZERO_SHOT_FIGURE, build_results, load_quality, write_report
-from paric.stages.cache import EVENTS, set_forced
+from paric.stages.cache import StageLog, stage_log
 from paric.stages.runner import Stage, run_stage
 from paric.stages.classifier import backbone_stage
 from paric.stages.maps import run_precompute
@@ -166,10 +166,8 @@ def stage_table(events: list[dict]) -> str:
 
 def run_sweeps(cfg: Config, methods: list[str], force: list[str] | tuple[str, ...] = (), progress: bool = True) -> dict:
     """Precompute (cached), backbone (cached), then sweep ``methods`` under one MLflow parent run."""
-    set_forced(list(force))
-    EVENTS.clear()
     quiet_data(progress)
-    with invocation(cfg, f"sweep {','.join(methods)}") as tracking:
+    with stage_log(force), invocation(cfg, f"sweep {','.join(methods)}") as tracking:
         run_precompute(cfg, progress=progress)
         root = cfg.data_root()
         backbone = backbone_stage(cfg, root, progress)
@@ -180,8 +178,11 @@ def run_sweeps(cfg: Config, methods: list[str], force: list[str] | tuple[str, ..
 def run_full(cfg: Config, force: list[str] | tuple[str, ...] = (), progress: bool = True) -> dict:
     """Run (or resume) every stage; returns {"results", "report", "stages", "seconds"}."""
     check_pipeline_config(cfg)
-    set_forced(list(force))
-    EVENTS.clear()
+    with stage_log(force) as log:
+        return _run_full(cfg, log, force, progress)
+
+
+def _run_full(cfg: Config, log: StageLog, force: list[str] | tuple[str, ...], progress: bool) -> dict:
     quiet_data(progress)
     t0 = time.time()
     out = cfg.output_path()
@@ -201,12 +202,12 @@ def run_full(cfg: Config, force: list[str] | tuple[str, ...] = (), progress: boo
                                 adopt=lambda m, s: adopt_best_trial(final, root, m, s, sweeps.get(m), tracking))
         report = report_stage(final, root, summary, sweeps, tracking)
         seconds = round(time.time() - t0, 1)
-        for e in EVENTS:  # one child run per stage: its wall time and whether it was cached
+        for e in log.events:  # one child run per stage: its wall time and whether it was cached
             with start_run(uri, tracking.experiment_id, f"stage {e['stage']}", parent,
                            {"output": e["output"], "state": e["state"]}) as rid:
                 log_metrics(uri, rid, {"seconds": e["seconds"], "skipped": float(e["state"] != "done")})
         log_metrics(uri, parent, {"pipeline_seconds": seconds})
-    stages = list(EVENTS)
+    stages = list(log.events)
     write_json(out / "pipeline_summary.json", {"stages": stages, "seconds": seconds, "force": list(force)})
     return {"results": json.loads((report / "results.json").read_text()), "report": report, "stages": stages,
             "seconds": seconds}
