@@ -54,6 +54,8 @@ class MapSource:
     needs_adapters: ClassVar[bool] = False
     #: the VLM family whose own outputs it needs (ProLIP's σ²), or None for any
     family: ClassVar[str | None] = None
+    #: it is a zero-shot classifier too (LaZSL), whose accuracies the zeroshot stage reports
+    zero_shot: ClassVar[bool] = False
 
     def __init__(self, cfg: "Config", adapters: Path | None = None) -> None:
         self.cfg = cfg

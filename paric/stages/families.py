@@ -19,6 +19,7 @@ from paric.attention.sources import MAP_SOURCES, declared_columns
 from paric.config import Config, with_value
 from paric.regularizers import REGULARIZERS
 from paric.regularizers.reference import REFERENCES
+from paric.vlm.families import VLM_FAMILIES
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def _runs_under(cfg: Config, method: str, family: str, sources: list[str]) -> bo
     """Whether ``family`` with map ``sources`` can train a method: a text tower only under CLIP (as
     ``check_pipeline_config`` requires), and every column it reads written by the sources."""
     text, columns = vlm_inputs(cfg, method)
-    return (not text or family == "clip") and columns <= set(declared_columns(sources))
+    return (not text or VLM_FAMILIES[family].prompt_text_tower) and columns <= set(declared_columns(sources))
 
 
 def plan_families(cfg: Config) -> list[FamilyRun]:

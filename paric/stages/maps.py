@@ -33,7 +33,8 @@ def run_precompute(cfg: Config, progress: bool = True) -> dict:
     layer = resolve_layer(vlm.model.visual, vlm.image_size, cfg.vlm.saliency_layer).path
     stores = precompute_splits(cfg, root, list(cfg.maps.splits), vlm_art, adapter_ckpt, layer)
     quality = quality_stage(cfg, root, layer)
-    zero = zeroshot_stage(cfg, root, vlm_art) if "lazsl" in cfg.maps.sources else None
+    zero = zeroshot_stage(cfg, root, vlm_art) if any(MAP_SOURCES.get(n).zero_shot for n in cfg.maps.sources) \
+        else None
     summary = {"data": str(root), "vlm": str(vlm_art.checkpoint or vlm_art.pretrained),
                "adapters": str(adapter_ckpt) if adapter_ckpt else None, "maps": {s: str(p) for s, p in stores.items()},
                "quality": quality, "zero_shot": zero}

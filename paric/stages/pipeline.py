@@ -37,6 +37,7 @@ from paric.stages.train import Tracking
 from paric.stages.train_data import run_datasets
 from paric.tracking import (OUTPUT_TAG, close_stale_runs, ensure_experiment, log_artifact, log_metrics, start_run,
                             tracking_uri)
+from paric.vlm.families import VLM_FAMILIES
 
 log = logging.getLogger("paric")
 
@@ -73,7 +74,8 @@ def check_pipeline_config(cfg: Config) -> None:
             raise ValueError(f"maps.sources: '{name}' samples a {family} VLM's own Gaussians; it needs "
                              f"vlm.family={family} (got {cfg.vlm.family})")
     for m in cfg.train.compare:
-        if REGULARIZERS.get(cfg.method(m).regularizer).needs_text and cfg.vlm.family != "clip":
+        if (REGULARIZERS.get(cfg.method(m).regularizer).needs_text
+                and not VLM_FAMILIES[cfg.vlm.family].prompt_text_tower):
             raise ValueError(f"train.methods.{m}: regularizer '{cfg.method(m).regularizer}' trains through a CLIP "
                              f"text tower (CoOp prompts); vlm.family={cfg.vlm.family} has none. Leave it out of "
                              "train.compare")

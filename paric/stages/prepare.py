@@ -118,7 +118,7 @@ def vlm_id(cfg: Config) -> str:
 def published_key(cfg: Config) -> str:
     """Published weights' key: name and content id (and the family's, for another family)."""
     base = f"{cfg.vlm.name}:{weights_id(cfg.vlm.pretrained)}"
-    return base if cfg.vlm.family == "clip" else f"{cfg.vlm.family}:{base}:{cfg.section_hash('vlm.prolip')}"
+    return VLM_FAMILIES[cfg.vlm.family].published_key(base, cfg)
 
 
 def vlm_key(cfg: Config, root: Path) -> str:

@@ -7,17 +7,22 @@ and its own modules. Both families return the same :class:`~paric.vlm.factory.VL
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from paric.config import VLMConfig
+from paric.config import Config, VLMConfig
 from paric.registry import Registry
 from paric.vlm.factory import VLM
 
 
 class VLMFamily:
     """The default behaviour is CLIP's; ProLIP overrides what differs."""
+
+    #: a text tower a text-branch regulariser trains prompts through (LICO's CoOp context); ProLIP's
+    #: [UNC]-token tower is not one
+    prompt_text_tower: ClassVar[bool] = True
 
     def custom_models(self) -> frozenset[str]:
         """Config names that are pretrained here (the others need published weights)."""
@@ -46,6 +51,11 @@ class VLMFamily:
         """What besides the config the pretraining depends on (a loss's form), in the vlm stage's key:
         a corrected loss retrains a cached VLM instead of reusing one trained with the old form."""
         return ()
+
+    def published_key(self, base: str, cfg: Config) -> str:
+        """The key of published weights (``<name>:<content id>``): CLIP's as it was before families
+        existed, so its cached outputs keep their keys; another family adds its name and options."""
+        return base
 
 
 VLM_FAMILIES: Registry[VLMFamily] = Registry("vlm family")
@@ -78,6 +88,8 @@ class ClipFamily(VLMFamily):
 
 class ProlipFamily(VLMFamily):
     """ProLIP (METHODS.md §4): ``paric/vlm/prolip/configs``, or published weights in their layout."""
+
+    prompt_text_tower = False
 
     def custom_models(self) -> frozenset[str]:
         from paric.vlm.prolip.factory import PROLIP_MODELS
@@ -120,6 +132,9 @@ class ProlipFamily(VLMFamily):
 
     def key_fields(self) -> tuple[str, ...]:
         return ("vlm.family", "vlm.prolip")
+
+    def published_key(self, base: str, cfg: Config) -> str:
+        return f"prolip:{base}:{cfg.section_hash('vlm.prolip')}"
 
 
 VLM_FAMILIES.add("clip", ClipFamily())

@@ -32,6 +32,7 @@ class LazslSource(ComputedSource):
 
     columns = (Column("map_lazsl", "map", "reference", "LaZSL mass", in_figure=True),
                Column("map_lazsl_score", "map", "reference", "LaZSL score"))
+    zero_shot = True
 
     def provenance(self) -> dict:
         sec = self.cfg.lazsl
