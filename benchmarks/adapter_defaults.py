@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from paric.attention.reference import GGDSampler, GradCamEngine, aggregate_samples
-from paric.config import load_config
+from paric.catalog import load_config
 from paric.data import WaterbirdsDataset
 from paric.stages.prepare import load_corpus
 from paric.eval.map_quality import summarise

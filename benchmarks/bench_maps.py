@@ -24,7 +24,7 @@ from paric.config import AdapterConfig
 from paric.vlm.adapters import build_adapters
 from paric.vlm.factory import VLM, VLMLoadError, frozen, load_vlm
 from paric.vlm.prolip.factory import SIGLIP_MEAN, SIGLIP_STD, build_prolip, load_prolip, model_config
-from paric.vlm.prolip.sampler import ProlipSampler
+from paric.attention.prolip_sampler import ProlipSampler
 
 PROMPTS = ["a photo of a bird"]
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from paric.attention.gradcam import resolve_layer
-from paric.config import load_config
+from paric.catalog import load_config
 from paric.stages.precompute import precompute_split
 from paric.stages.prepare import VLMArtifact, data_stage
 from paric.stages.ray_env import ensure_ray

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from paric.config import load_config
+from paric.catalog import load_config
 from paric.train.data import iterate, load_split
 from paric.train.run import dataset_info, make_spec, make_trainer, split_columns
 

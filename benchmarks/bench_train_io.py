@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from paric.config import load_config
+from paric.catalog import load_config
 from paric.stages.ray_env import ensure_ray
 from paric.stages.train_data import split_dataset
 from paric.train.data import iterate, load_split

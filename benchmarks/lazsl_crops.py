@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from paric.config import load_config
+from paric.catalog import load_config
 from paric.data import WaterbirdsDataset
 from paric.stages.prepare import label_sets, stack_images
 from paric.vlm.families import VLM_FAMILIES

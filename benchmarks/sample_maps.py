@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from paric.attention.reference import GGDSampler, GradCamEngine, ImageEmbedding, TextMatch, aggregate_samples
-from paric.config import load_config
+from paric.catalog import load_config
 from paric.data import WaterbirdsDataset
 from paric.eval.map_quality import summarise
 from paric.vlm.adapters import AdapterPair, load_adapters

@@ -180,7 +180,8 @@ def run(config: str | Path = "default", overrides: list[str] | None = None, prof
     """The whole pipeline (``paric run``) on a config file or packaged config name; returns its result
     (``results``: the methods table's numbers, ``report``: the report's directory, ``stages``)."""
     from paric import cli
-    from paric.config import load_config, profile_overlays
+    from paric.catalog import load_config
+    from paric.config import profile_overlays
     from paric.stages.cache import check_forced
     from paric.stages.pipeline import check_pipeline_config, run_full
 

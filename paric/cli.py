@@ -7,12 +7,10 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable
 
 from paric.config import Config, ConfigError, load_config, profile_overlays
-from paric.stages.cache import write_invocation_config, write_resolved_config
-from paric.stages.lock import OutputDirInUse, OutputLock
+from paric.stages.lock import exclusive
 
 
 class _Parser(argparse.ArgumentParser):
@@ -122,7 +120,11 @@ def config_from(args: argparse.Namespace) -> Config:
     """The config the arguments name (raises ConfigError naming the file, profile or override)."""
     profiles = (["quick"] if args.quick else []) + list(args.profile)
     path = resolve_config(args.config)
-    return load_config(path, args.overrides, overlays=profile_overlays(path, profiles, CONF_DIR / "profiles"))
+    overlays = profile_overlays(path, profiles, CONF_DIR / "profiles")
+    load_config(path, args.overrides, overlays=overlays)  # types and structure: a typo is refused before torch loads
+    from paric.catalog import load_config as load_checked  # the registries (torch): only once a command runs
+
+    return load_checked(path, args.overrides, overlays=overlays)
 
 
 def setup_logging() -> None:
@@ -130,25 +132,6 @@ def setup_logging() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("paric").setLevel(logging.INFO)
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-dataset INFO lines; the [stage] lines say it
-
-
-@contextmanager
-def exclusive(cfg: Config) -> Iterator[None]:
-    """Hold ``run.output_dir`` for this invocation (a second one exits at once, status 3, saying who
-    holds it); record the config in ``invocations/`` at the start and as ``config.resolved.yaml`` once
-    the invocation has succeeded."""
-    lock = OutputLock(cfg.output_path())
-    try:
-        lock.acquire()
-    except OutputDirInUse as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(3) from None
-    try:
-        write_invocation_config(cfg)
-        yield
-        write_resolved_config(cfg)  # only after success: it describes the outputs beside it
-    finally:
-        lock.release()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,11 +10,12 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import yaml
 from paric.layout import Layout
-from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, RootModel, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 
 class ConfigError(ValueError):
@@ -30,6 +31,31 @@ class _Section(BaseModel):
     """Base for all sections: unknown keys and silent type coercion are errors."""
 
     model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+
+class NameCheck(Protocol):
+    """What the schema asks of the registries, answered by :mod:`paric.catalog`, which passes one in the
+    validation context (``context={NAMES: ...}``). Why a protocol: the schema then imports no registry
+    (and no torch); validated without one, a config is checked for types and structure only, and
+    ``paric.catalog.check`` checks its names and plugin options."""
+
+    def data_format(self, name: str) -> None: ...
+    def map_sources(self, names: list[str]) -> None: ...
+    def descriptors(self, path: str) -> None: ...
+    def method_options(self, m: "MethodConfig") -> dict: ...
+    def method_in_use(self, name: str, m: "MethodConfig") -> None: ...
+    def vlm_families(self, names: list[str]) -> None: ...
+    def sampled_reference(self, name: str) -> bool: ...
+
+
+#: the validation-context key of the :class:`NameCheck`
+NAMES = "paric_names"
+
+
+def _names(info: ValidationInfo | None) -> NameCheck | None:
+    """The name checker this validation runs with, if any."""
+    ctx = info.context if info is not None else None
+    return ctx.get(NAMES) if isinstance(ctx, dict) else None
 
 
 class RunConfig(_Section):
@@ -116,11 +142,9 @@ class DataConfig(_Section):
 
     @field_validator("format")
     @classmethod
-    def _known_format(cls, v: str) -> str:
-        from paric.data.formats import FORMATS  # imports the format modules: only when validating
-
-        if v != "synthetic" and v not in FORMATS:
-            raise ValueError(f"unknown dataset format {v!r}; known: synthetic, {', '.join(FORMATS.names())}")
+    def _known_format(cls, v: str, info: ValidationInfo) -> str:
+        if (names := _names(info)) is not None:
+            names.data_format(v)
         return v
     # No cross-key validation here (root required, masks only for waterbirds): overrides are validated
     # one at a time, so 'data.format=food101 data.root=...' must pass after its first item. The data
@@ -231,12 +255,9 @@ class MapsConfig(_Section):
 
     @field_validator("sources")
     @classmethod
-    def _known_sources(cls, v: list[str]) -> list[str]:
-        from paric.attention.sources import MAP_SOURCES  # the registry imports torch: only when validating
-
-        unknown = [n for n in v if n not in MAP_SOURCES]
-        if unknown:
-            raise ValueError(f"unknown map source(s) {unknown}; registered: {MAP_SOURCES.names()}")
+    def _known_sources(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        if (names := _names(info)) is not None:
+            names.map_sources(v)
         if len(set(v)) != len(v):
             raise ValueError(f"a map source is listed twice: {v}")
         return v
@@ -267,11 +288,9 @@ class LazslSection(_Section):
 
     @field_validator("descriptors")
     @classmethod
-    def _readable(cls, v: str | None) -> str | None:
-        if v is not None:
-            from paric.data.descriptors import load
-
-            load(v)  # a missing or malformed file fails at load time, naming the file and key
+    def _readable(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and (names := _names(info)) is not None:
+            names.descriptors(v)  # a missing or malformed file fails at load time, naming the file and key
         return v
 
 
@@ -371,59 +390,15 @@ class MethodConfig(_Section):
         "labels, GALS), or worst-group validation accuracy (as the group-robustness papers); auto: worst-group "
         "exactly when the method uses group labels otherwise")
 
-    @property
-    def group_labels(self) -> Literal["none", "validation", "training"]:
-        """Which group labels the method uses: in training (Group DRO, group balancing), on validation
-        only (DFR's last-layer data, or worst-group selection), or none (GALS' setting)."""
-        from paric.train.objectives import OBJECTIVES
-
-        if (self.balance == "group" or self.sampling == "group_balanced"
-                or OBJECTIVES.get(self.objective).group_labels == "training"):
-            return "training"
-        if self.posthoc != "none" or self.jtt_epochs is not None or self.selection == "worst_group":
-            return "validation"
-        return "none"
-
-    @property
-    def selects_on_groups(self) -> bool:
-        """Whether the best epoch is chosen by worst-group validation accuracy."""
-        if self.selection == "auto":  # one rule with the methods table's column: any group label used
-            return self.group_labels != "none"
-        return self.selection == "worst_group"
-
     @model_validator(mode="after")
-    def _registered(self) -> "MethodConfig":
-        """Names and options against the registries (imported here: they import torch)."""
-        from paric.regularizers import REGULARIZERS
-        from paric.regularizers.reference import REFERENCES
-
-        from paric.train.objectives import OBJECTIVES
-
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective: unknown objective {self.objective!r}; known: {OBJECTIVES.names()}")
+    def _registered(self, info: ValidationInfo) -> "MethodConfig":
+        """Structure here; names and the regulariser's options (normalised to its Options model, so an
+        omitted option and its default give one key) by the name checker, when there is one."""
         if self.posthoc != "none" and self.base is None:
             raise ValueError(f"posthoc: '{self.posthoc}' needs base (the trained method it starts from)")
-        if self.regularizer not in REGULARIZERS:
-            raise ValueError(f"regularizer: unknown regularizer {self.regularizer!r}; known: {REGULARIZERS.names()}")
-        if self.reference != "none" and self.reference not in REFERENCES:
-            raise ValueError(f"reference: unknown reference {self.reference!r}; known: none, "
-                             f"{', '.join(REFERENCES.names())}")
-        try:
-            opts = REGULARIZERS.get(self.regularizer).Options.model_validate(self.options)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ValueError(f"options.{where}: {first['msg']} (options of regularizer "
-                             f"'{self.regularizer}')") from None
-        object.__setattr__(self, "options", opts.model_dump(mode="json"))
+        if (names := _names(info)) is not None:
+            object.__setattr__(self, "options", names.method_options(self))
         return self
-
-    def check(self, name: str) -> None:
-        from paric.regularizers import REGULARIZERS
-
-        if REGULARIZERS.get(self.regularizer).needs_reference and self.reference == "none":
-            raise ValueError(f"train.methods.{name}: regularizer '{self.regularizer}' needs a reference "
-                             "(det, mean, median or oracle)")
 
 
 #: the method presets as data (``paric/conf/presets/methods.yaml``, with the λ conversions as comments);
@@ -504,11 +479,13 @@ class TrainConfig(_Section):
         return data
 
     @model_validator(mode="after")
-    def _known(self) -> "TrainConfig":
+    def _known(self, info: ValidationInfo) -> "TrainConfig":
+        names = _names(info)
         for m in [self.method, *self.compare]:
             if m not in self.methods:
                 raise ValueError(f"method '{m}' is not defined in train.methods ({sorted(self.methods)})")
-            self.methods[m].check(m)
+            if names is not None:
+                names.method_in_use(m, self.methods[m])
         return self
 
 
@@ -715,18 +692,14 @@ class ReportConfig(_Section):
 
     @field_validator("families")
     @classmethod
-    def _known_families(cls, v: list[str]) -> list[str]:
-        from paric.vlm.families import VLM_FAMILIES  # imports torch: only when validating
-
-        for name in v:
-            if name not in VLM_FAMILIES:
-                raise ValueError(f"unknown VLM family {name!r}; known: {', '.join(VLM_FAMILIES.names())}")
+    def _known_families(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        if (names := _names(info)) is not None:
+            names.vlm_families(v)
         return v
 
 
 class Config(_Section):
-    # factories, not instances: building the defaults validates names against the registries, which
-    # import torch and the modules that import this one
+    # factories, not instances: every config gets its own sections
     run: RunConfig = Field(default_factory=RunConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     vlm: VLMConfig = Field(default_factory=VLMConfig)
@@ -740,12 +713,12 @@ class Config(_Section):
     report: ReportConfig = Field(default_factory=ReportConfig)
 
     @model_validator(mode="after")
-    def _k_within_K(self) -> "Config":
+    def _k_within_K(self, info: ValidationInfo) -> "Config":
         for name, m in self.train.methods.items():
             if m.k is not None and m.k > self.maps.K:
                 raise ValueError(f"train.methods.{name}.k={m.k} exceeds maps.K={self.maps.K} (samples stored)")
         for name, space in self.sweep.spaces.items():
-            self._check_space(name, space)
+            self._check_space(name, space, _names(info))
             if name in self.sweep.methods:
                 self.check_sweep_seeds(name)
         if len(set(self.sweep.seeds)) != len(self.sweep.seeds):
@@ -759,15 +732,14 @@ class Config(_Section):
             raise ValueError(f"sweep.seeds={self.sweep.seeds}: sweep.spaces.{method} must be a grid (every dimension "
                              "'dist: grid') so that each configuration is trained with every seed")
 
-    def _check_space(self, method: str, space: SearchSpace) -> None:
+    def _check_space(self, method: str, space: SearchSpace, names: NameCheck | None = None) -> None:
         """Every dimension names a key a trial can set, and its values are valid there (set on a
-        copy of this config, as a trial will); sample-count keys need a sampled reference."""
+        copy of this config, as a trial will, and with a name checker its names too); sample-count
+        keys need a sampled reference."""
         if method not in self.train.methods:
             return  # a space of a method this config does not define is unused (pipeline checks sweep.methods)
-        from paric.regularizers.reference import REFERENCES
-
         refs = space.choices("reference") or [self.method(method).reference]
-        sampled = any(r != "none" and r in REFERENCES and REFERENCES.get(r).sampled for r in refs)
+        sampled = names is None or any(r != "none" and names.sampled_reference(r) for r in refs)
         for key, dim in space.items():
             where = f"sweep.spaces.{method}.{key}"
             head = key.split(".")
@@ -783,8 +755,11 @@ class Config(_Section):
                 values = [min(v, self.maps.K) for v in values]
             for value in values:
                 try:
-                    with_value(self, space_target(method, key), value)
-                except (ConfigError, ValidationError) as exc:
+                    trial = with_value(self, space_target(method, key), value)
+                    if names is not None:
+                        names.method_options(trial.method(method))
+                        names.method_in_use(method, trial.method(method))
+                except (ConfigError, ValidationError, ValueError) as exc:
                     raise ValueError(f"{where}: value {value!r} is not valid there: {_first_error(exc)}") from None
 
     def method(self, name: str | None = None) -> MethodConfig:
@@ -967,25 +942,27 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                overlays: list[str | Path] | None = None) -> Config:
+                overlays: list[str | Path] | None = None, names: NameCheck | None = None) -> Config:
     """Load a YAML config (or the defaults), deep-merge ``overlays`` (profile files such as
-    ``conf/profiles/quick.yaml``) over it, apply ``key=value`` overrides, validate.
+    ``conf/profiles/quick.yaml``) over it, apply ``key=value`` overrides, validate (with ``names``,
+    the registries' names and plugin options too: :func:`paric.catalog.load_config` passes them).
 
     Errors name the file (or the override) and the dotted key.
     """
+    ctx = {NAMES: names} if names is not None else None
     tree: dict = {}
     source = "<defaults>"
     if path is not None:
         source = str(path)
         tree = _read_yaml(Path(path))
     try:
-        Config.model_validate(tree)
+        Config.model_validate(tree, context=ctx)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, source)) from None
     for overlay in overlays or []:
         tree = _merge(tree, _read_yaml(Path(overlay)))
         try:
-            Config.model_validate(tree)
+            Config.model_validate(tree, context=ctx)
         except ValidationError as exc:
             raise ConfigError(_format_errors(exc, str(overlay))) from None
     applied: list[tuple[str, str]] = []  # (dotted key, override as typed)
@@ -995,7 +972,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         applied.append((key, item))
     # validated once all are applied: a pair such as grid=false + weight=[lo,hi] is only valid together
     try:
-        cfg = Config.model_validate(tree)
+        cfg = Config.model_validate(tree, context=ctx)
     except ValidationError as exc:
         loc = ".".join(str(p) for p in exc.errors()[0]["loc"])
         near = lambda k: not loc or k == loc or k.startswith(loc + ".") or loc.startswith(k + ".")  # noqa: E731

@@ -29,7 +29,7 @@ def config_page() -> str:
 
 def registries() -> dict[str, dict]:
     """Every registry a config names entries of, with its entries (imports each plugin package)."""
-    from paric.attention.sources import MAP_SOURCES
+    from paric.catalog import MAP_SOURCES
     from paric.data.formats import FORMATS
     from paric.regularizers import REGULARIZERS
     from paric.regularizers.reference import REFERENCES

@@ -113,7 +113,9 @@ def best_configuration(trials: list[dict], seeds: list[int]) -> dict:
 
 def trial_config(base: Config, method: str, params: dict[str, Any]) -> Config:
     """The base config with a trial's values set: method keys on ``method``, ``train.*`` on training."""
+    from paric.catalog import check  # the registries: only when a trial is configured
+
     cfg = base
     for key, value in params.items():
         cfg = with_value(cfg, space_target(method, key), value)
-    return cfg
+    return check(cfg, f"sweep trial of {method} with {params}")

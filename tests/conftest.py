@@ -82,7 +82,7 @@ def tiny_precomputed(tmp_path_factory, ray_cluster):
     """The tiny config's precompute (data, VLM, adapters, maps, quality, zero-shot) run once per session;
     modules start from a copy of it (:func:`precomputed_copy`). Caches are keyed on content, not paths,
     so a copy's stages are all cached (``test_cache_keys`` checks that a copied output keeps every key)."""
-    from paric.config import load_config
+    from paric.catalog import load_config
     from paric.stages.maps import run_precompute
 
     out = tmp_path_factory.mktemp("tiny_precomputed")

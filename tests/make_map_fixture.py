@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from conftest import TINY  # noqa: E402
 from cpu_signature import cpu_signature  # noqa: E402
 
-from paric.config import load_config  # noqa: E402
+from paric.catalog import load_config  # noqa: E402
 from paric.stages.maps import run_precompute  # noqa: E402
 from paric.stages.ray_env import ensure_ray  # noqa: E402
 

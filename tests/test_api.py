@@ -116,3 +116,30 @@ def test_a_user_written_loop_learns_to_ignore_the_background():
         seen.append(float(penalty))
     assert all(torch.isfinite(torch.tensor(seen)))
     assert min(seen[-3:]) < seen[0], seen
+
+
+def test_readme_regulariser_with_two_options_is_one_module_and_a_preset(tmp_path, monkeypatch):
+    """The README's *Adding a regulariser*, as printed: the module registers, its preset loads with its
+    options checked (defaults filled in, a bad one refused naming the key), and it trains as a loss."""
+    from paric.catalog import load_config
+    from paric.config import ConfigError
+    from paric.regularizers import REGULARIZERS
+
+    section = (REPO / "README.md").read_text().split("## Adding a regulariser", 1)[1].split("\n## ", 1)[0]
+    code, preset = (re.search(rf"```{lang}\n(.*?)```", section, re.S).group(1) for lang in ("python", "yaml"))
+    monkeypatch.setattr(REGULARIZERS, "_entries", dict(REGULARIZERS._entries))  # registered for this test only
+    # dont_inherit: as its own module would, without this file's postponed annotations
+    exec(compile(code, "README.md#adding-a-regulariser", "exec", dont_inherit=True), {})  # noqa: S102
+    (tmp_path / "mine.yaml").write_text(preset)
+    cfg = load_config(tmp_path / "mine.yaml")
+    assert cfg.method("gals_noise").options == {"sigma": 0.05, "norm": "l2"}
+    with pytest.raises(ConfigError, match=r"override 'train.methods.gals_noise.options.norm=l3'.*options.norm"):
+        load_config(tmp_path / "mine.yaml", ["train.methods.gals_noise.options.norm=l3"])
+    model = torchvision.models.resnet18(num_classes=2)
+    x, y = _batch(4, 32)
+    ref = torch.zeros(4, 32, 32)
+    ref[:, 8:24, 8:24] = 1.0
+    logits, penalty = paric.AttentionLoss("noise_outside", weight=1.0, options={"sigma": 0.05})(model, x, y, ref)
+    assert logits.shape == (4, 2) and float(penalty) > 0
+    penalty.backward()
+    assert model.fc.weight.grad is not None

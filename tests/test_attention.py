@@ -119,7 +119,7 @@ def test_combine_prompts_ignores_zero_maps_and_normalise_is_safe():
 @pytest.mark.parametrize("config", ["waterbirds95", "waterbirds100", "food_redmeat", "coco_gender", "waterbirds95_vitb32"])
 def test_paper_configs_read_the_layer_gals_reads(config: str) -> None:
     """GALS reads CLIP RN50 at layer4 (7×7 at 224 px) and ViT-B/32 at the last block (7×7 patches)."""
-    from paric.config import load_config
+    from paric.catalog import load_config
     from paric.vlm.factory import build_model
 
     cfg = load_config(f"conf/{config}.yaml")

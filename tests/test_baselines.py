@@ -10,9 +10,9 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from paric.config import load_config
+from paric.catalog import load_config
 from paric.train.dfr import balanced_subsample, fit_dfr, penultimate, set_head
-from paric.train.objectives import OBJECTIVES, GroupDRO
+from paric.train.objectives import OBJECTIVES, GroupDRO, group_labels
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,7 +40,7 @@ def test_group_dro_weights_move_toward_the_worst_group():
 def test_objectives_and_group_labels_are_declared_per_method():
     cfg = load_config(REPO / "conf" / "default.yaml")
     assert set(OBJECTIVES.names()) >= {"erm", "group_dro"}
-    labels = {m: cfg.method(m).group_labels for m in ("vanilla", "upweight", "gals", "group_dro", "dfr")}
+    labels = {m: group_labels(cfg.method(m)) for m in ("vanilla", "upweight", "gals", "group_dro", "dfr")}
     assert labels == {"vanilla": "none", "upweight": "none", "gals": "none", "group_dro": "training",
                       "dfr": "validation"}
     assert cfg.method("dfr_r100").base == "vanilla_r100"
@@ -89,7 +89,7 @@ def test_a_method_weight_decay_reaches_the_optimiser_and_group_labels_decide_sel
     assert Trainer(cfg, "group_dro", 2, 4, 4, seed=0, group_counts=counts).opt.param_groups[0]["weight_decay"] \
         == pytest.approx(cfg.train.weight_decay)
     # group-balanced sampling alone uses training group labels, so the run selects on worst-group validation
-    assert cfg.method("vanilla").group_labels == "training"
+    assert group_labels(cfg.method("vanilla")) == "training"
     assert selection_metric(cfg.method("vanilla")) == "val_worst_group_acc"
 
 

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from paric.attention.sources import configured_sources
-from paric.config import load_config
+from paric.catalog import load_config
 from paric.data.fingerprint import dataset_fingerprint
 from paric.stages.cache import mark_done
 from paric.stages.classifier import backbone_key

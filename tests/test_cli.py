@@ -97,7 +97,8 @@ def test_config_keys_cover_the_schema(capsys):
 
 def test_seeds_flag():
     from paric import cli
-    from paric.config import ConfigError, load_config
+    from paric.catalog import load_config
+    from paric.config import ConfigError
 
     cfg = load_config(REPO / "conf" / "default.yaml")
     assert cli.seeds_from(cfg, None) == [cfg.run.seed] and cli.seeds_from(cfg, "all") == list(cfg.train.seeds)

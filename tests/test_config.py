@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from paric.config import ConfigError, load_config
+from paric.catalog import load_config
+from paric.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import jensenshannon
 
+from paric.data.formats import dataset_metrics
 from paric.eval.fairness import (
-    dataset_metrics,
     gender_ratio,
     outcome_divergence,
     outcome_rates,

@@ -77,7 +77,7 @@ def test_the_insertion_blur_is_rise_s_and_its_protocol_is_recorded():
     assert EvalConfig().faith_blur == RISE_BLUR
     from pathlib import Path
 
-    from paric.config import load_config
+    from paric.catalog import load_config
 
     default = load_config(Path(__file__).resolve().parents[1] / "conf" / "default.yaml")
     assert default.eval.faith_blur == pytest.approx(RISE_BLUR, rel=1e-5)  # the embedded default too

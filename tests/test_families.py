@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from paric.config import ConfigError, load_config, profile_overlays
+from paric.catalog import load_config
+from paric.config import ConfigError, profile_overlays
 from paric.report.families import FamilyResults, merge_families, write_families
 from paric.stages.families import plan_families, reads_vlm
 

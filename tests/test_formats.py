@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from paric.config import ConfigError, load_config
+from paric.catalog import load_config
+from paric.config import ConfigError
 from paric.data import CaptionCorpus, WaterbirdsDataset
 from paric.data.check import check_dataset, main
 from paric.data.fixtures import make_coco_fixture, make_food101_fixture, make_waterbirds_fixture
@@ -65,8 +66,7 @@ def test_registry():
 def test_a_new_format_is_one_entry_whose_options_come_from_data_options(natives, tmp_path):
     """A format registered with no key of its own in the data section: ``data.format`` accepts its
     name, ``data.options`` reaches its scanner, the data stage indexes it, its metrics are reported."""
-    from paric.data.formats import DatasetFormat, waterbirds
-    from paric.eval.fairness import dataset_metrics
+    from paric.data.formats import DatasetFormat, dataset_metrics, waterbirds
 
     fx = natives["waterbirds"]
     FORMATS.add("toy_birds", DatasetFormat(waterbirds.scan, metrics=lambda y, p, c: {"n": float(len(y))}))

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from paric.config import load_config, profile_overlays
+from paric.catalog import load_config
+from paric.config import profile_overlays
 from paric.data.fixtures import make_coco_fixture, make_food101_fixture, make_waterbirds_fixture
 from paric.stages.pipeline import run_full
 

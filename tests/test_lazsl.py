@@ -141,7 +141,7 @@ def test_the_transported_mass_map_does_not_depend_on_the_class():
 
 def _source(crops: int = 5):
     from paric.attention.gradcam import resolve_layer
-    from paric.attention.sources import MAP_SOURCES
+    from paric.catalog import MAP_SOURCES
     from paric.config import Config
     from paric.vlm.factory import load_vlm
 
@@ -169,7 +169,8 @@ def test_the_lazsl_source_writes_maps_at_the_store_grid_whatever_the_batch():
 
 
 def test_a_missing_or_malformed_descriptor_file_fails_at_config_load(tmp_path):
-    from paric.config import ConfigError, load_config
+    from paric.catalog import load_config
+    from paric.config import ConfigError
 
     repo = __import__("pathlib").Path(__file__).resolve().parents[1]
     with pytest.raises(ConfigError, match=r"lazsl.descriptors.*nope.json: descriptor file not found"):

@@ -150,9 +150,13 @@ def test_the_ot_targets_carry_the_class_name():
 
 
 def test_lico_is_a_method_without_a_reference_and_its_options_are_checked():
+    from paric.catalog import CATALOG
+    from paric.config import NAMES
+
     assert MethodConfig(regularizer="lico").reference == "none"
-    _cfg().method("lico").check("lico")  # no reference needed
+    CATALOG.method_in_use("lico", _cfg().method("lico"))  # no reference needed
+    assert _cfg().method("lico").options["n_ctx"] >= 1  # the checked config holds its options' defaults
     with pytest.raises(ValueError, match=r"options.n_ctx: Input should be greater than or equal to 1"):
-        MethodConfig(regularizer="lico", options={"n_ctx": 0})
+        MethodConfig.model_validate({"regularizer": "lico", "options": {"n_ctx": 0}}, context={NAMES: CATALOG})
     with pytest.raises(ValueError, match="needs a reference"):
-        MethodConfig(regularizer="gradcam", weight=1.0).check("x")
+        CATALOG.method_in_use("x", MethodConfig(regularizer="gradcam", weight=1.0))

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from paric.config import load_config
+from paric.catalog import load_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from paric import store
-from paric.config import load_config
+from paric.catalog import load_config
 from paric.stages.maps import run_precompute
 from paric.stages.precompute import precompute_split
 from paric.stages.prepare import VLMArtifact

@@ -10,10 +10,10 @@ import torch.nn.functional as F
 
 from paric.attention.gradcam import capture_as_leaf, resolve_layer
 from paric.attention.reference import GradCamEngine, ImageEmbedding, TextMatch
-from paric.config import load_config
+from paric.catalog import load_config
 from paric.vlm.prolip.factory import load_prolip
 from paric.vlm.prolip.model import UNC_BIAS_INIT
-from paric.vlm.prolip.sampler import ProlipSampler, gaussian_noise
+from paric.attention.prolip_sampler import ProlipSampler, gaussian_noise
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = ["a photo of a shape", "an image of a shape"]

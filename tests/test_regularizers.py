@@ -162,7 +162,7 @@ def test_dilate_grows_the_reference_by_whole_pixels():
 
 
 def test_balancing_with_unit_weights_trains_as_no_balancing():
-    from paric.config import load_config
+    from paric.catalog import load_config
     from paric.train.run import effective_method
 
     cfg = load_config(None)
@@ -229,11 +229,15 @@ def test_gals_mask_resize_counts_any_coverage_as_object():
 def test_every_configurable_regularizer_is_registered_and_builds_with_its_weight():
     from paric.regularizers import Regularizer
 
+    from paric.catalog import CATALOG
+    from paric.config import NAMES
+
     names = set(REGULARIZERS)
-    for name in names:  # the config accepts exactly the registered names (checked at load time)
-        MethodConfig(regularizer=name)
+    for name in names:  # the catalog accepts exactly the registered names (checked at load time)
+        MethodConfig.model_validate({"regularizer": name}, context={NAMES: CATALOG})
     with pytest.raises(ValueError, match="unknown regularizer 'licoo'"):
-        MethodConfig(regularizer="licoo")
+        MethodConfig.model_validate({"regularizer": "licoo"}, context={NAMES: CATALOG})
+    assert MethodConfig(regularizer="licoo").regularizer == "licoo"  # the schema alone checks structure only
     for name in names - {"none"}:
         if not REGULARIZERS.get(name).needs_reference:
             continue  # weighted by its own options (lico's w_mm, w_ot)
@@ -342,7 +346,8 @@ def test_a_new_regularizers_options_live_with_it_and_are_checked_at_load_time():
     """Issue 13: a regulariser with options is one module: its Options model, not MethodConfig fields."""
     from pydantic import BaseModel, Field
 
-    from paric.config import ConfigError, load_config
+    from paric.catalog import load_config
+    from paric.config import ConfigError
     from paric.regularizers.base import Regularizer
 
     class WithOptions(Regularizer):

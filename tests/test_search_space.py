@@ -8,7 +8,8 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from pydantic import BaseModel, ConfigDict, Field
 
-from paric.config import ConfigError, SearchSpace, load_config
+from paric.catalog import load_config
+from paric.config import ConfigError, SearchSpace
 from paric.regularizers import REGULARIZERS
 from paric.regularizers.base import NoRegularizer
 from paric.search_space import distributions, grid_values, trial_config

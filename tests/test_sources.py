@@ -10,9 +10,10 @@ import torch
 
 from paric import store
 from paric.attention.reference import GradCamEngine
-from paric.attention.sources import (MAP_SOURCES, ComputedSource, EngineSource, build_sources, compute_columns,
-                                     declared_columns)
-from paric.config import AdapterConfig, load_config
+from paric.attention.sources import ComputedSource, EngineSource, build_sources, compute_columns, declared_columns
+from paric.catalog import MAP_SOURCES
+from paric.catalog import load_config
+from paric.config import AdapterConfig
 from paric.vlm.adapters import build_adapters
 from paric.vlm.factory import load_vlm
 

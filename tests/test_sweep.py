@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from paric.config import load_config, profile_overlays
+from paric.catalog import load_config
+from paric.config import profile_overlays
 from paric.stages.classifier import backbone_stage
 from paric.stages.maps import run_precompute
 from paric.stages.sweep import adopt_best_trial, apply_best, finished_trial, sweep_key, sweep_stage

@@ -14,7 +14,8 @@ import psutil
 import pytest
 import torch
 
-from paric.config import load_config, with_value
+from paric.catalog import load_config
+from paric.config import with_value
 from paric.stages.classifier import backbone_stage
 from paric.stages.maps import run_precompute
 from paric.stages.train import run_on_ray, train_stage

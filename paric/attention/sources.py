@@ -6,7 +6,9 @@ is the union of the configured sources' columns (``maps.sources``); the reader, 
 quality stage and the figures iterate over the declared columns instead of naming them.
 
 Adding a source (ProLIP's Gaussian, LaZSL's transport plan) is one class here or in its own
-module, registered with ``@MAP_SOURCES.register("name")``, and its name in ``maps.sources``.
+module, registered with ``@MAP_SOURCES.register("name")``, and its name in ``maps.sources``. A source
+in its own module registers when :mod:`paric.catalog` imports it: the complete registry is the
+catalog's (this module does not import the plugins that import it).
 """
 from __future__ import annotations
 
@@ -186,15 +188,6 @@ def compute_columns(sources: list[MapSource], engine, x: torch.Tensor, image_ids
         cols.update(src.to_columns(next(maps)) if isinstance(src, EngineSource)
                     else src.compute(x, image_ids, labels))
     return cols
-
-
-def _register_modules() -> None:
-    """Sources defined in their own modules register on import (after this module's classes exist)."""
-    import paric.vlm.prolip.source  # noqa: F401  'prolip'
-    import paric.zeroshot.source  # noqa: F401  'lazsl'
-
-
-_register_modules()
 
 
 def configured_sources(cfg: "Config", adapters: Path | None = None) -> list[MapSource]:

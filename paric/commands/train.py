@@ -12,6 +12,7 @@ import sys
 import time
 
 from paric import cli
+from paric.catalog import CATALOG
 from paric.config import ConfigError
 from paric.report.results import build_results, load_quality, write_report
 from paric.report.table import methods_table
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         for m in methods:
             if m not in cfg.train.methods:
                 raise ConfigError(f"--methods: '{m}' is not defined in train.methods ({sorted(cfg.train.methods)})")
-            cfg.method(m).check(m)
+            CATALOG.method_in_use(m, cfg.method(m))
     except (ConfigError, ValueError) as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

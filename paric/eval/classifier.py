@@ -6,14 +6,13 @@ Takes prepared batches (images in [0, 1]) so it is the same with or without Ray.
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
 
 from paric.config import EvalConfig
 from paric.eval.calibration import expected_calibration_error, negative_log_likelihood
-from paric.eval.fairness import dataset_metrics
 from paric.eval.faithfulness import gradcam_faithfulness, protocol
 from paric.eval.groups import group_metrics
 from paric.eval.map_quality import energy_in_mask
@@ -25,10 +24,11 @@ EvalBatch = dict[str, torch.Tensor]  # image (B,3,H,W) float, label, group, opti
 
 
 def evaluate_classifier(model: Classifier, batches: Iterable[EvalBatch], n_classes: int, n_groups: int,
-                        cfg: EvalConfig, robustness: bool = True, dataset_format: str = "synthetic",
-                        classes: Sequence[str] = ()) -> dict:
+                        cfg: EvalConfig, robustness: bool = True,
+                        extra_metrics: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None) -> dict:
     """All metrics for one split. Robust accuracy uses the first ``cfg.adv_max_images`` images;
-    ``dataset_format`` + ``classes`` add the dataset's own metrics (:func:`dataset_metrics`)."""
+    ``extra_metrics(labels, predicted classes)`` adds the dataset's own (a format's paper metrics:
+    :func:`paric.data.formats.dataset_metrics`)."""
     model.eval()
     logits, ys, groups, energies = [], [], [], []
     adv_seen, adv_correct = 0, {}
@@ -73,8 +73,8 @@ def evaluate_classifier(model: Classifier, batches: Iterable[EvalBatch], n_class
         out["cam_energy_in_mask"] = float(np.nanmean(np.concatenate(energies)))
     if faith:
         out.update(_faithfulness(model, faith, cfg))
-    if classes:
-        out.update(dataset_metrics(dataset_format, y, lg.argmax(1), list(classes)))
+    if extra_metrics is not None:
+        out.update(extra_metrics(y, lg.argmax(1)))
     return out
 
 

@@ -98,14 +98,3 @@ def gender_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str
             "outcome_divergence": outcome_divergence(y_true, y_pred, man, woman),
             "acc_man": per[man] if per[man] is not None else float("nan"),
             "acc_woman": per[woman] if per[woman] is not None else float("nan")}
-
-
-def dataset_metrics(fmt: str, y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
-    """The metrics a dataset's paper table reports beyond the group accuracies, as flat floats: the
-    format's own ``metrics`` (``FORMATS``); {} for the embedded benchmark. ``y_pred`` are class indices."""
-    from paric.data.formats import FORMATS  # the formats import these functions
-
-    if fmt not in FORMATS:
-        _same_shape(y_true, y_pred)
-        return {}
-    return FORMATS.get(fmt).metrics(y_true, y_pred, classes)

@@ -27,6 +27,7 @@ from paric.stages.train import (MODEL, Tracking, cached_result, fit_run, open_li
 from paric.tracking import log_epoch
 from paric.stages.train_data import run_datasets, train_labels
 from paric.store import read_store
+from paric.train.objectives import group_labels, selects_on_groups
 from paric.train.posthoc import POSTHOC
 from paric.train.run import dataset_info, effective_method
 
@@ -141,7 +142,7 @@ def selection_rule(m: MethodConfig) -> str:
     """How the method's reported model is chosen, as the table states it."""
     if m.posthoc != "none":
         return POSTHOC.get(m.posthoc).selection
-    return "worst-group val" if m.selects_on_groups else "class-balanced val"
+    return "worst-group val" if selects_on_groups(m) else "class-balanced val"
 
 
 def train_proportions(cfg: Config) -> np.ndarray:
@@ -213,13 +214,13 @@ def compare_stage(cfg: Config, root: Path, methods: list[str], seeds: list[int],
     for m, s in posthoc:  # DFR: seconds each, on the base run's saved model
         runs[(m, s)] = train_stage(cfg, root, m, s, backbone, tracking)
     # the group-label column's order (none, validation, training), the given order within each
-    methods = sorted(methods, key=lambda m: GROUP_ORDER.index(cfg.method(m).group_labels))
+    methods = sorted(methods, key=lambda m: GROUP_ORDER.index(group_labels(cfg.method(m))))
     proportions = train_proportions(cfg)
     results = {m: [{**runs[(m, s)], "weighted_acc": weighted_accuracy(runs[(m, s)], proportions)} for s in seeds]
                for m in methods}
     table = summarise(results, TABLE_METRICS, seeds)
     for m in methods:  # what a fair comparison needs to know beside the numbers
-        table[m]["group_labels"] = cfg.method(m).group_labels
+        table[m]["group_labels"] = group_labels(cfg.method(m))
         table[m]["selection"] = selection_rule(cfg.method(m))
     summary = {"methods": table, "seeds": seeds,
                "paired": paired_differences(table, cfg.report.before, cfg.report.differences),

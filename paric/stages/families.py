@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from paric.attention.sources import MAP_SOURCES, declared_columns
+from paric.attention.sources import declared_columns
+from paric.catalog import MAP_SOURCES, check
 from paric.config import Config, with_value
 from paric.regularizers import REGULARIZERS
 from paric.regularizers.reference import REFERENCES
@@ -101,7 +102,7 @@ def plan_families(cfg: Config) -> list[FamilyRun]:
             fam = with_value(fam, key, value)
         if cfg.data.format == "synthetic" and not cfg.data.root:  # one benchmark for every family
             fam = with_value(fam, "data.root", str(out / "data"))
-        plan.append(FamilyRun(family, fam, tuple(vlm_methods), tuple(shared)))
+        plan.append(FamilyRun(family, check(fam, f"report.families: {family}"), tuple(vlm_methods), tuple(shared)))
     if not any(p.vlm_methods for p in plan):
         raise ValueError(f"train.compare {cfg.train.compare}: no method reads a VLM, so the families would not "
                          "differ; add a map-regularised method (gals, paric_mean, ...)")
@@ -125,7 +126,7 @@ def check_families(cfg: Config) -> list[FamilyRun]:
 def run_families(cfg: Config, force: list[str] | tuple[str, ...] = (), progress: bool = True) -> dict:
     """Run (or resume) :func:`run_full` per family, then write ``<output_dir>/families.{json,md}``.
     Returns {"merged", "report", "runs": {family: run_full's result}}."""
-    from paric.cli import exclusive
+    from paric.stages.lock import exclusive
     from paric.report.families import FamilyResults, merge_families, write_families
     from paric.stages.pipeline import run_full
 

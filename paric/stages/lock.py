@@ -10,8 +10,16 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+from paric.stages.cache import write_invocation_config, write_resolved_config
+
+if TYPE_CHECKING:
+    from paric.config import Config
 
 LOCK_NAME = ".paric.lock"
 
@@ -53,3 +61,22 @@ class OutputLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+@contextmanager
+def exclusive(cfg: "Config") -> Iterator[None]:
+    """Hold ``run.output_dir`` for this invocation (a second one exits at once, status 3, saying who
+    holds it); record the config in ``invocations/`` at the start and as ``config.resolved.yaml`` once
+    the invocation has succeeded."""
+    lock = OutputLock(cfg.output_path())
+    try:
+        lock.acquire()
+    except OutputDirInUse as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(3) from None
+    try:
+        write_invocation_config(cfg)
+        yield
+        write_resolved_config(cfg)  # only after success: it describes the outputs beside it
+    finally:
+        lock.release()

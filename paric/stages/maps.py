@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 from paric.attention.gradcam import resolve_layer
-from paric.attention.sources import MAP_SOURCES
+from paric.catalog import MAP_SOURCES
 from paric.config import Config
 from paric.io import write_json
 from paric.stages.precompute import precompute_splits

@@ -17,7 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from paric.attention.sources import MAP_SOURCES, declared_columns
+from paric.attention.sources import declared_columns
+from paric.catalog import CATALOG, MAP_SOURCES, check
 from paric.config import Config
 from paric.data.fingerprint import fixed_data
 from paric.regularizers import REGULARIZERS
@@ -50,7 +51,7 @@ def check_pipeline_config(cfg: Config) -> None:
     for m in cfg.train.compare:
         if m not in cfg.train.methods:
             raise ValueError(f"train.compare: '{m}' is not defined in train.methods ({sorted(cfg.train.methods)})")
-        cfg.method(m).check(m)
+        CATALOG.method_in_use(m, cfg.method(m))
         base = cfg.method(m).base
         if cfg.method(m).posthoc != "none" and base not in cfg.train.compare:
             raise ValueError(f"train.methods.{m}: posthoc '{cfg.method(m).posthoc}' starts from base '{base}', "
@@ -168,6 +169,7 @@ def stage_table(events: list[dict]) -> str:
 
 def run_sweeps(cfg: Config, methods: list[str], force: list[str] | tuple[str, ...] = (), progress: bool = True) -> dict:
     """Precompute (cached), backbone (cached), then sweep ``methods`` under one MLflow parent run."""
+    cfg = check(cfg)
     quiet_data(progress)
     with stage_log(force), invocation(cfg, f"sweep {','.join(methods)}") as tracking:
         run_precompute(cfg, progress=progress)
@@ -179,6 +181,7 @@ def run_sweeps(cfg: Config, methods: list[str], force: list[str] | tuple[str, ..
 
 def run_full(cfg: Config, force: list[str] | tuple[str, ...] = (), progress: bool = True) -> dict:
     """Run (or resume) every stage; returns {"results", "report", "stages", "seconds"}."""
+    cfg = check(cfg)  # names and plugin options, if the caller loaded it unchecked (paric.config.load_config)
     check_pipeline_config(cfg)
     with stage_log(force) as log:
         return _run_full(cfg, log, force, progress)

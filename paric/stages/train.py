@@ -24,7 +24,7 @@ from ray.train import (Checkpoint, CheckpointConfig, DataConfig, FailureConfig, 
                        ScalingConfig)
 from ray.train.torch import TorchTrainer
 
-from paric.attention.sources import MAP_SOURCES
+from paric.catalog import MAP_SOURCES
 from paric.config import Config, MethodConfig
 from paric.io import write_json
 from paric.layout import MODEL, RESULT

@@ -26,7 +26,7 @@ from paric.models.classifier import Classifier, build_classifier
 from paric.regularizers import REGULARIZERS, RunContext, StepInputs, build_reference, build_regularizer, total
 from paric.schedule import warmup_cosine
 from paric.train.data import prepare
-from paric.train.objectives import OBJECTIVES
+from paric.train.objectives import OBJECTIVES, selects_on_groups
 
 Batch = dict[str, torch.Tensor]
 
@@ -261,7 +261,7 @@ def selection_metric(m: MethodConfig) -> str:
     """The validation metric that picks a run's best epoch (and a sweep's best trial): class-balanced
     accuracy (no group labels, as GALS), or worst-group accuracy for a method that uses group labels
     (as Group DRO, JTT and DFR select)."""
-    return "val_worst_group_acc" if m.selects_on_groups else "val_balanced_acc"
+    return "val_worst_group_acc" if selects_on_groups(m) else "val_balanced_acc"
 
 
 def completed(history: list[dict], train_cfg: TrainConfig) -> bool:

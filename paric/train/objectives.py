@@ -83,3 +83,21 @@ class GroupDRO(Objective):
             q = self.q * torch.exp(self.eta * (losses.detach() + self.adjustment))
             self.q.copy_(q / q.sum())
         return (self.q * losses).sum()
+
+
+def group_labels(m: "MethodConfig") -> Literal["none", "validation", "training"]:
+    """Which group labels a method uses: in training (Group DRO, group balancing), on validation only
+    (DFR's last-layer data, JTT's selection, or worst-group selection), or none (GALS' setting)."""
+    if m.balance == "group" or m.sampling == "group_balanced" or OBJECTIVES.get(m.objective).group_labels == "training":
+        return "training"
+    if m.posthoc != "none" or m.jtt_epochs is not None or m.selection == "worst_group":
+        return "validation"
+    return "none"
+
+
+def selects_on_groups(m: "MethodConfig") -> bool:
+    """Whether the best epoch is chosen by worst-group validation accuracy: ``selection: auto`` follows
+    the methods table's column (any group label used)."""
+    if m.selection == "auto":
+        return group_labels(m) != "none"
+    return m.selection == "worst_group"

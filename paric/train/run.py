@@ -19,6 +19,7 @@ import torch
 
 from paric.config import Config, MethodConfig
 from paric.data import WaterbirdsDataset
+from paric.data.formats import dataset_metrics
 from paric.eval.classifier import evaluate_classifier
 from paric.models.classifier import classifier_for_state
 from paric.io import atomic_path
@@ -122,8 +123,8 @@ def evaluate_model(cfg: Config, model: torch.nn.Module, n_classes: int, n_groups
     """The evaluation suite on raw test batches (plus the dataset's own metrics when ``classes``
     are given: Food worst-class accuracy, COCO gender ratio / outcome divergence)."""
     prepared = (prepare(b, cfg.classifier.image_size, torch.device(device)) for b in batches)
-    return evaluate_classifier(model, prepared, n_classes, n_groups, cfg.eval, dataset_format=cfg.data.format,
-                               classes=classes or [])
+    extra = functools.partial(dataset_metrics, cfg.data.format, classes=list(classes)) if classes else None
+    return evaluate_classifier(model, prepared, n_classes, n_groups, cfg.eval, extra_metrics=extra)
 
 
 def test_metrics(trainer: Trainer, batches: Iterable[Batch], classes: list[str] | None = None) -> dict:

@@ -21,6 +21,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+import numpy as np
+
 from paric.data.formats import coco_gender, food101, waterbirds
 from paric.data.formats.base import (
     SPLIT_NAMES,
@@ -234,3 +236,14 @@ def prepare_index(data: "DataConfig", out: str | Path, force: bool = False) -> b
         return True
     build_index(data.format, data.root, out, images=data.check_images, **opts)
     return False
+
+
+def dataset_metrics(fmt: str, y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict[str, float]:
+    """The metrics a dataset's paper table reports beyond the group accuracies, as flat floats: the
+    format's own ``metrics`` (``FORMATS``); {} for the embedded benchmark. ``y_pred`` are class indices."""
+    from paric.eval.fairness import _same_shape
+
+    if fmt not in FORMATS:
+        _same_shape(y_true, y_pred)
+        return {}
+    return FORMATS.get(fmt).metrics(y_true, y_pred, classes)

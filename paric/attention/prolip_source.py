@@ -1,5 +1,5 @@
 """The ``prolip`` map source: K Grad-CAM maps from ProLIP's own embedding samples
-(:class:`~paric.vlm.prolip.sampler.ProlipSampler`), with their mean, median and spread, beside
+(:class:`~paric.attention.prolip_sampler.ProlipSampler`), with their mean, median and spread, beside
 PARIC's adapter samples in the same store (the comparison of the two samplers)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from paric.attention.sources import MAP_SOURCES, Column, EngineSource, sample_columns
-from paric.vlm.prolip.sampler import ProlipSampler
+from paric.attention.prolip_sampler import ProlipSampler
 
 
 @MAP_SOURCES.register("prolip")
