@@ -271,7 +271,7 @@ def test_the_maps_stages_pretrain_a_prolip_vlm_and_store_both_samplers_maps(tmp_
     cfg = load_config(REPO / "conf" / "default.yaml", tiny_overrides + [
         f"run.output_dir={tmp_path}", "vlm.family=prolip", "maps.sources=[gals,paric,prolip]"])
     run_precompute(cfg, progress=False)
-    report = json.loads(cfg.layout.vlm() / "pretrain.json".read_text())
+    report = json.loads((cfg.layout.vlm() / "pretrain.json").read_text())
     assert report["text_unc_from"] == "unc" and "final_incl_masked" in report
     zs = report["zero_shot"]
     assert {"csd", "mu"} == set(zs["csd_classes"]) and zs["csd_classes"]["mu"] == pytest.approx(zs["acc_classes"])

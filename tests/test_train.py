@@ -245,7 +245,7 @@ def test_cli_trains_compares_and_tracks_in_mlflow(tiny, tiny_overrides):
                           timeout=600, env={**__import__("os").environ, "MLFLOW_TRACKING_URI": ""})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| gals |" in proc.stdout and "skipped (cached)" in proc.stderr
-    summary = json.loads(cfg.layout.train() / "summary.json".read_text())
+    summary = json.loads((cfg.layout.train() / "summary.json").read_text())
     assert len(summary["methods"]["gals"]["worst_group_acc"]["runs"]) == 2
     results = json.loads(cfg.output_path("report", "results.json").read_text())
     assert {"config", "maps", "methods"} <= set(results) and "energy_in_mask" in results["maps"]
