@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from paric.config import Config, ConfigError, load_config, profile_overlays
+from paric.stages.cache import STAGES
 from paric.stages.lock import exclusive
 
 
@@ -23,8 +24,6 @@ class _Parser(argparse.ArgumentParser):
 
 #: the configs and profiles that ship inside the package (``conf/`` in a checkout links here)
 CONF_DIR = Path(__file__).resolve().parent / "conf"
-#: every stage name ``--force`` takes (paric.stages.cache.STAGES, kept here so ``--help`` needs no torch)
-STAGE_NAMES = ("data", "vlm", "adapters", "maps", "quality", "zeroshot", "backbone", "sweep", "train", "report")
 
 
 def packaged_configs() -> list[str]:
@@ -60,7 +59,7 @@ def parser(doc: str | None, prog: str | None = None) -> argparse.ArgumentParser:
                    help="overlay profiles/<name>.yaml (beside the config file, else the packaged one)")
     p.add_argument("--quick", action="store_true", help="same as --profile quick")
     p.add_argument("--force", action="append", default=[], metavar="STAGE",
-                   help=f"redo a stage even if cached (repeatable or comma-separated): {', '.join(STAGE_NAMES)}")
+                   help=f"redo a stage even if cached (repeatable or comma-separated): {', '.join(STAGES)}")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=3")
     return p

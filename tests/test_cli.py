@@ -36,12 +36,12 @@ def test_the_shared_parser_takes_overrides_anywhere():
         assert "cli.parser(" in (REPO / "paric" / "commands" / f"{name}.py").read_text(), name
 
 
-def test_force_stage_names_match_the_cache():
-    """``--help`` lists the stages without importing torch; the list is the cache's."""
-    from paric import cli
-    from paric.stages.cache import STAGES
-
-    assert cli.STAGE_NAMES == STAGES
+def test_force_stage_names_come_from_the_cache_without_torch():
+    """``--help`` lists the cache's stages (one list, no copy) without importing torch or Ray."""
+    code = ("import sys; from paric import cli; from paric.stages.cache import STAGES; "
+            "h = cli.parser('x').format_help(); "
+            "assert all(s in h for s in STAGES); assert 'torch' not in sys.modules and 'ray' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 def test_every_pipeline_script_is_its_paric_command():
