@@ -5,12 +5,11 @@ plugin may import the schema and nothing runs in circles. This module imports ev
 (formats, map sources, references, regularisers, objectives, post-hoc methods, VLM families), and
 answers the schema's :class:`~paric.config.NameCheck` questions while a config is validated: the
 errors still name the file or override and the key. Entry points load through
-:func:`load_config` (a checked config), and :func:`with_value` checks a sweep trial's config.
+:func:`load_config` (a checked config); :func:`check` re-checks one (a sweep trial's, once its values are set).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -19,7 +18,6 @@ import paric.zeroshot.source  # noqa: F401  registers the map source 'lazsl'
 from paric.attention.sources import MAP_SOURCES
 from paric.config import NAMES, Config, ConfigError, MethodConfig, _format_errors
 from paric.config import load_config as load_unchecked
-from paric.config import with_value as set_unchecked
 from paric.data.formats import FORMATS
 from paric.regularizers import REGULARIZERS
 from paric.regularizers.reference import REFERENCES
@@ -103,7 +101,3 @@ def check(cfg: Config, source: str = "config") -> Config:
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, source)) from None
 
-
-def with_value(cfg: Config, dotted: str, value: Any) -> Config:
-    """A copy of ``cfg`` with one dotted key set and the result checked (a sweep trial's values)."""
-    return check(set_unchecked(cfg, dotted, value), f"{dotted}={value!r}")

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from paric.config import Config, ConfigError, load_config, profile_overlays
+from paric.config import Config, ConfigError, profile_overlays
 from paric.stages.cache import STAGES
 from paric.stages.lock import exclusive
 
@@ -119,11 +119,9 @@ def config_from(args: argparse.Namespace) -> Config:
     """The config the arguments name (raises ConfigError naming the file, profile or override)."""
     profiles = (["quick"] if args.quick else []) + list(args.profile)
     path = resolve_config(args.config)
-    overlays = profile_overlays(path, profiles, CONF_DIR / "profiles")
-    load_config(path, args.overrides, overlays=overlays)  # types and structure: a typo is refused before torch loads
-    from paric.catalog import load_config as load_checked  # the registries (torch): only once a command runs
+    from paric.catalog import load_config  # the registries (torch): only once a command runs
 
-    return load_checked(path, args.overrides, overlays=overlays)
+    return load_config(path, args.overrides, overlays=profile_overlays(path, profiles, CONF_DIR / "profiles"))
 
 
 def setup_logging() -> None:

@@ -12,6 +12,7 @@ import logging
 import math
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -35,28 +36,24 @@ class ShardMapper:
     scorer) once per actor, then maps whole shards of any split (one pool serves every split, so
     the actors' start-up, imports and VLM load, is paid once per precompute, not once per split)."""
 
-    def __init__(self, root: str, vlm_art: VLMArtifact, sources: list[MapSource], prompts: list[str],
-                 layer: str, shard_size: int, batch_size: int, out_dirs: dict[str, str],
+    def __init__(self, root: str, classes: list[str], vlm_art: VLMArtifact, sources: list[MapSource],
+                 prompts: list[str], layer: str, shard_size: int, batch_size: int, out_dirs: dict[str, str],
                  provenance: dict[str, dict], threads: int):
         torch.set_num_threads(max(1, threads))
         self.vlm = vlm_art.load()
         self.device = torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
         self.vlm.model.to(self.device)
         self.sources, self.root = sources, root
+        self.engine = build_sources(sources, self.vlm, prompts, layer, self.device, classes)
         self.datasets: dict[str, WaterbirdsDataset] = {}
-        self.engine = None
         self.shard_size, self.batch_size = shard_size, batch_size
         self.out_dirs = {k: Path(v) for k, v in out_dirs.items()}
         self.provenance = provenance
-        self.prompts, self.layer = prompts, layer
 
     def dataset(self, split: str) -> WaterbirdsDataset:
         if split not in self.datasets:
             self.datasets[split] = WaterbirdsDataset(self.root, split, image_size=self.vlm.image_size,
                                                      with_masks=False)
-        if self.engine is None:  # the class names are the dataset's, the same in every split
-            self.engine = build_sources(self.sources, self.vlm, self.prompts, self.layer, self.device,
-                                        self.datasets[split].classes)
         return self.datasets[split]
 
     def compute_shard(self, split: str, shard: int) -> dict[str, np.ndarray | list]:
@@ -107,38 +104,43 @@ def precompute_splits(cfg: Config, root: Path, splits: list[str], vlm_art: VLMAr
     Ray Data pass over one actor pool; returns each split's directory. Each split stays its own
     cached stage (``maps:<split>``), timed from the start of the pass to its last shard."""
     sources = configured_sources(cfg, adapter_ckpt)
-    out_dirs, provs, todo = {}, {}, []
+    base = map_provenance(cfg, vlm_art, sources, layer)  # the same for every split but its name
+    out_dirs = {split: cfg.layout.maps(split) for split in splits}
+    provs: dict[str, dict] = {}
+    sizes: dict[str, int] = {}  # images of each split that has shards to compute
+    todo: list[tuple[str, int]] = []
+    classes: list[str] = []
     t0 = time.time()
-    for split in splits:
-        out_dir = out_dirs[split] = cfg.layout.maps(split)
-        prov = map_provenance(cfg, vlm_art, sources, layer)
-        prov["split"] = split
+    for split, out_dir in out_dirs.items():
+        prov = provs[split] = {**base, "split": split}
         prov["hash"] = store.provenance_hash(prov)
-        provs[split] = prov
         if forced(f"maps:{split}") and out_dir.exists():
             shutil.rmtree(out_dir)  # --force maps: recompute every shard
         if store.is_complete(out_dir, prov["hash"]):
             record_stage(f"maps:{split}", "skipped (cached)", 0.0, out_dir)
             continue
-        n = len(WaterbirdsDataset(root, split, with_masks=False))
+        ds = WaterbirdsDataset(root, split, with_masks=False)
+        n, classes = len(ds), ds.classes
         n_shards = math.ceil(n / cfg.maps.shard_size)
         done = store.finished_parts(out_dir, prov["hash"])
         log.info("maps:%s: %d images, %d shards (%d already written)", split, n, n_shards, len(done))
-        todo += [(split, s, n) for s in range(n_shards) if s not in done]
-        if len(done) == n_shards:
+        missing = [(split, s) for s in range(n_shards) if s not in done]
+        if missing:
+            todo += missing
+            sizes[split] = n
+        else:  # every part written, the manifest not yet (killed just before it)
             finish_split(split, out_dir, n, prov, t0)
-    pending = {split: n for split, _, n in todo}
     if todo:
         ensure_ray()
         gpus = cluster_gpus()
         n_actors = min(cfg.maps.num_actors, len(todo))
         cpus = int(ray.cluster_resources().get("CPU", 1))
         threads = max(1, cpus // n_actors) if cfg.run.threads == 0 else cfg.run.threads
-        ds = ray.data.from_items([{"split": sp, "shard": s} for sp, s, _ in todo], override_num_blocks=len(todo))
+        ds = ray.data.from_items([{"split": sp, "shard": s} for sp, s in todo], override_num_blocks=len(todo))
         mapped = ds.map_batches(
             ShardMapper,
             fn_constructor_kwargs=dict(
-                root=str(root), vlm_art=vlm_art, sources=sources, prompts=list(cfg.vlm.prompts),
+                root=str(root), classes=classes, vlm_art=vlm_art, sources=sources, prompts=list(cfg.vlm.prompts),
                 layer=layer, shard_size=cfg.maps.shard_size, batch_size=cfg.maps.batch_size,
                 out_dirs={k: str(v) for k, v in out_dirs.items()}, provenance=provs, threads=threads,
             ),
@@ -147,13 +149,13 @@ def precompute_splits(cfg: Config, root: Path, splits: list[str], vlm_art: VLMAr
             num_cpus=0 if gpus else 1,
             num_gpus=1 if gpus else 0,
         )
-        left = {split: sum(1 for sp, _, _ in todo if sp == split) for split in pending}
+        left = Counter(split for split, _ in todo)
         for row in mapped.iter_rows():
             split = str(row["split"])
             log.info("maps:%s shard %d: %d images in %.1fs", split, row["shard"], row["rows"], row["seconds"])
             left[split] -= 1
             if left[split] == 0:
-                finish_split(split, out_dirs[split], pending[split], provs[split], t0)
+                finish_split(split, out_dirs[split], sizes[split], provs[split], t0)
     return out_dirs
 
 
