@@ -149,6 +149,37 @@ def test_norm_scaled_samples_are_the_published_scores_times_the_towers_norm(setu
     assert np.abs(out.samples - ref.samples).max() > 1e-3  # the norm's gradient changes the maps
 
 
+class PlainScores:
+    """A sampler seen through its ``scores`` only: the engine then pulls gradients back from the scores."""
+
+    def __init__(self, sampler) -> None:
+        self.sampler, self.n_scores = sampler, sampler.n_scores
+
+    def setup(self, *args) -> None:
+        self.sampler.setup(*args)
+
+    def scores(self, emb, image_ids):
+        return self.sampler.scores(emb, image_ids)
+
+
+def test_sampler_score_graph_gives_the_plain_scores_maps_bit_for_bit(setup):
+    """Issue 31: the GGD sampler starts every column's VJP at (μ, α, β, ‖v‖) instead of pushing it
+    through all K samples; the maps (and the scores) are the same floats as autograd's from the scores."""
+    from paric.attention.reference import GGDSampler, GradCamEngine, TextMatch
+
+    vlm, adapters, x, ids = setup
+    def samplers(wrap):
+        return [TextMatch(), wrap(GGDSampler(adapters, 5, 3)), wrap(GGDSampler(adapters, 5, 3, scale_by_norm=True))]
+    fast = GradCamEngine(vlm, PROMPTS, samplers(lambda s: s))
+    plain = GradCamEngine(vlm, PROMPTS, samplers(PlainScores))
+    assert hasattr(fast.samplers[1], "score_graph") and not hasattr(plain.samplers[1], "score_graph")
+    for a, b in zip(fast(x, ids), plain(x, ids)):
+        assert torch.equal(a, b)
+    looped = GradCamEngine(vlm, PROMPTS, samplers(lambda s: s), vjp="looped")
+    for a, b in zip(fast(x, ids), looped(x, ids)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("name,head_name,atol", [("paric-micro-vit-tok", "ClsHead", 1e-6),
                                                   ("paric-micro-cnn", "PooledHead", 1e-7),
                                                   ("paric-micro-cnn16", "PooledHead", 1e-7)])

@@ -267,26 +267,3 @@ def minmax_normalise(maps: torch.Tensor) -> torch.Tensor:
     span = hi - lo
     out = torch.where(span > 0, (flat - lo) / span.clamp_min(1e-12), torch.zeros_like(flat))
     return out.view_as(maps)
-
-
-def batched_vjp(scores: torch.Tensor, leaf: torch.Tensor) -> torch.Tensor:
-    """Gradients of every column of ``scores`` (B, V) w.r.t. ``leaf``, in one batched VJP.
-
-    Scores of different images do not interact (no batch statistics in eval mode), so the
-    gradient of Σ_b scores[b, v] w.r.t. ``leaf`` holds every image's gradient for target v.
-    Returns (V, *leaf.shape).
-    """
-    v = scores.shape[1]
-    eye = torch.eye(v, dtype=scores.dtype, device=scores.device)
-    grad_outputs = eye.unsqueeze(1).expand(v, scores.shape[0], v)
-    (grads,) = torch.autograd.grad(scores, leaf, grad_outputs=grad_outputs, is_grads_batched=True)
-    return grads
-
-
-def looped_vjp(scores: torch.Tensor, leaf: torch.Tensor) -> torch.Tensor:
-    """Reference implementation of :func:`batched_vjp`: one backward pass per target."""
-    out = []
-    for j in range(scores.shape[1]):
-        (g,) = torch.autograd.grad(scores[:, j].sum(), leaf, retain_graph=True)
-        out.append(g)
-    return torch.stack(out)

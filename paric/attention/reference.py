@@ -16,11 +16,9 @@ import torch.nn.functional as F
 
 from paric.attention.gradcam import (
     SaliencyLayer,
-    batched_vjp,
     capture_as_leaf,
     channel_weights,
     gradcam,
-    looped_vjp,
     minmax_normalise,
     resolve_layer,
     saliency_head,
@@ -85,6 +83,35 @@ def embed_images(model: torch.nn.Module, images: torch.Tensor) -> ImageEmbedding
     return ImageEmbedding(model.encode_image(images))
 
 
+@dataclass
+class ScoreGraph:
+    """A sampler's score columns and where their vector–Jacobian products start.
+
+    ``values`` (B, P, n) are the scores; ``outputs`` are tensors that carry the graph from the
+    Grad-CAM leaf, and ``cotangents[i]`` (P, n, *outputs[i].shape) holds each score column's
+    gradient w.r.t. ``outputs[i]``. The plain form (:meth:`of`) starts at the scores themselves with
+    one-hot cotangents; a sampler whose scores are elementwise in a few tensors can start below
+    that part of the graph and spare every column's backward pass through it.
+    """
+
+    values: torch.Tensor
+    outputs: tuple[torch.Tensor, ...]
+    cotangents: tuple[torch.Tensor, ...]
+
+    @classmethod
+    def of(cls, scores: torch.Tensor) -> "ScoreGraph":
+        """Scores (B, P, n) with the graph: column (p, j)'s cotangent is one at [:, p, j]."""
+        B, P, n = scores.shape
+        eye = torch.eye(P * n, dtype=scores.dtype, device=scores.device).view(P, n, 1, P, n)
+        return cls(scores.detach(), (scores,), (eye.expand(P, n, B, P, n),))
+
+
+def score_graph(sampler, emb: "ImageEmbedding", image_ids: list[str]) -> ScoreGraph:
+    """The sampler's own :class:`ScoreGraph` when it has one, else the plain form of its scores."""
+    own = getattr(sampler, "score_graph", None)
+    return own(emb, image_ids) if own is not None else ScoreGraph.of(sampler.scores(emb, image_ids))
+
+
 class TextMatch:
     """GALS' embedding side: the image embedding itself against each prompt, v·t̂_p (one score)."""
 
@@ -138,6 +165,44 @@ class GGDSampler:
             z = z * v.norm(dim=-1)[:, None, None]
         return torch.einsum("bkd,pkd->bpk", z, self.text_samples)  # (B, P, K)
 
+    def score_graph(self, emb: ImageEmbedding, image_ids: list[str]) -> ScoreGraph:
+        """The scores of :meth:`scores`, with the VJP starting at the adapter's (μ, α, β) (and ‖v‖).
+
+        Why: sample k's score reads only sample k, and a sample is elementwise in (μ, α, β). Pushed
+        through the sampler by autograd, every one of the P·K columns' backward passes runs the
+        GGD's power and gamma gradients over all K samples, K − 1 of them zero. Here one backward
+        pass over the K samples (batched over the P prompts) gives every column's gradient at
+        (μ, α, β) at once, with the same operations on the same values as autograd's, so the maps
+        are unchanged (tested bit for bit against :meth:`scores`).
+        """
+        v = emb.v
+        mu, alpha, beta = self.adapters.image(F.normalize(v, dim=-1))
+        norm = v.norm(dim=-1) if self.scale_by_norm else None
+        u = self.image_uniforms(image_ids, v.shape[-1]).to(v.device, v.dtype)
+        K, t = self.n_scores, self.text_samples  # t: (P, K, d)
+        # one leaf per sample and dimension, so each sample's gradient stays its own
+        leaves = [x.detach()[:, None].expand(-1, K, -1).clone().requires_grad_(True) for x in (mu, alpha, beta)]
+        with torch.enable_grad():
+            z = sample_ggd(*leaves, u)  # (B, K, d)
+        dz = t[:, None].expand(-1, len(v), -1, -1)  # (P, B, K, d): ∂(z·t_pk)/∂z_k
+        if norm is not None:
+            dz = dz * norm.detach()[:, None, None]
+        grads = torch.autograd.grad(z, leaves, grad_outputs=dz, is_grads_batched=True)  # each (P, B, K, d)
+        z = z.detach()
+        # column (p, k) reads sample k only: (P, B, K, d) -> (P, K, B, d)
+        cotangents = tuple(g.transpose(1, 2) for g in grads)
+        outputs: tuple[torch.Tensor, ...] = (mu, alpha, beta)
+        if norm is not None:
+            # ∂s/∂‖v‖ = z·t summed as autograd sums it: over the (K, d) sample block, others zero
+            dn = torch.zeros(t.shape[0], K, len(v), K, t.shape[-1], dtype=z.dtype, device=z.device)
+            idx = torch.arange(K, device=z.device)
+            dn[:, idx, :, idx] = (t.transpose(0, 1)[:, :, None] * z.transpose(0, 1)[:, None])  # (K, P, B, d)
+            outputs += (norm,)
+            cotangents += (dn.sum((-2, -1)),)
+            z = z * norm.detach()[:, None, None]
+        values = torch.einsum("bkd,pkd->bpk", z, t)
+        return ScoreGraph(values, outputs, cotangents)
+
 
 class GradCamEngine:
     """Grad-CAM maps of a VLM's image tower for any number of score columns at once.
@@ -153,13 +218,13 @@ class GradCamEngine:
         self.vlm, self.prompts, self.samplers = vlm, list(prompts), list(samplers)
         self.layer: SaliencyLayer = resolve_layer(vlm.model.visual, vlm.image_size, layer)
         self.head = saliency_head(vlm.model.visual, self.layer)
-        self._vjp = batched_vjp if vjp == "batched" else looped_vjp
+        self.vjp = vjp
         self.text = vlm.encode_text(self.prompts)  # (P, d), unit norm
         for sampler in self.samplers:
             sampler.setup(self.text, self.prompts, vlm)
 
-    def scores(self, images: torch.Tensor, image_ids: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One forward pass -> (layer activations, gradient leaf, scores (B, P, Σ n_scores)).
+    def scores(self, images: torch.Tensor, image_ids: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[ScoreGraph]]:
+        """One forward pass -> (layer activations, gradient leaf, each sampler's :class:`ScoreGraph`).
 
         The leaf is the activations themselves, or for a [CLS] ViT (:class:`ClsHead`) or an avg-pooled
         CNN (:class:`PooledHead`) one offset per channel whose gradient gives the Grad-CAM weights.
@@ -172,16 +237,39 @@ class GradCamEngine:
             if self.head is not None:  # recompute only what reaches the output, from the offset
                 leaf = self.head.offset(leaf)
                 emb = ImageEmbedding(*self.head(cap, leaf))
-            scores = torch.cat([s.scores(emb, image_ids) for s in self.samplers], dim=-1)
-        return cap["acts"].detach(), leaf, scores
+            graphs = [score_graph(s, emb, image_ids) for s in self.samplers]
+        return cap["acts"].detach(), leaf, graphs
+
+    def gradients(self, graphs: list[ScoreGraph], leaf: torch.Tensor) -> torch.Tensor:
+        """Every score column's gradient w.r.t. the leaf, (P·V, *leaf.shape) with V = Σ n_scores.
+
+        ``batched``: one vector–Jacobian product for all columns (scores of different images do not
+        interact: no batch statistics in eval mode); ``looped``: one backward pass per column (the
+        reference it is tested against).
+        """
+        P = graphs[0].values.shape[1]
+        V = sum(g.values.shape[2] for g in graphs)
+        outputs, cotangents, start = [], [], 0
+        for g in graphs:  # each sampler's cotangents in its own columns, zeros in the others'
+            n = g.values.shape[2]
+            for out, cot in zip(g.outputs, g.cotangents):
+                full = cot.new_zeros(P, V, *out.shape)
+                full[:, start:start + n] = cot
+                outputs.append(out)
+                cotangents.append(full.reshape(P * V, *out.shape))
+            start += n
+        if self.vjp == "batched":
+            return torch.autograd.grad(outputs, leaf, grad_outputs=cotangents, is_grads_batched=True)[0]
+        return torch.stack([torch.autograd.grad(outputs, leaf, grad_outputs=[c[j] for c in cotangents],
+                                                retain_graph=True)[0] for j in range(P * V)])
 
     def __call__(self, images: torch.Tensor, image_ids: list[str]) -> list[torch.Tensor]:
         """Maps for normalised images (B, 3, H, W): one (B, n_scores, h, w) tensor per sampler, in [0, 1]."""
         if len(image_ids) != images.shape[0]:
             raise ValueError(f"{len(image_ids)} image ids for {images.shape[0]} images")
-        acts, leaf, scores = self.scores(images, image_ids)
-        B, P, V = scores.shape
-        grads = self._vjp(scores.reshape(B, P * V), leaf)  # (P*V, B, ...)
+        acts, leaf, graphs = self.scores(images, image_ids)
+        B, P, V = len(image_ids), graphs[0].values.shape[1], sum(g.values.shape[2] for g in graphs)
+        grads = self.gradients(graphs, leaf)  # (P*V, B, ...)
         weights = self.head.channel_weights(grads, acts) if self.head is not None else channel_weights(grads, self.layer)
         cams = gradcam(acts, weights, self.layer)  # (P*V, B, h, w)
         cams = minmax_normalise(cams).reshape(P, V, B, *self.layer.grid)
