@@ -49,7 +49,8 @@ PRESETS: dict[str, dict] = {
                      "reference": "oracle", "mask_resize": "any"},
     "oracle_rrr": {"regularizer": "gradient_outside", "weight": 1.0, "reference": "oracle"},
     # a feature-level penalty: the share of the classifier's own Grad-CAM outside the mask
-    "oracle_cam": {"regularizer": "gradcam", "options": {"mode": "energy_outside"}, "weight": 1.0, "reference": "oracle"},
+    "oracle_cam": {"regularizer": "gradcam", "options": {"mode": "energy_outside"}, "weight": 1.0,
+                   "reference": "oracle"},
 }
 
 

@@ -240,8 +240,8 @@ def test_jtt_is_refused_where_it_cannot_run(tmp_path, tiny_overrides):
         check_pipeline_config(cfg.model_copy(update={"train": cfg.train.model_copy(update={"num_workers": 1})}))
     with pytest.raises((ValueError, ConfigError), match="is two-stage method 'jtt'"):
         check_pipeline_config(load_config(REPO / "conf" / "default.yaml",
-                                          [*tiny_overrides, "sweep.methods=[jtt]", "sweep.spaces.jtt.two_stage_options.up="
-                                           "{dist: categorical, choices: [10, 20]}"]))
+                                          [*tiny_overrides, "sweep.methods=[jtt]",
+                                           "sweep.spaces.jtt.two_stage_options.up={dist: categorical, choices: [10, 20]}"]))
 
 
 def test_abn_trains_its_attention_branch_and_the_saved_model_reloads_with_it():
@@ -336,7 +336,8 @@ def test_every_posthoc_value_is_a_registered_posthoc_method():
     from paric.stages.compare import selection_rule
     from paric.train.posthoc import POSTHOC
 
-    with pytest.raises(ConfigError, match=r"train.methods.dfr.*posthoc: unknown post-hoc method 'dfx'; known: none, dfr"):
+    with pytest.raises(ConfigError, match=r"train.methods.dfr.*posthoc: unknown post-hoc method 'dfx'; known: none, "
+                                          r"dfr"):
         load_config(REPO / "conf" / "default.yaml", ["train.methods.dfr.posthoc=dfx"])
     cfg = load_config(REPO / "conf" / "default.yaml")
     assert selection_rule(cfg.method("dfr")) == POSTHOC.get("dfr").selection == "C by worst-group val"
@@ -368,7 +369,8 @@ def test_jtts_first_stage_trains_its_own_epochs_and_upsamples_by_its_options(mon
     epochs = []
     real_fit = run.fit
     monkeypatch.setattr(run, "fit", lambda t, *a, **k: epochs.append(t.cfg.train.epochs) or real_fit(t, *a, **k))
-    cfg = Config.model_validate({"classifier": {"arch": "small_resnet", "weights": "none", "width": 8, "image_size": 16},
+    cfg = Config.model_validate({"classifier": {"arch": "small_resnet", "weights": "none", "width": 8,
+                                                "image_size": 16},
                                  "train": {"epochs": 5, "batch_size": 16, "lr": 0.05, "flip": False, "methods": {
                                      "jtt": {"two_stage_options": {"epochs": 1, "up": 3}}}}})
     d = load_digits()
@@ -376,6 +378,7 @@ def test_jtts_first_stage_trains_its_own_epochs_and_upsamples_by_its_options(mon
     y = (d.target[:96] % 2).astype(np.int64)
     data = {"image": x, "label": y, "group": y * 2 + (d.target[:96] > 4)}
     train, val = {k: v[:64] for k, v in data.items()}, {k: v[64:] for k, v in data.items()}
-    rows, report = TWO_STAGE.get(cfg.method("jtt").two_stage).train_set(cfg, "jtt", 0, train, val, 2, 4, None, Path("."))
+    jtt = TWO_STAGE.get(cfg.method("jtt").two_stage)
+    rows, report = jtt.train_set(cfg, "jtt", 0, train, val, 2, 4, None, Path("."))
     assert epochs == [1]  # the first stage's own schedule, not train.epochs
     assert len(rows["label"]) == 64 + 2 * report["jtt_errors"]  # each error row 3 times in all

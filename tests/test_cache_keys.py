@@ -251,9 +251,9 @@ def test_plugin_options_keep_every_key_their_flat_form_gave(monkeypatch):
         assert train_stage.run_key(new, m) == train_stage.run_key(old, m)
     full = flat_view(new.method("vanilla"), keep_defaults=True)  # the train section's hash dumps every old key
     assert {k: full[k] for k in ("swap_loss", "grad_target", "cam_mode", "dro_eta", "dfr_c", "jtt_epochs", "jtt_up",
-                                 "options")} == {"swap_loss": "kl", "grad_target": "log_prob", "cam_mode": "energy_outside",
-                                                 "dro_eta": 0.01, "dfr_c": [1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01],
-                                                 "jtt_epochs": None, "jtt_up": 20, "options": {}}
+                                 "options")} == {
+        "swap_loss": "kl", "grad_target": "log_prob", "cam_mode": "energy_outside", "dro_eta": 0.01,
+        "dfr_c": [1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01], "jtt_epochs": None, "jtt_up": 20, "options": {}}
     assert not {"objective_options", "posthoc_options", "two_stage", "two_stage_options"} & set(full)
     assert new.section_hash("train", "sweep") == old.section_hash("train", "sweep")
     assert sorted(new.sweep.space_key_form("group_dro", new.train.methods)) == ["dro_adjust", "dro_eta"]

@@ -110,7 +110,8 @@ def test_r100_twins_follow_their_method_unless_spelled_out():
     assert cfg.method("gals_r100").weight == 5 and cfg.method("gals_r100").train_groups == "majority"
     assert cfg.method("gals").train_groups == "all"
     assert cfg.method("paric_mean_r100").weight == 2 and cfg.method("paric_mean").weight == 1
-    assert cfg.method("gals_exact").regularizer == "gradient_outside" and cfg.method("gals_exact").options["target"] == "ce"
+    exact = cfg.method("gals_exact")
+    assert exact.regularizer == "gradient_outside" and exact.options["target"] == "ce"
     assert cfg.method("gals").regularizer == cfg.method("oracle_mask").regularizer == "background_swap"
 
 
@@ -240,7 +241,8 @@ def test_an_old_flat_file_keeps_a_presets_other_options_and_can_choose_its_plugi
 
 def test_a_flat_key_of_a_plugin_the_method_does_not_use_is_refused_naming_it():
     with pytest.raises(ConfigError, match=r"train\.methods\.vanilla\.swap_loss: an option of regularizer "
-                                          r"'background_swap' \(options\.loss\), but this method's regularizer is 'none'"):
+                                          r"'background_swap' \(options\.loss\), but this method's regularizer "
+                                          r"is 'none'"):
         load_config(REPO / "conf" / "default.yaml", ["train.methods.vanilla.swap_loss=ce"])
     with pytest.raises(ConfigError, match=r"train\.methods\.gals\.dro_eta: an option of objective 'group_dro'"):
         load_config(REPO / "conf" / "default.yaml", ["train.methods.gals.dro_eta=0.1"])
@@ -277,7 +279,8 @@ def test_with_value_takes_an_old_flat_key_as_an_old_sweeps_best_values_name_it()
         trial = with_value(cfg, "train.methods.group_dro.dro_eta", 0.05)
     assert trial.method("group_dro").objective_options == {"eta": 0.05, "adjust": 2.0}
     with pytest.warns(DeprecationWarning, match="dro_adjust is deprecated"):
-        cfg = load_config(REPO / "conf" / "default.yaml", ["sweep.spaces.group_dro.dro_adjust={dist: categorical, choices: [1.0]}"])
+        cfg = load_config(REPO / "conf" / "default.yaml",
+                          ["sweep.spaces.group_dro.dro_adjust={dist: categorical, choices: [1.0]}"])
     assert "objective_options.adjust" in cfg.sweep.spaces["group_dro"]
 
 
