@@ -45,11 +45,12 @@ from paric.train.loop import Trainer, fit
 PRESETS: dict[str, dict] = {
     "vanilla": {},
     "oracle_swap": {"regularizer": "background_swap", "weight": 1.0, "reference": "oracle"},
-    "oracle_exact": {"regularizer": "gradient_outside", "weight": 70.6, "grad_target": "ce", "reference": "oracle",
-                     "mask_resize": "any"},
+    "oracle_exact": {"regularizer": "gradient_outside", "weight": 70.6, "options": {"target": "ce"},
+                     "reference": "oracle", "mask_resize": "any"},
     "oracle_rrr": {"regularizer": "gradient_outside", "weight": 1.0, "reference": "oracle"},
     # a feature-level penalty: the share of the classifier's own Grad-CAM outside the mask
-    "oracle_cam": {"regularizer": "gradcam", "cam_mode": "energy_outside", "weight": 1.0, "reference": "oracle"},
+    "oracle_cam": {"regularizer": "gradcam", "options": {"mode": "energy_outside"}, "weight": 1.0,
+                   "reference": "oracle"},
 }
 
 

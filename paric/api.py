@@ -125,7 +125,10 @@ class AttentionLoss(nn.Module):
     gradient (``gradient_outside``: GALS' own penalty) or the activations at ``layer`` (``gradcam``,
     the name of a module in your model, e.g. ``"layer4"``). ``reference``: (B, h, w) in [0, 1] at any
     size (resized to the input's); an all-zero map means no reference for that image. ``weight``:
-    λ; ``options``: the method keys the regulariser reads (``swap_loss``, ``cam_mode``, ``grad_target`` …).
+    λ; ``options={…}``: the regulariser's own options, its ``Options`` model (``{"loss": "ce"}`` for
+    ``background_swap``, ``{"mode": "match"}`` for ``gradcam``, ``{"target": "ce"}`` for
+    ``gradient_outside`` …; docs/reference/registries.md); the old flat keywords (``swap_loss="ce"``) still
+    work, with a DeprecationWarning.
     """
 
     def __init__(self, regularizer: str = "background_swap", weight: float = 1.0, layer: str | None = None,

@@ -2,9 +2,9 @@
 
 Why: the schema (:mod:`paric.config`) validates types and structure and imports no plugin, so every
 plugin may import the schema and nothing runs in circles. This module imports every registry
-(formats, map sources, references, regularisers, objectives, post-hoc methods, VLM families), and
-answers the schema's :class:`~paric.config.NameCheck` questions while a config is validated: the
-errors still name the file or override and the key. Entry points load through
+(formats, map sources, references, regularisers, objectives, post-hoc and two-stage methods, VLM
+families), and answers the schema's :class:`~paric.config.NameCheck` questions while a config is
+validated: the errors still name the file or override and the key. Entry points load through
 :func:`load_config` (a checked config); :func:`check` re-checks one (a sweep trial's, once its values are set).
 """
 from __future__ import annotations
@@ -18,15 +18,23 @@ import paric.zeroshot.source  # noqa: F401  registers the map source 'lazsl'
 from paric.attention.sources import MAP_SOURCES
 from paric.config import NAMES, Config, ConfigError, MethodConfig, _format_errors
 from paric.config import load_config as load_unchecked
+from paric.config.base import OPTION_SLOTS
 from paric.data.formats import FORMATS
+from paric.registry import NoOptions, Registry
 from paric.regularizers import REGULARIZERS
 from paric.regularizers.reference import REFERENCES
 from paric.train.objectives import OBJECTIVES
 from paric.train.posthoc import POSTHOC
+from paric.train.two_stage import TWO_STAGE
 from paric.vlm.families import VLM_FAMILIES
 
 #: the dataset format generated here rather than read from a native directory (no ``FORMATS`` entry)
 GENERATED_FORMAT = "synthetic"
+
+#: each plugin seam of a method (:data:`paric.config.base.OPTION_SLOTS`): its selecting field -> its registry,
+#: whose entries carry an ``Options`` model
+SEAMS: dict[str, Registry] = {"regularizer": REGULARIZERS, "objective": OBJECTIVES, "posthoc": POSTHOC,
+                              "two_stage": TWO_STAGE}
 
 
 class Catalog:
@@ -46,26 +54,34 @@ class Catalog:
 
         load(path)
 
-    def method_options(self, m: MethodConfig) -> dict:
-        """Every name a method uses against its registry; its regulariser's options validated by the
-        regulariser's own Options model and returned with their defaults filled in."""
-        if m.objective not in OBJECTIVES:
-            raise ValueError(f"objective: unknown objective {m.objective!r}; known: {OBJECTIVES.names()}")
-        if m.regularizer not in REGULARIZERS:
-            raise ValueError(f"regularizer: unknown regularizer {m.regularizer!r}; known: {REGULARIZERS.names()}")
+    def method_options(self, m: MethodConfig) -> dict[str, dict]:
+        """Every name a method uses against its registry; each plugin's options (``options``,
+        ``objective_options`` …) validated by that plugin's own Options model and returned with their
+        defaults filled in, by options field."""
         if m.reference != "none" and m.reference not in REFERENCES:
             raise ValueError(f"reference: unknown reference {m.reference!r}; known: none, "
                              f"{', '.join(REFERENCES.names())}")
-        if m.posthoc != "none" and m.posthoc not in POSTHOC:
-            raise ValueError(f"posthoc: unknown post-hoc method {m.posthoc!r}; known: none, "
-                             f"{', '.join(POSTHOC.names())}")
+        return {slot: self._plugin_options(m, selector, slot) for selector, slot in OPTION_SLOTS.items()}
+
+    @staticmethod
+    def _plugin_options(m: MethodConfig, selector: str, slot: str) -> dict:
+        """One seam's plugin name checked and its options normalised; the field's default names no plugin
+        where the registry has no entry of that name ('none': no post-hoc step, one training run)."""
+        registry, name = SEAMS[selector], getattr(m, selector)
+        unplugged = MethodConfig.selector_defaults()[selector]
+        if name in registry:
+            options = registry.get(name).Options
+        elif name == unplugged:
+            options = NoOptions
+        else:
+            known = ([] if unplugged in registry else [unplugged]) + registry.names()
+            raise ValueError(f"{selector}: unknown {registry.kind} {name!r}; known: {', '.join(known)}")
         try:
-            opts = REGULARIZERS.get(m.regularizer).Options.model_validate(m.options)
+            return options.model_validate(getattr(m, slot)).model_dump(mode="json")
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            raise ValueError(f"options.{where}: {first['msg']} (options of regularizer '{m.regularizer}')") from None
-        return opts.model_dump(mode="json")
+            raise ValueError(f"{slot}.{where}: {first['msg']} (options of {registry.kind} '{name}')") from None
 
     def method_in_use(self, name: str, m: MethodConfig) -> None:
         """What a method that runs (``train.method``, ``train.compare``, a swept one) must have."""

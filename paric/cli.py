@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -121,7 +122,9 @@ def config_from(args: argparse.Namespace) -> Config:
     path = resolve_config(args.config)
     from paric.catalog import load_config  # the registries (torch): only once a command runs
 
-    return load_config(path, args.overrides, overlays=profile_overlays(path, profiles, CONF_DIR / "profiles"))
+    with warnings.catch_warnings():  # an old key's deprecation is shown (Python hides DeprecationWarnings)
+        warnings.filterwarnings("default", category=DeprecationWarning, module=r"paric\.config")
+        return load_config(path, args.overrides, overlays=profile_overlays(path, profiles, CONF_DIR / "profiles"))
 
 
 def setup_logging() -> None:

@@ -8,8 +8,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from paric.commands.config import schema_keys
 from paric.io import atomic_path
+from paric.registry import Registry
 
 
 def config_page() -> str:
@@ -27,26 +30,28 @@ def config_page() -> str:
     return "\n".join(lines) + "\n"
 
 
-def registries() -> dict[str, dict]:
-    """Every registry a config names entries of, with its entries (imports each plugin package)."""
-    from paric.catalog import MAP_SOURCES
+def registries() -> dict[str, tuple[Registry, str | None]]:
+    """Every registry a config names entries of, with its entries and the method field holding an entry's
+    own options (None: its entries take none); imports each plugin package."""
+    from paric.catalog import MAP_SOURCES, SEAMS
+    from paric.config.base import OPTION_SLOTS
     from paric.data.formats import FORMATS
-    from paric.regularizers import REGULARIZERS
     from paric.regularizers.reference import REFERENCES
-    from paric.train.objectives import OBJECTIVES
     from paric.vlm.families import VLM_FAMILIES
 
-    return {"regularizers (`train.methods.<m>.regularizer`)": REGULARIZERS,
-            "references (`train.methods.<m>.reference`)": REFERENCES,
-            "objectives (`train.methods.<m>.objective`)": OBJECTIVES,
-            "map sources (`maps.sources`)": MAP_SOURCES,
-            "dataset formats (`data.format`)": FORMATS,
-            "VLM families (`vlm.family`)": VLM_FAMILIES}
+    seams = {f"{reg.kind}s (`train.methods.<m>.{selector}`)": (reg, OPTION_SLOTS[selector])
+             for selector, reg in SEAMS.items()}
+    return {**seams, "references (`train.methods.<m>.reference`)": (REFERENCES, None),
+            "map sources (`maps.sources`)": (MAP_SOURCES, None),
+            "dataset formats (`data.format`)": (FORMATS, None),
+            "VLM families (`vlm.family`)": (VLM_FAMILIES, None)}
 
 
 def _summary(obj: object) -> str:
     if hasattr(obj, "columns") and not isinstance(obj, type):  # a reference kind: what it reads
         return "reads " + ", ".join(f"`{c}`" for c in obj.columns)  # type: ignore[attr-defined]
+    if not isinstance(obj, type) and isinstance(getattr(obj, "Options", None), type):
+        obj = sys.modules[obj.Options.__module__]  # a PostHoc / TwoStage record: its plugin's module documents it
     doc = (obj.__dict__.get("__doc__") if isinstance(obj, type) else getattr(obj, "__doc__", None)) or ""
     if not doc.strip() and isinstance(obj, type):  # a plugin class documented by its module
         doc = sys.modules[obj.__module__].__doc__ or ""
@@ -56,14 +61,34 @@ def _summary(obj: object) -> str:
     return " ".join(doc.split("\n\n")[0].split()).replace("|", "\\|")
 
 
+def _options_rows(name: str, options: type[BaseModel], slot: str) -> list[str]:
+    """One row per option of a plugin's Options model (and the flat method key it replaced, if any)."""
+    from paric.config.legacy import LEGACY
+
+    cell = lambda t: " ".join(t.split()).replace("|", "\\|")  # noqa: E731
+    was = {e.option: e.key for e in LEGACY if e.plugin == name and e.slot == slot}
+    rows = []
+    for option, field in options.model_fields.items():
+        default = "(required)" if field.is_required() else repr(field.get_default(call_default_factory=True))
+        before = f" (before issue 29: `{was[option]}`)" if option in was else ""
+        rows.append(f"| `{name}` | `{option}` | `{cell(default)}` | {cell(field.description or '')}{before} |")
+    return rows
+
+
 def registries_page() -> str:
     lines = ["# Registries", "", "What each name in a config means, generated from the registries themselves",
-             "(`python -m paric.reference_docs`). A new entry is one module and a registration.", ""]
-    for title, reg in registries().items():
+             "(`python -m paric.reference_docs`). A new entry is one module and a registration; a plugin's own",
+             "options are its `Options` model, set under the method's options field.", ""]
+    for title, (reg, slot) in registries().items():
         lines += [f"## {title}", "", "| name | what it is |", "|---|---|"]
         for name in sorted(reg.names()):
             lines.append(f"| `{name}` | {_summary(reg.get(name))} |")
         lines.append("")
+        options = [row for name in sorted(reg.names()) if slot is not None
+                   for row in _options_rows(name, reg.get(name).Options, slot)]
+        if options:
+            lines += [f"Their options (`train.methods.<m>.{slot}.<option>`):", "",
+                      "| name | option | default | meaning |", "|---|---|---|---|", *options, ""]
     return "\n".join(lines)
 
 

@@ -13,7 +13,20 @@ from __future__ import annotations
 
 from typing import Callable, Generic, Iterator, TypeVar
 
+from pydantic import BaseModel, ConfigDict
+
 T = TypeVar("T")
+
+
+class PluginOptions(BaseModel):
+    """Base of a plugin's own options (``train.methods.<m>.options``, ``objective_options`` …): unknown
+    keys and silent type coercion are errors, as in the config's sections."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class NoOptions(PluginOptions):
+    """A plugin without options of its own: any key in its options is an error."""
 
 
 class Registry(Generic[T]):

@@ -87,6 +87,12 @@ def test_every_plain_regulariser_is_a_loss_for_a_torchvision_model(name, kwargs)
     assert float(none) == 0.0  # an all-zero map: no reference for that image
 
 
+def test_attention_loss_takes_a_regularisers_own_options_and_its_old_keywords():
+    assert paric.AttentionLoss("background_swap", options={"loss": "ce"}).reg.loss == "ce"
+    with pytest.warns(DeprecationWarning, match=r"swap_loss is deprecated.*now options\.loss"):
+        assert paric.AttentionLoss("background_swap", swap_loss="ce").reg.loss == "ce"
+
+
 def test_attention_loss_errors_name_what_is_missing():
     with pytest.raises(ValueError, match="name a module"):
         paric.AttentionLoss("gradcam")

@@ -124,9 +124,9 @@ def test_dfr_standardises_with_the_train_embeddings_and_tunes_every_c_on_one_sub
     """Issue 28 item 6, as the authors: the scaler is fitted on the training embeddings, every C is fitted
     on the same balanced tuning rows, and the final layer averages 20 fits."""
     import paric.train.dfr as dfr
-    from paric.config import MethodConfig
+    from paric.train.dfr import DfrOptions
 
-    assert MethodConfig().dfr_subsamples == 20
+    assert DfrOptions().subsamples == 20
     x, y, g = _toy(seed=1)
     train_x = x * 1.7 + 3.0  # other statistics than validation's
     fits: list[tuple[np.ndarray, float]] = []
@@ -236,12 +236,12 @@ def test_jtt_is_refused_where_it_cannot_run(tmp_path, tiny_overrides):
 
     cfg = load_config(REPO / "conf" / "default.yaml", [*tiny_overrides, f"run.output_dir={tmp_path}",
                                                        "train.compare=[vanilla,jtt]"])
-    with pytest.raises(ValueError, match="JTT runs in the plain loop only"):
+    with pytest.raises(ValueError, match="two-stage method 'jtt' runs in the plain loop only"):
         check_pipeline_config(cfg.model_copy(update={"train": cfg.train.model_copy(update={"num_workers": 1})}))
-    with pytest.raises((ValueError, ConfigError), match="is JTT"):
+    with pytest.raises((ValueError, ConfigError), match="is two-stage method 'jtt'"):
         check_pipeline_config(load_config(REPO / "conf" / "default.yaml",
-                                          [*tiny_overrides, "sweep.methods=[jtt]", "sweep.spaces.jtt.jtt_up="
-                                           "{dist: categorical, choices: [10, 20]}"]))
+                                          [*tiny_overrides, "sweep.methods=[jtt]",
+                                           "sweep.spaces.jtt.two_stage_options.up={dist: categorical, choices: [10, 20]}"]))
 
 
 def test_abn_trains_its_attention_branch_and_the_saved_model_reloads_with_it():
@@ -329,17 +329,56 @@ def test_a_changed_form_is_in_its_runs_keys(monkeypatch):
 
 
 def test_every_posthoc_value_is_a_registered_posthoc_method():
-    """The stages ask ``POSTHOC`` (run, key form, selection) instead of testing a method's name: each
-    value ``MethodConfig.posthoc`` accepts besides 'none' must be registered, and DFR's table line says
-    how its model is chosen."""
-    import typing
-
-    from paric.config import MethodConfig
+    """The stages ask ``POSTHOC`` (run, key form, selection) instead of testing a method's name: a value
+    of ``MethodConfig.posthoc`` other than 'none' must be registered (refused at load time, naming the
+    key and the registry's names), and DFR's table line says how its model is chosen."""
+    from paric.config import ConfigError
     from paric.stages.compare import selection_rule
     from paric.train.posthoc import POSTHOC
 
-    choices = set(typing.get_args(MethodConfig.model_fields["posthoc"].annotation)) - {"none"}
-    assert choices == set(POSTHOC.names())
+    with pytest.raises(ConfigError, match=r"train.methods.dfr.*posthoc: unknown post-hoc method 'dfx'; known: none, "
+                                          r"dfr"):
+        load_config(REPO / "conf" / "default.yaml", ["train.methods.dfr.posthoc=dfx"])
     cfg = load_config(REPO / "conf" / "default.yaml")
     assert selection_rule(cfg.method("dfr")) == POSTHOC.get("dfr").selection == "C by worst-group val"
     assert selection_rule(cfg.method("vanilla")) == "class-balanced val"
+
+
+def test_group_dro_and_dfr_read_their_own_options():
+    """Issue 29: η and C are Group DRO's ``objective_options``, DFR's Cs its ``posthoc_options``."""
+    from paric.train.posthoc import POSTHOC
+
+    cfg = load_config(REPO / "conf" / "default.yaml", ["train.methods.group_dro.objective_options.eta=0.5",
+                                                       "train.methods.dfr.posthoc_options.c=[0.3]"])
+    dro = OBJECTIVES.get("group_dro").build(cfg.method("group_dro"), [4, 16, 1, 9])
+    assert dro.eta == 0.5 and float(dro.adjustment[1]) == pytest.approx(2.0 / 4)  # the preset's C = 2 kept
+    opts = POSTHOC.get("dfr").options_of(cfg.method("dfr"))
+    assert opts.c == [0.3] and opts.subsamples == 20
+
+
+def test_jtts_first_stage_trains_its_own_epochs_and_upsamples_by_its_options(monkeypatch):
+    """JTT behind the two-stage seam: ``two_stage_options`` (epochs, up) set the first stage's length and
+    the error set's upsampling; what it reports goes into the run's result."""
+    from sklearn.datasets import load_digits
+
+    import paric.train.run as run
+    from paric.config import Config
+    from paric.train.two_stage import TWO_STAGE
+
+    monkeypatch.setattr(run, "class_names", lambda root: ["even", "odd"])
+    epochs = []
+    real_fit = run.fit
+    monkeypatch.setattr(run, "fit", lambda t, *a, **k: epochs.append(t.cfg.train.epochs) or real_fit(t, *a, **k))
+    cfg = Config.model_validate({"classifier": {"arch": "small_resnet", "weights": "none", "width": 8,
+                                                "image_size": 16},
+                                 "train": {"epochs": 5, "batch_size": 16, "lr": 0.05, "flip": False, "methods": {
+                                     "jtt": {"two_stage_options": {"epochs": 1, "up": 3}}}}})
+    d = load_digits()
+    x = (np.repeat(d.images[:96, :, :, None], 3, axis=3) * 15).astype(np.uint8)
+    y = (d.target[:96] % 2).astype(np.int64)
+    data = {"image": x, "label": y, "group": y * 2 + (d.target[:96] > 4)}
+    train, val = {k: v[:64] for k, v in data.items()}, {k: v[64:] for k, v in data.items()}
+    jtt = TWO_STAGE.get(cfg.method("jtt").two_stage)
+    rows, report = jtt.train_set(cfg, "jtt", 0, train, val, 2, 4, None, Path("."))
+    assert epochs == [1]  # the first stage's own schedule, not train.epochs
+    assert len(rows["label"]) == 64 + 2 * report["jtt_errors"]  # each error row 3 times in all

@@ -215,3 +215,46 @@ def test_each_invocation_has_its_own_stage_log(tmp_path):
     with pytest.raises(ValueError, match="unknown stage.*'trian'.*stages are data, vlm"):
         with stage_log(["trian"]):
             pass
+
+
+def test_plugin_options_keep_every_key_their_flat_form_gave(monkeypatch):
+    """Issue 29: the plugins' knobs left MethodConfig's flat keys for each plugin's options, and every key
+    is what the flat form gave (written out here as the old ``model_dump(exclude_defaults=True)``), old
+    form or new, so each run and sweep cached before stays cached."""
+    import paric.stages.sweep as sweep_stage
+    import paric.stages.train as train_stage
+    from paric.config.legacy import flat_view
+
+    monkeypatch.setattr(train_stage, "upstream_key", lambda cfg, columns: "upstream")
+    monkeypatch.setattr(sweep_stage, "upstream_key", lambda cfg, columns: "upstream")
+    conf = REPO / "conf" / "default.yaml"
+    new = load_config(conf, ["train.methods.gals.options.loss=ce", "train.methods.group_dro.objective_options.eta=0.02",
+                             "train.methods.dfr.posthoc_options.c=[0.1]", "train.methods.jtt.two_stage_options.up=50"])
+    with pytest.warns(DeprecationWarning):
+        old = load_config(conf, ["train.methods.gals.swap_loss=ce", "train.methods.group_dro.dro_eta=0.02",
+                                 "train.methods.dfr.dfr_c=[0.1]", "train.methods.jtt.jtt_up=50",
+                                 "sweep.spaces.group_dro={dro_eta: {dist: log_uniform, low: 0.001, high: 0.1}, "
+                                 "dro_adjust: {dist: categorical, choices: [0.0, 1.0, 2.0, 4.0]}}"])
+    by_hand = {
+        "gals": {"reference": "det", "regularizer": "background_swap", "swap_loss": "ce", "weight": 1.0},
+        "gals_exact": {"grad_target": "ce", "reference": "det", "regularizer": "gradient_outside", "weight": 70.6},
+        "group_dro": {"dro_adjust": 2.0, "dro_eta": 0.02, "objective": "group_dro", "sampling": "group_balanced"},
+        "dfr": {"base": "vanilla", "dfr_c": [0.1], "posthoc": "dfr"},
+        "jtt": {"jtt_epochs": 2, "jtt_up": 50},
+        "lico": {"options": {"dropout": 0.5, "eps": 0.1, "init_std": 0.02, "iters": 100, "n_ctx": 4, "tau": 1.0,
+                             "w_mm": 10.0, "w_ot": 1.0}, "regularizer": "lico"},
+        "vanilla": {},
+    }
+    for m, form in by_hand.items():
+        assert train_stage.method_key(new.method(m)) == json.dumps(form, sort_keys=True) == \
+            train_stage.method_key(old.method(m)), m
+        assert train_stage.run_key(new, m) == train_stage.run_key(old, m)
+    full = flat_view(new.method("vanilla"), keep_defaults=True)  # the train section's hash dumps every old key
+    assert {k: full[k] for k in ("swap_loss", "grad_target", "cam_mode", "dro_eta", "dfr_c", "jtt_epochs", "jtt_up",
+                                 "options")} == {
+        "swap_loss": "kl", "grad_target": "log_prob", "cam_mode": "energy_outside", "dro_eta": 0.01,
+        "dfr_c": [1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01], "jtt_epochs": None, "jtt_up": 20, "options": {}}
+    assert not {"objective_options", "posthoc_options", "two_stage", "two_stage_options"} & set(full)
+    assert new.section_hash("train", "sweep") == old.section_hash("train", "sweep")
+    assert sorted(new.sweep.space_key_form("group_dro", new.train.methods)) == ["dro_adjust", "dro_eta"]
+    assert sweep_stage.sweep_key(new, "group_dro") == sweep_stage.sweep_key(old, "group_dro")

@@ -110,7 +110,8 @@ def test_r100_twins_follow_their_method_unless_spelled_out():
     assert cfg.method("gals_r100").weight == 5 and cfg.method("gals_r100").train_groups == "majority"
     assert cfg.method("gals").train_groups == "all"
     assert cfg.method("paric_mean_r100").weight == 2 and cfg.method("paric_mean").weight == 1
-    assert cfg.method("gals_exact").regularizer == "gradient_outside" and cfg.method("gals_exact").grad_target == "ce"
+    exact = cfg.method("gals_exact")
+    assert exact.regularizer == "gradient_outside" and exact.options["target"] == "ce"
     assert cfg.method("gals").regularizer == cfg.method("oracle_mask").regularizer == "background_swap"
 
 
@@ -175,7 +176,8 @@ def test_method_presets_are_data_read_from_their_yaml(tmp_path):
     cfg = load_config(None)
     for name, spec in DEFAULT_METHODS.items():
         m = cfg.train.methods[name]
-        assert {k: getattr(m, k) for k in spec} == spec, name
+        for k, v in spec.items():  # a plugin's options as given, with its other options' defaults filled in
+            assert getattr(m, k) == ({**getattr(m, k), **v} if isinstance(v, dict) else v), (name, k)
         assert cfg.train.methods[name + "_r100"].train_groups == "majority"
     assert DEFAULT_METHODS["gals"] == {"regularizer": "background_swap", "weight": 1.0, "reference": "det"}
     bad = tmp_path / "methods.yaml"
@@ -201,3 +203,108 @@ def test_layout_keeps_every_output_where_existing_runs_have_it(tmp_path):
     outputs_doc = (Path(__file__).resolve().parents[1] / "docs" / "outputs.md").read_text()
     for part in ("train/<method>/seed<s>", "maps/", "vlm/clip", "vlm/adapters", "classifier/backbone", "report/"):
         assert part in outputs_doc, part
+
+
+# Issue 29: each plugin owns its options; the flat keys MethodConfig had before still load.
+
+@pytest.mark.parametrize("override, slot, option, value", [
+    ("train.methods.gals.swap_loss=ce", "options", "loss", "ce"),
+    ("train.methods.gals_exact.grad_norm=l2", "options", "norm", "l2"),
+    ("train.methods.group_dro.dro_eta=0.02", "objective_options", "eta", 0.02),
+    ("train.methods.dfr.dfr_c=[0.1,0.01]", "posthoc_options", "c", [0.1, 0.01]),
+    ("train.methods.jtt.jtt_up=50", "two_stage_options", "up", 50),
+])
+def test_an_old_flat_key_loads_into_its_plugins_options_and_warns_naming_both_keys(override, slot, option, value):
+    key = override.split("=")[0]
+    method, old = key.split(".")[2:]
+    with pytest.warns(DeprecationWarning, match=rf"{re.escape(key)} is deprecated.*now "
+                                                rf"{re.escape(f'train.methods.{method}.{slot}.{option}')}"):
+        cfg = load_config(REPO / "conf" / "default.yaml", [override])
+    m = cfg.method(method)
+    assert getattr(m, slot)[option] == value and old not in m.model_dump()
+    assert cfg.method(method + "_r100").model_dump(exclude={"train_groups", "base"}) == \
+        m.model_dump(exclude={"train_groups", "base"})  # the twin follows, as for any key
+
+
+def test_an_old_flat_file_keeps_a_presets_other_options_and_can_choose_its_plugin(tmp_path):
+    """A config file of the old form: ``dro_eta`` changes the preset's η and keeps its C; ``jtt_epochs``
+    made a method JTT, and still does."""
+    p = tmp_path / "old.yaml"
+    p.write_text("train:\n  methods:\n    group_dro: {dro_eta: 0.02}\n    mine: {jtt_epochs: 3}\n"
+                 "    cam: {regularizer: gradcam, reference: det, weight: 1.0, cam_mode: match}\n")
+    with pytest.warns(DeprecationWarning, match="train.methods.mine.jtt_epochs is deprecated"):
+        cfg = load_config(p)
+    assert cfg.method("group_dro").objective_options == {"eta": 0.02, "adjust": 2.0}
+    assert cfg.method("mine").two_stage == "jtt" and cfg.method("mine").two_stage_options == {"epochs": 3, "up": 20}
+    assert cfg.method("cam").options == {"mode": "match", "norm": "l1"}
+
+
+def test_a_flat_key_of_a_plugin_the_method_does_not_use_is_refused_naming_it():
+    with pytest.raises(ConfigError, match=r"train\.methods\.vanilla\.swap_loss: an option of regularizer "
+                                          r"'background_swap' \(options\.loss\), but this method's regularizer "
+                                          r"is 'none'"):
+        load_config(REPO / "conf" / "default.yaml", ["train.methods.vanilla.swap_loss=ce"])
+    with pytest.raises(ConfigError, match=r"train\.methods\.gals\.dro_eta: an option of objective 'group_dro'"):
+        load_config(REPO / "conf" / "default.yaml", ["train.methods.gals.dro_eta=0.1"])
+
+
+@pytest.mark.parametrize("override, names", [
+    ("train.methods.group_dro.objective_options.eta=-1",
+     r"objective_options\.eta: Input should be greater than 0 \(options of objective 'group_dro'\)"),
+    ("train.methods.gals.options.loss=mse", r"options\.loss: Input should be 'kl' or 'ce' \(options of regularizer"),
+    ("train.methods.dfr.posthoc_options.c=[]", r"posthoc_options\.c: List should have at least 1 item"),
+    ("train.methods.jtt.two_stage_options.up=0", r"two_stage_options\.up: Input should be greater than or equal to 1"),
+    ("train.methods.vanilla.objective_options.eta=0.1", r"objective_options\.eta: Extra inputs are not permitted "
+                                                        r"\(options of objective 'erm'\)"),
+    ("train.methods.mine.two_stage=jtt", r"two_stage_options\.epochs: Field required \(options of two-stage method"),
+    ("train.methods.group_dro.dro_eta=-1", r"objective_options\.eta: Input should be greater than 0"),
+])
+def test_a_bad_plugin_option_is_refused_naming_the_override_and_key(override, names):
+    with pytest.raises(ConfigError, match=rf"override '{re.escape(override)}'.*{names}"):
+        load_config(REPO / "conf" / "default.yaml", [override])
+
+
+def test_a_presets_plugin_options_merge_until_the_plugin_changes():
+    cfg = load_config(REPO / "conf" / "default.yaml", ["train.methods.gals_exact.options.norm=l2",
+                                                       "train.methods.oracle_exact.regularizer=background_swap"])
+    assert cfg.method("gals_exact").options == {"target": "ce", "norm": "l2"}
+    assert cfg.method("oracle_exact").options == {"loss": "kl"}  # gradient_outside's target: not swap's
+
+
+def test_with_value_takes_an_old_flat_key_as_an_old_sweeps_best_values_name_it():
+    from paric.config import with_value
+
+    cfg = load_config(REPO / "conf" / "default.yaml")
+    with pytest.warns(DeprecationWarning, match="train.methods.group_dro.dro_eta is deprecated"):
+        trial = with_value(cfg, "train.methods.group_dro.dro_eta", 0.05)
+    assert trial.method("group_dro").objective_options == {"eta": 0.05, "adjust": 2.0}
+    with pytest.warns(DeprecationWarning, match="dro_adjust is deprecated"):
+        cfg = load_config(REPO / "conf" / "default.yaml",
+                          ["sweep.spaces.group_dro.dro_adjust={dist: categorical, choices: [1.0]}"])
+    assert "objective_options.adjust" in cfg.sweep.spaces["group_dro"]
+
+
+def test_the_flat_key_table_names_options_their_plugins_have():
+    """Every old key of :mod:`paric.config.legacy` names a registered plugin and one of its options;
+    its frozen default is the option's default today (when a plugin's default changes, the runs that
+    use it retrain: the table's default stays the old one)."""
+    from paric.catalog import SEAMS
+    from paric.config.base import OPTION_SLOTS
+    from paric.config.legacy import LEGACY
+
+    assert set(SEAMS) == set(OPTION_SLOTS)
+    for e in LEGACY:
+        options = SEAMS[e.selector].get(e.plugin).Options.model_fields
+        assert e.option in options, e
+        assert e.selects or options[e.option].default == e.default, e
+
+
+def test_the_config_package_imports_neither_torch_nor_a_registry():
+    """Issue 29: the schema is a leaf; names and plugin options are checked by paric.catalog."""
+    import subprocess
+    import sys
+
+    code = ("import sys, paric.config, paric.config.legacy; paric.config.load_config(None); "
+            "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('paric.regularizers', 'paric.train', "
+            "'paric.catalog', 'paric.attention', 'paric.data', 'paric.vlm'))]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

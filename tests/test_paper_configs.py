@@ -25,7 +25,7 @@ def test_paper_config(name, fmt, epochs, prompt):
     assert cfg.vlm.pretrained == "openai" and prompt in cfg.vlm.prompts
     assert cfg.vlm.name == ("ViT-B-32" if name.endswith("vitb32") else "RN50")
     gals = cfg.method("gals")
-    assert gals.regularizer == "gradient_outside" and gals.reference == "det" and gals.grad_target == "ce"
+    assert gals.regularizer == "gradient_outside" and gals.reference == "det" and gals.options["target"] == "ce"
     assert cfg.method("paric_mean").weight == gals.weight == pytest.approx(23.5)
     assert cfg.data_root() == cfg.output_path("data")  # the index built by the data stage
     default = load_config(CONF / "default.yaml")

@@ -37,14 +37,14 @@ CAM = MethodConfig(regularizer="gradcam", weight=1.0, reference="oracle")
 
 @pytest.mark.parametrize("target", ["ce", "log_prob"])
 def test_gradient_outside_zero_when_reference_covers_image(target):
-    method = GRAD.model_copy(update={"grad_target": target})
+    method = GRAD.model_copy(update={"options": {"target": target}})
     _, s = _inputs(method, torch.ones(4, 32, 32))
     assert float(total(build_regularizer(method)(s))) == 0.0
 
 
 @pytest.mark.parametrize("target", ["ce", "log_prob"])
 def test_gradient_outside_trains_the_model(target):
-    method = GRAD.model_copy(update={"grad_target": target})
+    method = GRAD.model_copy(update={"options": {"target": target}})
     ref = torch.zeros(4, 32, 32)
     ref[:, 8:24, 8:24] = 1.0
     model, s = _inputs(method, ref)
@@ -58,7 +58,7 @@ def test_gradient_outside_trains_the_model(target):
 def test_gradient_outside_matches_manual_formula():
     ref = torch.zeros(4, 32, 32)
     ref[:, :16] = 1.0
-    method = GRAD.model_copy(update={"grad_target": "ce", "weight": 3.0})
+    method = GRAD.model_copy(update={"options": {"target": "ce"}, "weight": 3.0})
     _, s = _inputs(method, ref)
     (g,) = torch.autograd.grad(s.ce.sum(), s.x, retain_graph=True)
     manual = 3.0 * (g * (1 - ref).unsqueeze(1)).abs().flatten(1).mean(1).mean()
@@ -78,7 +78,7 @@ def test_all_zero_reference_gets_no_attention_loss():
 
 @pytest.mark.parametrize("mode", ["suppress_outside", "match"])
 def test_gradcam_regularizer(mode):
-    method = CAM.model_copy(update={"cam_mode": mode})
+    method = CAM.model_copy(update={"options": {"mode": mode}})
     ones = torch.ones(4, 32, 32)
     model, s = _inputs(method, ones, features=True)
     value = float(total(build_regularizer(method)(s)))
@@ -100,7 +100,7 @@ def test_gradcam_match_is_zero_at_the_models_own_cam():
     _, cam = classifier_gradcam(model, x, y)
     # a reference equal to the CAM (upsampled by nearest so average-pooling gives it back)
     ref = cam.detach().repeat_interleave(32 // cam.shape[-1], -1).repeat_interleave(32 // cam.shape[-2], -2)
-    method = CAM.model_copy(update={"cam_mode": "match"})
+    method = CAM.model_copy(update={"options": {"mode": "match"}})
     logits, feats = forward_with_features(model, x)
     s = StepInputs(model, x, y, logits, feats, F.cross_entropy(logits, y, reduction="none"),
                    build_reference({"mask": ref}, method, (32, 32)))
@@ -141,7 +141,7 @@ def test_balance_weights_equalise_classes():
 
 
 def test_energy_outside_is_share_outside_and_empty_cam_costs_most():
-    method = CAM.model_copy(update={"cam_mode": "energy_outside"})
+    method = CAM.model_copy(update={"options": {"mode": "energy_outside"}})
     ref = torch.zeros(4, 32, 32)
     ref[:, :16] = 1.0
     model, s = _inputs(method, ref, features=True)
@@ -191,7 +191,7 @@ def test_counterfactual_keeps_the_reference_and_takes_the_rest_from_another_imag
 
 @pytest.mark.parametrize("loss", ["kl", "ce"])
 def test_background_swap_trains_the_model_and_is_zero_without_background(loss):
-    method = SWAP.model_copy(update={"swap_loss": loss})
+    method = SWAP.model_copy(update={"options": {"loss": loss}})
     _, s_full = _inputs(method, torch.ones(4, 32, 32))  # the reference covers everything: x̃ = x
     if loss == "kl":
         assert float(total(build_regularizer(method)(s_full))) == pytest.approx(0.0, abs=1e-6)
@@ -377,3 +377,16 @@ def test_a_new_regularizers_options_live_with_it_and_are_checked_at_load_time():
             load_config(None, [f"{key}.regularizer=gradcam", f"{key}.options={{alpha: 1}}"])
     finally:
         REGULARIZERS._entries.pop("toy_options")
+
+
+def test_each_regulariser_reads_its_own_options_and_the_old_flat_keys_still_reach_them():
+    """Issue 29: ``gradient_outside``, ``gradcam`` and ``background_swap`` read their Options models; a
+    method written the old way (``swap_loss="ce"``) builds the same regulariser, with a DeprecationWarning."""
+    assert build_regularizer(GRAD.model_copy(update={"options": {"target": "ce", "norm": "l2"}})).norm == "l2"
+    assert build_regularizer(CAM.model_copy(update={"options": {"mode": "match"}})).mode == "match"
+    assert build_regularizer(CAM).mode == "energy_outside"  # the option's default
+    with pytest.warns(DeprecationWarning, match=r"swap_loss is deprecated.*now options\.loss"):
+        old = MethodConfig(regularizer="background_swap", weight=1.0, reference="oracle", swap_loss="ce")
+    assert old.options == {"loss": "ce"} and build_regularizer(old).loss == "ce"
+    with pytest.raises(ValueError, match="Input should be 'kl' or 'ce'"):
+        build_regularizer(SWAP.model_copy(update={"options": {"loss": "mse"}}))

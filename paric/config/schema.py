@@ -15,7 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import (BaseModel, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
-from paric.config.base import KEYED_WHEN_SET, ConfigError, NameCheck, _names, _Section
+from paric.config.base import KEYED_WHEN_SET, OPTION_SLOTS, ConfigError, NameCheck, _names, _Section
+from paric.config.legacy import flat_space, flat_view, from_flat, modern_key
 from paric.config.presets import DEFAULT_METHODS, with_r100
 from paric.config.space import SAMPLE_KEYS, SearchSpace, _UNSWEPT_TRAIN, space_target
 from paric.layout import Layout
@@ -293,8 +294,8 @@ class MethodConfig(_Section):
 
     regularizer: str = Field("none", description="a name in paric.regularizers.REGULARIZERS")
     options: dict[str, Any] = Field(
-        {}, description="the regulariser's own options, checked against its Options model (a new regulariser's "
-        "options live with it, not here)")
+        {}, description="the regulariser's own options, checked against its Options model (docs/reference/"
+        "registries.md; gradient_outside: target, norm; gradcam: mode, norm; background_swap: loss; lico: w_mm …)")
     weight: float = Field(0.0, ge=0, description="λ of the attention term")
     reference: str = Field("none", description="'none' or a name in paric.regularizers.reference.REFERENCES")
     k: int | None = Field(None, ge=1, description="use the first k of the K stored samples; None = all")
@@ -312,15 +313,6 @@ class MethodConfig(_Section):
     )
     uncertainty_scale: float = Field(0.1, gt=0, description="w = 1 / (1 + std / scale)")
     balance: Literal["none", "class", "group"] = Field("none", description="upweight: inverse-frequency CE weights")
-    grad_target: Literal["ce", "log_prob"] = Field(
-        "log_prob", description="gradient_outside: input gradient of the CE (GALS) or of Σ log p (RRR)"
-    )
-    grad_norm: Literal["l1", "l2"] = "l1"
-    cam_mode: Literal["match", "suppress_outside", "energy_outside"] = "energy_outside"
-    cam_norm: Literal["l1", "l2"] = "l1"
-    swap_loss: Literal["kl", "ce"] = Field(
-        "kl", description="background_swap: symmetric KL between the image's and its counterfactual's prediction, "
-        "or the counterfactual's CE")
     lr: float | None = Field(None, gt=0, description="overrides train.lr for this method")
     weight_decay: float | None = Field(None, ge=0, description="overrides train.weight_decay for this method "
                                        "(group_dro_l2: Sagawa et al.'s strong ℓ2)")
@@ -329,38 +321,65 @@ class MethodConfig(_Section):
         "the label perfectly, Waterbirds-100's setting, from the same images and maps); '<method>_r100' presets")
     objective: str = Field("erm", description="the classification loss: a name in paric.train.objectives.OBJECTIVES "
                            "(erm: mean CE; group_dro: Sagawa et al.'s online group weights)")
+    objective_options: dict[str, Any] = Field(
+        {}, description="the objective's own options, checked against its Options model (group_dro: eta, adjust)")
     sampling: Literal["uniform", "group_balanced"] = Field(
         "uniform", description="how an epoch draws its training rows: a permutation, or n draws with replacement "
         "at probability ∝ 1/n_g, so each group is equally likely (Sagawa et al.'s --reweight_groups, on for "
         "group_dro as in every command of their repository; uses group labels)")
-    dro_eta: float = Field(0.01, gt=0, description="group_dro: step size η of the group weights")
-    dro_adjust: float = Field(0.0, ge=0, description="group_dro: generalisation adjustment C (C/√n_g added to "
-                              "each group's loss in the weight update)")
-    posthoc: Literal["none", "dfr"] = Field(
-        "none", description="dfr: no training; retrain the last layer of method 'base''s model on group-balanced "
-        "validation data (Kirichenko et al.)")
+    posthoc: str = Field(
+        "none", description="'none' (the method trains), or a name in paric.train.posthoc.POSTHOC: no training, the "
+        "model of method 'base' changed after training (dfr: its last layer retrained on group-balanced validation "
+        "data, Kirichenko et al.)")
     base: str | None = Field(None, description="posthoc: the trained method whose model (same seed) it starts from")
-    dfr_c: list[float] = Field([1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01], min_length=1,
-                               description="dfr: the ℓ1 inverse strengths C tried (chosen on half of validation)")
-    dfr_subsamples: int = Field(20, ge=1, description="dfr: group-balanced subsamples whose fits are averaged "
-                                "(the authors' 20)")
-    jtt_epochs: int | None = Field(None, ge=1, description="jtt: epochs of the first (ERM) stage whose "
-                                   "misclassified training points form the error set; None: not JTT")
-    jtt_up: int = Field(20, ge=1, description="jtt: the error set appears this many times per epoch (λ_up)")
+    posthoc_options: dict[str, Any] = Field(
+        {}, description="the post-hoc method's own options, checked against its Options model (dfr: c, subsamples)")
+    two_stage: str = Field(
+        "none", description="'none', or a name in paric.train.two_stage.TWO_STAGE: a first training run chooses "
+        "the second run's training set (jtt: Liu et al.'s error set, upsampled); plain loop only")
+    two_stage_options: dict[str, Any] = Field(
+        {}, description="the two-stage method's own options, checked against its Options model (jtt: epochs, up)")
     selection: Literal["auto", "balanced", "worst_group"] = Field(
         "auto", description="best epoch (and sweep objective): class-balanced validation accuracy (no group "
         "labels, GALS), or worst-group validation accuracy (as the group-robustness papers); auto: worst-group "
         "exactly when the method uses group labels otherwise")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_keys(cls, data: Any) -> Any:
+        """The plugin keys this model had before issue 29 (``swap_loss: ce``) load into their plugin's
+        options (``options: {loss: ce}``), with a DeprecationWarning (:mod:`paric.config.legacy`)."""
+        return from_flat(data, cls.selector_defaults()) if isinstance(data, dict) else data
+
     @model_validator(mode="after")
     def _registered(self, info: ValidationInfo) -> "MethodConfig":
-        """Structure here; names and the regulariser's options (normalised to its Options model, so an
+        """Structure here; names and every plugin's options (normalised to its Options model, so an
         omitted option and its default give one key) by the name checker, when there is one."""
         if self.posthoc != "none" and self.base is None:
             raise ValueError(f"posthoc: '{self.posthoc}' needs base (the trained method it starts from)")
         if (names := _names(info)) is not None:
-            object.__setattr__(self, "options", names.method_options(self))
+            for slot, opts in names.method_options(self).items():
+                object.__setattr__(self, slot, opts)
         return self
+
+    @classmethod
+    def selector_defaults(cls) -> dict[str, Any]:
+        """The plugin-choosing fields' defaults (``regularizer: none`` …)."""
+        return {name: cls.model_fields[name].default for name in OPTION_SLOTS}
+
+
+def _merge_method(preset: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` over ``preset``, key by key; a plugin's options merge option by option while the method
+    keeps the preset's plugin, and are the preset's no more once ``spec`` names another plugin."""
+    out = {**preset, **spec}
+    defaults = MethodConfig.selector_defaults()
+    for selector, slot in OPTION_SLOTS.items():
+        same = preset.get(selector, defaults[selector]) == out.get(selector, defaults[selector])
+        if not same and slot not in spec:
+            out.pop(slot, None)
+        elif same and isinstance(preset.get(slot), dict) and isinstance(spec.get(slot), dict):
+            out[slot] = {**preset[slot], **spec[slot]}
+    return out
 
 
 class TrainConfig(_Section):
@@ -395,7 +414,8 @@ class TrainConfig(_Section):
     @model_validator(mode="before")
     @classmethod
     def _merge_methods(cls, data: Any) -> Any:
-        """A config names only what it changes: ``methods.gals.weight=5`` keeps the other defaults."""
+        """A config names only what it changes: ``methods.gals.weight=5`` keeps the other defaults, and
+        ``methods.gals_exact.options.norm=l2`` the preset's other options (:func:`_merge_method`)."""
         if (isinstance(data, dict) and isinstance(data.get("methods"), dict)
                 and not all(isinstance(v, MethodConfig) for v in data["methods"].values())):  # validated already
             merged = {k: dict(v) for k, v in DEFAULT_METHODS.items()}
@@ -403,10 +423,17 @@ class TrainConfig(_Section):
             for name, spec in data["methods"].items():
                 if isinstance(spec, MethodConfig):
                     spec = spec.model_dump()
-                merged[name] = {**merged.get(name, {}), **(spec or {})} if isinstance(spec, dict) else spec
+                merged[name] = _merge_method(merged.get(name, {}), spec or {}) if isinstance(spec, dict) else spec
+                if isinstance(merged[name], dict):  # old flat keys, named with their method
+                    merged[name] = from_flat(merged[name], MethodConfig.selector_defaults(), f"train.methods.{name}.")
                 given.add(name)
             data = {**data, "methods": with_r100(merged, given)}
         return data
+
+    def _key_form(self, dump: dict[str, Any], cfg: "Config") -> dict[str, Any]:
+        """The methods in their pre-issue-29 flat form, so the section's key is what it was
+        (:func:`paric.config.legacy.flat_view`)."""
+        return {**dump, "methods": {name: flat_view(m, keep_defaults=True) for name, m in self.methods.items()}}
 
     @model_validator(mode="after")
     def _known(self, info: ValidationInfo) -> "TrainConfig":
@@ -455,6 +482,14 @@ class SweepConfig(_Section):
                                    "uncertainty": {"dist": "categorical", "choices": ["none", "inverse_std"]},
                                    "lr": {"dist": "log_uniform", "low": 0.003, "high": 0.03}}),
     })
+
+    def space_key_form(self, method: str, methods: dict[str, MethodConfig]) -> dict[str, Any]:
+        """A method's space as sweep keys read it: dimensions named as before issue 29 (``dro_eta``, not
+        ``objective_options.eta``), so sweeps cached before it stay cached."""
+        return flat_space(self.spaces[method].model_dump(mode="json"), methods.get(method))
+
+    def _key_form(self, dump: dict[str, Any], cfg: "Config") -> dict[str, Any]:
+        return {**dump, "spaces": {name: self.space_key_form(name, cfg.train.methods) for name in self.spaces}}
 
 
 class ReportConfig(_Section):
@@ -585,6 +620,10 @@ def with_value(cfg: Config, dotted: str, value: Any) -> Config:
 
 def _assign(node: Any, path: list[str], value: Any, dotted: str) -> Any:
     head, rest = path[0], path[1:]
+    if isinstance(node, MethodConfig) and head not in type(node).model_fields:
+        key = ".".join(path)  # an old flat key: its plugin's option
+        path = modern_key(key, dotted.removesuffix(key)).split(".")
+        head, rest = path[0], path[1:]
     if isinstance(node, BaseModel):
         if head not in type(node).model_fields:
             raise ConfigError(f"{dotted}: no key '{head}' in {type(node).__name__}")
@@ -610,9 +649,10 @@ def _first_error(exc: Exception) -> str:
     return str(exc)
 
 
-def _key_dump(obj: Any) -> Any:
+def _key_dump(obj: Any, cfg: Config) -> Any:
     """A section as its stage key sees it: ``model_dump``, less the :data:`KEYED_WHEN_SET` fields
-    that hold their default."""
+    that hold their default; a section with a ``_key_form`` (the methods, the sweep spaces) adjusts
+    its dump there."""
     if not isinstance(obj, BaseModel):
         return obj
     out = {}
@@ -621,12 +661,14 @@ def _key_dump(obj: Any) -> Any:
         extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
         if extra.get(KEYED_WHEN_SET) and value == field.default:
             continue
-        out[name] = _key_dump(value) if isinstance(value, BaseModel) else obj.model_dump(mode="json", include={name})[name]
-    return out
+        out[name] = (_key_dump(value, cfg) if isinstance(value, BaseModel)
+                     else obj.model_dump(mode="json", include={name})[name])
+    form = getattr(obj, "_key_form", None)
+    return form(out, cfg) if form is not None else out
 
 
 def _dump(cfg: Config, dotted: str) -> Any:
     obj: Any = cfg
     for part in dotted.split("."):
         obj = getattr(obj, part)
-    return _key_dump(obj)
+    return _key_dump(obj, cfg)

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, RootModel, model_validator
 
 from paric.config.base import _Section
+from paric.config.legacy import modern_key
 
 #: a sweep dimension's distribution: a range over [low, high], or listed values (``categorical``:
 #: sampled; ``grid``: every value tried once, Optuna's GridSampler)
@@ -87,10 +88,11 @@ class SearchSpace(RootModel[dict[str, Dim]]):
     @classmethod
     def _legacy(cls, data: Any) -> Any:
         """The fixed schema's lists as dimensions: ``grid: true`` lists values; otherwise a
-        range is [low, high] and reference / uncertainty are categorical; an empty list is absent."""
+        range is [low, high] and reference / uncertainty are categorical; an empty list is absent.
+        A method's old flat plugin key is its option's key (:func:`paric.config.legacy.modern_key`)."""
         if not isinstance(data, dict):
             return data
-        data = _flatten_dims(data)
+        data = {modern_key(k): v for k, v in _flatten_dims(data).items()}  # dro_eta: objective_options.eta
         if not ("grid" in data or any(isinstance(v, list) for v in data.values())):
             return data
         grid = data.pop("grid", False)

@@ -12,11 +12,13 @@ one extra forward/backward instead of double backprop's second-order graph.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, Field
 
+from paric.registry import PluginOptions
 from paric.regularizers.base import REGULARIZERS, Regularizer, StepInputs
 
 if TYPE_CHECKING:
@@ -29,19 +31,26 @@ def counterfactual(x: torch.Tensor, ref_map: torch.Tensor, weight: torch.Tensor)
     return x * keep.unsqueeze(1) + x.roll(1, dims=0) * (1.0 - keep).unsqueeze(1)
 
 
+class BackgroundSwapOptions(PluginOptions):
+    """``background_swap``'s options (before issue 29: the method key ``swap_loss``)."""
+
+    loss: Literal["kl", "ce"] = Field(
+        "kl", description="symmetric KL between the image's and its counterfactual's prediction, or the "
+        "counterfactual's CE")
+
+
 @REGULARIZERS.register("background_swap")
 class BackgroundSwap(Regularizer):
+    Options: ClassVar[type[BaseModel]] = BackgroundSwapOptions
     cost = 2.0  # one more forward/backward
 
-    def __init__(self, weight: float, loss: str = "kl") -> None:
+    def __init__(self, weight: float, options: BackgroundSwapOptions = BackgroundSwapOptions()) -> None:
         super().__init__(weight)
-        if loss not in ("kl", "ce"):
-            raise ValueError(f"swap_loss must be 'kl' or 'ce', got {loss!r}")
-        self.loss = loss
+        self.loss = options.loss
 
     @classmethod
     def from_method(cls, m: MethodConfig) -> "BackgroundSwap":
-        return cls(m.weight, m.swap_loss)
+        return cls(m.weight, cls.options_of(m))
 
     def per_image(self, s: StepInputs) -> torch.Tensor:
         if len(s.x) < 2:  # no other image to take a background from

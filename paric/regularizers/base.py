@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from torch import nn
 
 from paric.models.classifier import Classifier
-from paric.registry import Registry
+from paric.registry import NoOptions, Registry
 from paric.regularizers.reference import Reference
 
 if TYPE_CHECKING:
@@ -52,12 +52,6 @@ class RunContext:
     #: (C, h, w) of the classifier's feature map at its CAM layer (set by the trainer)
     feature_shape: tuple[int, int, int] | None = None
     seed: int = 0
-
-
-class NoOptions(BaseModel):
-    """A regulariser without options of its own: any key in ``options`` is an error."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class Regularizer(nn.Module):

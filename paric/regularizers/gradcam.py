@@ -8,32 +8,41 @@ models collapse to it within an epoch (measured); here an empty CAM costs the mo
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, Field
 
 from paric.models.cam import cam_from
+from paric.registry import PluginOptions
 from paric.regularizers.base import REGULARIZERS, Regularizer, StepInputs, norm_of
 
 if TYPE_CHECKING:
     from paric.config import MethodConfig
 
 
+class GradCAMOptions(PluginOptions):
+    """``gradcam``'s options (before issue 29: the method keys ``cam_mode``, ``cam_norm``)."""
+
+    mode: Literal["match", "suppress_outside", "energy_outside"] = Field(
+        "energy_outside", description="‖P − A‖, ‖P − P ⊙ A‖, or the CAM's share of mass outside A (see the module)")
+    norm: Literal["l1", "l2"] = Field("l1", description="match / suppress_outside: mean |·| or mean (·)²")
+
+
 @REGULARIZERS.register("gradcam")
 class GradCAMRegularizer(Regularizer):
+    Options: ClassVar[type[BaseModel]] = GradCAMOptions
     needs_features = True
     cost = 3.0  # the CAM's gradient w.r.t. features, kept in the graph
 
-    def __init__(self, weight: float, mode: str = "suppress_outside", norm: str = "l1") -> None:
+    def __init__(self, weight: float, options: GradCAMOptions = GradCAMOptions()) -> None:
         super().__init__(weight)
-        if mode not in ("match", "suppress_outside", "energy_outside"):
-            raise ValueError(f"cam_mode must be 'match', 'suppress_outside' or 'energy_outside', got {mode!r}")
-        self.mode, self.norm = mode, norm
+        self.mode, self.norm = options.mode, options.norm
 
     @classmethod
     def from_method(cls, m: MethodConfig) -> "GradCAMRegularizer":
-        return cls(m.weight, m.cam_mode, m.cam_norm)
+        return cls(m.weight, cls.options_of(m))
 
     def per_image(self, s: StepInputs) -> torch.Tensor:
         cam = cam_from(s.logits, s.features, s.y, create_graph=True)  # (B, h, w), graph to params

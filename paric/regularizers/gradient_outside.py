@@ -7,30 +7,39 @@ stops constraining the shortcut; the log-probability gradient does not vanish.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
+from pydantic import BaseModel, Field
 
+from paric.registry import PluginOptions
 from paric.regularizers.base import REGULARIZERS, Regularizer, StepInputs, norm_of
 
 if TYPE_CHECKING:
     from paric.config import MethodConfig
 
 
+class GradientOutsideOptions(PluginOptions):
+    """``gradient_outside``'s options (before issue 29: the method keys ``grad_target``, ``grad_norm``)."""
+
+    target: Literal["ce", "log_prob"] = Field(
+        "log_prob", description="input gradient of the CE (GALS) or of Σ log p (RRR)")
+    norm: Literal["l1", "l2"] = Field("l1", description="per-image mean |·| or mean (·)² of the masked gradient")
+
+
 @REGULARIZERS.register("gradient_outside")
 class GradientOutside(Regularizer):
+    Options: ClassVar[type[BaseModel]] = GradientOutsideOptions
     needs_input_grad = True
     cost = 3.5  # double backprop
 
-    def __init__(self, weight: float, target: str = "log_prob", norm: str = "l1") -> None:
+    def __init__(self, weight: float, options: GradientOutsideOptions = GradientOutsideOptions()) -> None:
         super().__init__(weight)
-        if target not in ("ce", "log_prob"):
-            raise ValueError(f"grad_target must be 'ce' or 'log_prob', got {target!r}")
-        self.target, self.norm = target, norm
+        self.target, self.norm = options.target, options.norm
 
     @classmethod
     def from_method(cls, m: MethodConfig) -> "GradientOutside":
-        return cls(m.weight, m.grad_target, m.grad_norm)
+        return cls(m.weight, cls.options_of(m))
 
     def input_gradient(self, s: StepInputs) -> torch.Tensor:
         if self.target == "ce":

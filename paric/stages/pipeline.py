@@ -58,13 +58,14 @@ def check_pipeline_config(cfg: Config) -> None:
                              f"which train.compare {cfg.train.compare} does not train")
         if cfg.method(m).posthoc != "none" and cfg.method(base).posthoc != "none":
             raise ValueError(f"train.methods.{m}: base '{base}' must be a trained method, not another post-hoc one")
-        if cfg.method(m).jtt_epochs is not None and cfg.train.num_workers > 0:
-            raise ValueError(f"train.methods.{m}: JTT runs in the plain loop only (train.num_workers=0), "
-                             f"got train.num_workers={cfg.train.num_workers}")
+        if cfg.method(m).two_stage != "none" and cfg.train.num_workers > 0:
+            raise ValueError(f"train.methods.{m}: two-stage method '{cfg.method(m).two_stage}' runs in the plain loop "
+                             f"only (train.num_workers=0), got train.num_workers={cfg.train.num_workers}")
     for m in cfg.sweep.methods:
-        if m in cfg.train.methods and cfg.method(m).jtt_epochs is not None:
-            raise ValueError(f"sweep.methods: '{m}' is JTT, which runs in the plain loop only; sweep trials use "
-                             "Ray Train (sweep its runs by hand: train.methods.jtt.jtt_up=...)")
+        if m in cfg.train.methods and cfg.method(m).two_stage != "none":
+            raise ValueError(f"sweep.methods: '{m}' is two-stage method '{cfg.method(m).two_stage}', which runs in the "
+                             f"plain loop only; sweep trials use Ray Train (sweep its runs by hand: "
+                             f"train.methods.{m}.two_stage_options.<option>=...)")
         if m not in cfg.train.methods:
             raise ValueError(f"sweep.methods: '{m}' is not defined in train.methods")
         if m not in cfg.sweep.spaces:

@@ -122,7 +122,7 @@ def sweep_key(cfg: Config, method: str) -> str:
 def sweep_spec(cfg: Config, method: str) -> Stage:
     """The sweep stage of one method (its key: :func:`sweep_key`)."""
     settings = cfg.sweep.model_dump(mode="json", exclude={"methods", "spaces"})
-    blob = {"settings": settings, "space": cfg.sweep.spaces[method].model_dump(mode="json"),
+    blob = {"settings": settings, "space": cfg.sweep.space_key_form(method, cfg.train.methods),
             "method": method_key(cfg.method(method)), "workers": max(1, cfg.train.num_workers)}
     digest = hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
     return Stage(f"sweep {method}", cfg.layout.sweep(method), (*TRAINING_KEYS, "run.seed"),

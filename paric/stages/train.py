@@ -26,6 +26,7 @@ from ray.train.torch import TorchTrainer
 
 from paric.catalog import MAP_SOURCES
 from paric.config import Config, MethodConfig
+from paric.config.legacy import flat_view
 from paric.io import write_json
 from paric.layout import MODEL, RESULT
 from paric.regularizers import REGULARIZERS
@@ -227,8 +228,10 @@ def upstream_key(cfg: Config, columns: list[str]) -> str:
 
 def method_key(m: MethodConfig) -> str:
     """A method's part of its runs' keys: the keys set away from their defaults. Why not every field:
-    a new method option (with a default that trains as before) then leaves every earlier run cached."""
-    return json.dumps(m.model_dump(mode="json", exclude_defaults=True), sort_keys=True)
+    a new method option (with a default that trains as before) then leaves every earlier run cached.
+    Why the flat form (:func:`paric.config.legacy.flat_view`): the plugins' options were flat method
+    keys before issue 29 (``swap_loss``, ``dro_eta`` …), and every run keyed then stays cached."""
+    return json.dumps(flat_view(m, keep_defaults=False), sort_keys=True)
 
 
 def run_key(cfg: Config, method: str) -> str:

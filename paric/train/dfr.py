@@ -13,14 +13,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from pydantic import Field
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from paric.eval.groups import group_metrics
+from paric.registry import PluginOptions
 
 #: the protocol's form, in a DFR run's cache key: 2 is issue 28's (train-split standardisation, one tuning
 #: subsample for every C, 20 fits), so a run refit under the earlier form is not reused
 FORM_VERSION = 2
+
+
+class DfrOptions(PluginOptions):
+    """DFR's options (``posthoc_options``; before issue 29: the method keys ``dfr_c``, ``dfr_subsamples``)."""
+
+    c: list[float] = Field([1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01], min_length=1,
+                           description="the ℓ1 inverse strengths C tried (chosen on half of validation)")
+    subsamples: int = Field(20, ge=1, description="group-balanced subsamples whose fits are averaged (the authors' 20)")
 
 
 @torch.no_grad()

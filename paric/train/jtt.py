@@ -10,6 +10,17 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from pydantic import Field
+
+from paric.registry import PluginOptions
+
+
+class JttOptions(PluginOptions):
+    """JTT's options (``two_stage_options``; before issue 29: the method keys ``jtt_epochs``, ``jtt_up``)."""
+
+    epochs: int = Field(ge=1, description="epochs T of the first (ERM) stage whose misclassified training points "
+                        "form the error set")
+    up: int = Field(20, ge=1, description="the error set appears this many times per epoch (λ_up)")
 
 
 @torch.no_grad()

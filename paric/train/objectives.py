@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, Field
 from torch import nn
 
-from paric.registry import Registry
+from paric.registry import NoOptions, PluginOptions, Registry
 
 if TYPE_CHECKING:
     from paric.config import MethodConfig
@@ -24,10 +25,17 @@ class Objective(nn.Module):
 
     #: which group labels the objective reads during training (the methods table's column)
     group_labels: ClassVar[Literal["none", "training"]] = "none"
+    #: the objective's own options (``MethodConfig.objective_options``), validated at config load time
+    Options: ClassVar[type[BaseModel]] = NoOptions
 
     @classmethod
     def build(cls, m: "MethodConfig", group_counts: list[int]) -> "Objective":
         return cls()
+
+    @classmethod
+    def options_of(cls, m: "MethodConfig") -> BaseModel:
+        """The method's ``objective_options`` as this objective's Options model."""
+        return cls.Options.model_validate(m.objective_options)
 
     def forward(self, ce: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -45,6 +53,14 @@ class ERM(Objective):
         return ce.mean()
 
 
+class GroupDROOptions(PluginOptions):
+    """Group DRO's options (before issue 29: the method keys ``dro_eta``, ``dro_adjust``)."""
+
+    eta: float = Field(0.01, gt=0, description="step size η of the group weights")
+    adjust: float = Field(0.0, ge=0, description="generalisation adjustment C (C/√n_g added to each group's "
+                          "loss in the weight update)")
+
+
 @OBJECTIVES.register("group_dro")
 class GroupDRO(Objective):
     """Online Group DRO (Sagawa et al., Algorithm 1 with the generalisation adjustment):
@@ -58,6 +74,7 @@ class GroupDRO(Objective):
     """
 
     group_labels = "training"
+    Options = GroupDROOptions
 
     def __init__(self, group_counts: list[int], eta: float, adjust: float) -> None:
         super().__init__()
@@ -71,7 +88,8 @@ class GroupDRO(Objective):
     def build(cls, m: "MethodConfig", group_counts: list[int]) -> "GroupDRO":
         if not group_counts:
             raise ValueError("objective group_dro needs the training split's group counts (Trainer group_counts)")
-        return cls(group_counts, m.dro_eta, m.dro_adjust)
+        opts = cls.options_of(m)
+        return cls(group_counts, opts.eta, opts.adjust)
 
     def group_losses(self, ce: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
         onehot = F.one_hot(group, len(self.q)).to(ce.dtype)  # (B, G)
@@ -90,7 +108,7 @@ def group_labels(m: "MethodConfig") -> Literal["none", "validation", "training"]
     (DFR's last-layer data, JTT's selection, or worst-group selection), or none (GALS' setting)."""
     if m.balance == "group" or m.sampling == "group_balanced" or OBJECTIVES.get(m.objective).group_labels == "training":
         return "training"
-    if m.posthoc != "none" or m.jtt_epochs is not None or m.selection == "worst_group":
+    if m.posthoc != "none" or m.two_stage != "none" or m.selection == "worst_group":
         return "validation"
     return "none"
 

@@ -27,6 +27,7 @@ from paric.regularizers import REGULARIZERS, RunContext, balance_weights, needed
 from paric.train.data import iterate, load_split, majority_groups, prepare, train_view
 from paric.train.fit_log import epoch_line
 from paric.train.loop import Batch, Trainer, fit, selection_metric
+from paric.train.two_stage import TWO_STAGE
 
 log = logging.getLogger("paric")
 
@@ -191,9 +192,10 @@ def run_in_memory(cfg: Config, root: Path, method: str, seed: int, backbone: Pat
         train = {k: v[keep] for k, v in train.items()}
     val = load_split(root, maps / "val", "val", size, [], False)
     test = load_split(root, maps / "test", "test", size, [], has_masks)
-    jtt = {}
-    if cfg.method(method).jtt_epochs is not None:  # JTT's first stage: its error set, upsampled below
-        train, jtt = jtt_train_set(cfg, method, seed, train, val, n_classes, n_groups, backbone, root)
+    first_stage = {}
+    if (two_stage := cfg.method(method).two_stage) != "none":  # a first run chooses the training set (JTT)
+        train, first_stage = TWO_STAGE.get(two_stage).train_set(cfg, method, seed, train, val, n_classes, n_groups,
+                                                                backbone, root)
     spec = make_spec(cfg, method, seed, train["label"], train["group"], n_classes, n_groups, backbone,
                      classes=class_names(root))
     trainer = make_trainer(spec)
@@ -207,19 +209,19 @@ def run_in_memory(cfg: Config, root: Path, method: str, seed: int, backbone: Pat
     out = test_metrics(trainer, iterate(test, 128, False), spec.classes)
     if model_path is not None:
         save_best(trainer.best["state"], trainer.model.state_dict(), model_path)
-    out.update(method=method, seed=seed, seconds=round(time.time() - t0, 1), history=trainer.history, **jtt)
+    out.update(method=method, seed=seed, seconds=round(time.time() - t0, 1), history=trainer.history, **first_stage)
     return out
 
 
 def jtt_train_set(cfg: Config, method: str, seed: int, train: dict, val: dict, n_classes: int, n_groups: int,
                   backbone: Path | None, root: Path) -> tuple[dict, dict]:
-    """JTT's first stage: ERM for ``jtt_epochs`` epochs (its own schedule, no early stopping), the
-    training points its last model misclassifies, and the train set with those upsampled ``jtt_up``
-    times. Returns (train set, what to report)."""
-    from paric.train.jtt import error_set, upsampled_rows
+    """JTT's first stage (``two_stage: jtt``): ERM for ``epochs`` epochs (its own schedule, no early
+    stopping), the training points its last model misclassifies, and the train set with those upsampled
+    ``up`` times. Returns (train set, what to report)."""
+    from paric.train.jtt import JttOptions, error_set, upsampled_rows
 
-    m = cfg.method(method)
-    first = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": m.jtt_epochs, "patience": None})})
+    opts = JttOptions.model_validate(cfg.method(method).two_stage_options)
+    first = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": opts.epochs, "patience": None})})
     spec = make_spec(first, method, seed, train["label"], train["group"], n_classes, n_groups, backbone,
                      classes=class_names(root))
     stage1 = make_trainer(spec)
@@ -228,7 +230,7 @@ def jtt_train_set(cfg: Config, method: str, seed: int, train: dict, val: dict, n
         lambda _t, mt: log.info("jtt stage 1 " + epoch_line(method, seed, mt)))
     size = cfg.classifier.image_size
     errors = error_set(stage1.model, (prepare(b, size, torch.device("cpu")) for b in iterate(train, 256, False)))
-    rows = upsampled_rows(errors, m.jtt_up)
+    rows = upsampled_rows(errors, opts.up)
     minority = ~np.isin(train["group"], majority_groups(train["label"], train["group"]))
     report = {"jtt_errors": int(errors.sum()), "jtt_error_minority_share":
               float(minority[errors].mean()) if errors.any() else None, "jtt_minority_share": float(minority.mean())}
@@ -243,7 +245,7 @@ def run_dfr(cfg: Config, root: Path, method: str, seed: int, base_model: Path, b
             model_path: Path | None = None) -> dict:
     """DFR (``posthoc: dfr``): ``base``'s trained model (this seed) with its last layer retrained on
     group-balanced validation features (:mod:`paric.train.dfr`); then the usual test metrics."""
-    from paric.train.dfr import fit_dfr, penultimate, set_head
+    from paric.train.dfr import DfrOptions, fit_dfr, penultimate, set_head
 
     t0 = time.time()
     m = cfg.method(method)
@@ -260,7 +262,8 @@ def run_dfr(cfg: Config, root: Path, method: str, seed: int, base_model: Path, b
                                                for b in iterate(rows, 256, False)))
 
     feats, y, g = features("val")
-    fit = fit_dfr(feats, y, g, n_classes, n_groups, m.dfr_c, m.dfr_subsamples, seed, features("train")[0])
+    opts = DfrOptions.model_validate(m.posthoc_options)
+    fit = fit_dfr(feats, y, g, n_classes, n_groups, opts.c, opts.subsamples, seed, features("train")[0])
     set_head(model.head, fit)
     if model_path is not None:
         save_best(None, model.state_dict(), model_path)
