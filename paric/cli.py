@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from paric.config import Config, ConfigError, profile_overlays
+from paric.config import load_config as load_unchecked
 from paric.stages.cache import STAGES
 from paric.stages.lock import exclusive
 
@@ -95,6 +96,23 @@ def seeds_from(cfg: Config, arg: str | None) -> list[int]:
         raise ConfigError(f"--seeds {arg}: expected 'all' or comma-separated integers") from None
 
 
+def lazy(target: str) -> Callable:
+    """``"module:function"`` as a callable that imports the module when first called.
+
+    Why: a command's stages import torch and Ray (seconds); naming them lazily lets the command refuse a
+    bad flag or config key before paying for that.
+    """
+    module, _, name = target.partition(":")
+
+    def call(*args, **kwargs):
+        import importlib
+
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
 def run_stages(doc: str | None, argv: list[str] | None, check: Callable[[Config], object],
                run: Callable[..., dict], prog: str | None = None) -> dict | None:
     """The shape of the stage-running entry points: parse (with ``--force``), load and ``check`` the
@@ -120,11 +138,13 @@ def config_from(args: argparse.Namespace) -> Config:
     """The config the arguments name (raises ConfigError naming the file, profile or override)."""
     profiles = (["quick"] if args.quick else []) + list(args.profile)
     path = resolve_config(args.config)
-    from paric.catalog import load_config  # the registries (torch): only once a command runs
-
+    overlays = profile_overlays(path, profiles, CONF_DIR / "profiles")
     with warnings.catch_warnings():  # an old key's deprecation is shown (Python hides DeprecationWarnings)
         warnings.filterwarnings("default", category=DeprecationWarning, module=r"paric\.config")
-        return load_config(path, args.overrides, overlays=profile_overlays(path, profiles, CONF_DIR / "profiles"))
+        load_unchecked(path, args.overrides, overlays=overlays)  # keys and types, torch-free: a typo fails fast
+        from paric.catalog import load_config  # then names against the registries (torch)
+
+        return load_config(path, args.overrides, overlays=overlays)
 
 
 def setup_logging() -> None:

@@ -44,6 +44,17 @@ def test_force_stage_names_come_from_the_cache_without_torch():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
+@pytest.mark.parametrize("command", ["run", "train", "sweep", "precompute", "zeroshot", "families"])
+def test_a_config_typo_is_refused_before_torch_or_ray_is_imported(command):
+    """Issue 29: a command loads the config's keys and types torch-free first and imports its stages
+    (torch, Ray) only after that, so a typo is refused in well under a second, not after the imports."""
+    code = (f"import sys; from paric.commands.{command} import main; rc = main(['trian.epochs=3']); "
+            "assert rc == 2, rc; assert 'torch' not in sys.modules and 'ray' not in sys.modules")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "unknown key 'trian'" in out.stderr
+
+
 def test_every_pipeline_script_is_its_paric_command():
     """``python pipelines/X.py`` (what ``ray job submit`` runs) and ``paric <command>`` are one ``main``."""
     from paric.commands import COMMANDS

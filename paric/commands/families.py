@@ -14,14 +14,15 @@ from __future__ import annotations
 import sys
 
 from paric import cli
-from paric.report.table import methods_table
-from paric.stages.families import check_families, run_families
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    result = cli.run_stages(__doc__, argv, check_families, run_families, prog)
+    result = cli.run_stages(__doc__, argv, cli.lazy("paric.stages.families:check_families"),
+                            cli.lazy("paric.stages.families:run_families"), prog)
     if result is None:
         return 2
+    from paric.report.table import methods_table
+
     print()
     print(methods_table(result["merged"]["methods"]))
     print(f"\nfamilies report: {result['report'] / 'families.md'}")

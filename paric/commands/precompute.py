@@ -9,7 +9,6 @@ import time
 
 from paric import cli
 from paric.config import ConfigError
-from paric.stages.maps import run_precompute
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
@@ -23,6 +22,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    from paric.stages.maps import run_precompute
+
     with cli.exclusive(cfg), stage_log(force):  # one invocation per run.output_dir
         t0 = time.time()
         summary = run_precompute(cfg, progress=not args.no_progress)

@@ -15,14 +15,16 @@ from __future__ import annotations
 import sys
 
 from paric import cli
-from paric.report.table import methods_table
-from paric.stages.pipeline import check_pipeline_config, run_full, stage_table
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    result = cli.run_stages(__doc__, argv, check_pipeline_config, run_full, prog)
+    result = cli.run_stages(__doc__, argv, cli.lazy("paric.stages.pipeline:check_pipeline_config"),
+                            cli.lazy("paric.stages.pipeline:run_full"), prog)
     if result is None:
         return 2
+    from paric.report.table import methods_table
+    from paric.stages.pipeline import stage_table
+
     print()
     print(stage_table(result["stages"]))
     print()

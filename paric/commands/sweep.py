@@ -14,7 +14,6 @@ import sys
 
 from paric import cli
 from paric.config import ConfigError
-from paric.stages.pipeline import run_sweeps
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
@@ -37,6 +36,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    from paric.stages.pipeline import run_sweeps
+
     with cli.exclusive(cfg):  # one invocation per run.output_dir
         sweeps = run_sweeps(cfg, methods, force=force, progress=not args.no_progress)
     for m, sw in sweeps.items():

@@ -12,16 +12,7 @@ import sys
 import time
 
 from paric import cli
-from paric.catalog import CATALOG
 from paric.config import ConfigError
-from paric.report.results import build_results, load_quality, write_report
-from paric.report.table import methods_table
-from paric.stages.classifier import backbone_stage
-from paric.stages.maps import run_precompute
-from paric.stages.ray_env import ensure_ray
-from paric.stages.pipeline import invocation
-from paric.stages.compare import compare_stage
-from paric.tracking import log_artifact
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
@@ -35,6 +26,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                    [cfg.train.method] if args.methods is None else args.methods.split(","))
         seeds = cli.seeds_from(cfg, args.seeds)
         force = check_forced(cli.forced(args))
+        from paric.catalog import CATALOG
+
         for m in methods:
             if m not in cfg.train.methods:
                 raise ConfigError(f"--methods: '{m}' is not defined in train.methods ({sorted(cfg.train.methods)})")
@@ -42,6 +35,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    from paric.report.results import build_results, load_quality, write_report
+    from paric.report.table import methods_table
+    from paric.stages.classifier import backbone_stage
+    from paric.stages.compare import compare_stage
+    from paric.stages.maps import run_precompute
+    from paric.stages.pipeline import invocation
+    from paric.stages.ray_env import ensure_ray
+    from paric.tracking import log_artifact
+
     with cli.exclusive(cfg), stage_log(force):  # one invocation per run.output_dir
         t0 = time.time()
         progress = not args.no_progress

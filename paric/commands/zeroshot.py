@@ -15,8 +15,6 @@ import sys
 
 from paric import cli
 from paric.config import ConfigError
-from paric.stages.prepare import data_stage, vlm_stage
-from paric.stages.zeroshot import accuracy_lines, zeroshot_stage
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
@@ -30,6 +28,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    from paric.stages.prepare import data_stage, vlm_stage
+    from paric.stages.zeroshot import accuracy_lines, zeroshot_stage
+
     with cli.exclusive(cfg), stage_log(force):
         root = data_stage(cfg, progress=not args.no_progress)
         result = zeroshot_stage(cfg, root, vlm_stage(cfg, root, progress=not args.no_progress))
