@@ -55,6 +55,17 @@ def test_a_config_typo_is_refused_before_torch_or_ray_is_imported(command):
     assert "unknown key 'trian'" in out.stderr
 
 
+def test_a_stage_is_named_from_the_one_list_that_force_offers(tmp_path):
+    """Issue 29: ``STAGES`` (``--force``'s choices) and the stage declarations cannot drift apart: a
+    ``Stage`` whose name is not in it is refused when declared, naming the list."""
+    from paric.stages.cache import STAGES
+    from paric.stages.runner import Stage
+
+    assert Stage("vlm", tmp_path, ("vlm",)).name in STAGES
+    with pytest.raises(ValueError, match="not in paric.stages.cache.STAGES"):
+        Stage("vlm_v2", tmp_path, ("vlm",))
+
+
 def test_every_pipeline_script_is_its_paric_command():
     """``python pipelines/X.py`` (what ``ray job submit`` runs) and ``paric <command>`` are one ``main``."""
     from paric.commands import COMMANDS

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from paric.config import Config
-from paric.stages.cache import is_done, mark_done, timed_stage
+from paric.stages.cache import STAGES, is_done, mark_done, timed_stage
 
 T = TypeVar("T")
 
@@ -41,6 +41,12 @@ class Stage:
     upstream: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
     shown: Path | None = None
+
+    def __post_init__(self) -> None:
+        # one list of stage names: what ``--force`` offers (:data:`STAGES`) is what a stage may be called
+        if self.name not in STAGES:
+            raise ValueError(f"stage '{self.name}' is not in paric.stages.cache.STAGES ({', '.join(STAGES)}): "
+                             "add it there, so that --force can name it")
 
     def key(self, cfg: Config) -> str:
         return derive_key(cfg, self.config, self.upstream)
