@@ -62,8 +62,10 @@ def test_a_stage_is_named_from_the_one_list_that_force_offers(tmp_path):
     from paric.stages.runner import Stage
 
     assert Stage("vlm", tmp_path, ("vlm",)).name in STAGES
-    with pytest.raises(ValueError, match="not in paric.stages.cache.STAGES"):
-        Stage("vlm_v2", tmp_path, ("vlm",))
+    assert Stage("sweep gals", tmp_path, ("sweep",)).name == "sweep gals"  # a kind and what it is for
+    for name in ("vlm_v2", "sweeps gals"):
+        with pytest.raises(ValueError, match="not in paric.stages.cache.STAGES"):
+            Stage(name, tmp_path, ("vlm",))
 
 
 def test_every_pipeline_script_is_its_paric_command():

@@ -58,10 +58,16 @@ def stage_log(force: list[str] | tuple[str, ...] = ()) -> Iterator[StageLog]:
         _CURRENT.reset(token)
 
 
+def stage_kind(stage_name: str) -> str:
+    """The :data:`STAGES` entry a stage ('maps:train', 'sweep gals', 'train vanilla s0' …) belongs to: its
+    first word, what ``--force`` names."""
+    return stage_name.replace(":", " ").split(" ")[0]
+
+
 def forced(stage_name: str) -> bool:
-    """Whether a stage ('maps:train', 'sweep gals', 'train vanilla s0' …) is forced, by its first word."""
+    """Whether a stage is forced (``--force`` named its kind, :func:`stage_kind`)."""
     current = _CURRENT.get()
-    return current is not None and stage_name.replace(":", " ").split(" ")[0] in current.forced
+    return current is not None and stage_kind(stage_name) in current.forced
 
 
 def read_marker(stage_dir: Path) -> dict | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from paric.config import Config
-from paric.stages.cache import STAGES, is_done, mark_done, timed_stage
+from paric.stages.cache import STAGES, is_done, mark_done, stage_kind, timed_stage
 
 T = TypeVar("T")
 
@@ -43,8 +43,8 @@ class Stage:
     shown: Path | None = None
 
     def __post_init__(self) -> None:
-        # one list of stage names: what ``--force`` offers (:data:`STAGES`) is what a stage may be called
-        if self.name not in STAGES:
+        # one list of stage names: a stage's kind is one that ``--force`` offers (:data:`STAGES`)
+        if stage_kind(self.name) not in STAGES:
             raise ValueError(f"stage '{self.name}' is not in paric.stages.cache.STAGES ({', '.join(STAGES)}): "
                              "add it there, so that --force can name it")
 
