@@ -17,6 +17,7 @@ import paric.attention.prolip_source  # noqa: F401  registers the map source 'pr
 import paric.zeroshot.source  # noqa: F401  registers the map source 'lazsl'
 from paric.attention.sources import MAP_SOURCES
 from paric.config import NAMES, Config, ConfigError, MethodConfig, _format_errors
+from paric.config.schema import GENERATED_FORMAT
 from paric.config import load_config as load_unchecked
 from paric.config.base import OPTION_SLOTS
 from paric.data.formats import FORMATS
@@ -28,8 +29,6 @@ from paric.train.posthoc import POSTHOC
 from paric.train.two_stage import TWO_STAGE
 from paric.vlm.families import VLM_FAMILIES
 
-#: the dataset format generated here rather than read from a native directory (no ``FORMATS`` entry)
-GENERATED_FORMAT = "synthetic"
 
 #: each plugin seam of a method (:data:`paric.config.base.OPTION_SLOTS`): its selecting field -> its registry,
 #: whose entries carry an ``Options`` model

@@ -6,6 +6,8 @@ every model names the stage whose output its Grad-CAM reads (``cam_layer``).
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 from torchvision.models import ResNet, resnet18, resnet50
@@ -90,15 +92,20 @@ def build_classifier(arch: str, num_classes: int, weights: str = "none", width: 
     return _wrap(net, num_classes, architecture)
 
 
-def _wrap(net: ResNet, num_classes: int, architecture: str) -> Classifier:
-    """``plain``: the ResNet as is; ``abn``: with an attention branch (:mod:`paric.models.abn`)."""
-    if architecture == "abn":
-        from paric.models.abn import ABNClassifier
+def _abn(net: ResNet, num_classes: int) -> Classifier:
+    from paric.models.abn import ABNClassifier
 
-        return ABNClassifier(net, num_classes)
-    if architecture != "plain":
-        raise ValueError(f"unknown classifier architecture {architecture!r}; known: plain, abn")
-    return Classifier(net)
+    return ABNClassifier(net, num_classes)
+
+
+#: how a ResNet becomes the classifier: ``plain`` as it is; ``abn`` with an attention branch (:mod:`paric.models.abn`)
+ARCHITECTURES: dict[str, Callable[[ResNet, int], Classifier]] = {"plain": lambda net, _: Classifier(net), "abn": _abn}
+
+
+def _wrap(net: ResNet, num_classes: int, architecture: str) -> Classifier:
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown classifier architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[architecture](net, num_classes)
 
 
 def classifier_for_state(arch: str, num_classes: int, width: int, state: dict) -> Classifier:

@@ -100,7 +100,7 @@ def plan_families(cfg: Config) -> list[FamilyRun]:
                            ("sweep.methods", sweep), ("report.after", after), ("report.families", []),
                            ("run.name", f"{cfg.run.name}-{family}"), ("run.output_dir", str(out / family))):
             fam = with_value(fam, key, value)
-        if cfg.data.format == "synthetic" and not cfg.data.root:  # one benchmark for every family
+        if cfg.data.generated and not cfg.data.root:  # one benchmark for every family
             fam = with_value(fam, "data.root", str(out / "data"))
         plan.append(FamilyRun(family, check(fam, f"report.families: {family}"), tuple(vlm_methods), tuple(shared)))
     if not any(p.vlm_methods for p in plan):

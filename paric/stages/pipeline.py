@@ -193,7 +193,7 @@ def _run_full(cfg: Config, log: StageLog, force: list[str] | tuple[str, ...], pr
     t0 = time.time()
     out = cfg.output_path()
     out.mkdir(parents=True, exist_ok=True)
-    if "data" in force and cfg.data.format == "synthetic" and cfg.data_root().exists():
+    if "data" in force and cfg.data.generated and cfg.data_root().exists():
         shutil.rmtree(cfg.data_root())  # the generator skips an existing benchmark otherwise
     with invocation(cfg, f"full {cfg.run.name}") as tracking:
         uri, parent = tracking.uri, tracking.parent_id

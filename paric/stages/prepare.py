@@ -37,7 +37,7 @@ def data_stage(cfg: Config, progress: bool = True) -> Path:
     DatasetCheckError listing every problem). Returns the canonical root every later stage reads."""
     root = cfg.data_root()
     with timed_stage("data", root) as info:
-        if cfg.data.format == "synthetic":
+        if cfg.data.generated:
             info["skipped"] = (root / "dataset.json").is_file()
             generate_benchmark(cfg.data.synthetic, root, progress=progress)
         else:

@@ -217,7 +217,7 @@ def build_index(fmt: str, src: str | Path, out: str | Path, images: ImageCheck =
 
 def options_for(data: "DataConfig") -> dict[str, Any]:
     """The format options that the ``data`` config section sets (keyword arguments of ``build_index``)."""
-    if data.format != "synthetic" and not data.root:
+    if not data.generated and not data.root:
         raise ValueError(f"data.root: format '{data.format}' needs the native dataset directory")
     if data.masks is not None and data.format != "waterbirds":
         raise ValueError(f"data.masks is for the waterbirds format only (data.format is '{data.format}')")
