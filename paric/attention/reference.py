@@ -193,12 +193,10 @@ class GGDSampler:
         cotangents = tuple(g.transpose(1, 2) for g in grads)
         outputs: tuple[torch.Tensor, ...] = (mu, alpha, beta)
         if norm is not None:
-            # ∂s/∂‖v‖ = z·t summed as autograd sums it: over the (K, d) sample block, others zero
-            dn = torch.zeros(t.shape[0], K, len(v), K, t.shape[-1], dtype=z.dtype, device=z.device)
-            idx = torch.arange(K, device=z.device)
-            dn[:, idx, :, idx] = (t.transpose(0, 1)[:, :, None] * z.transpose(0, 1)[:, None])  # (K, P, B, d)
+            # ∂s_pk/∂‖v‖ = z_k·t_pk, (P, K, B); the same floats as autograd's sum over the zero-padded
+            # (K, d) block (the bit-for-bit test checks it)
             outputs += (norm,)
-            cotangents += (dn.sum((-2, -1)),)
+            cotangents += ((t[:, :, None] * z.transpose(0, 1)[None]).sum(-1),)
             z = z * norm.detach()[:, None, None]
         values = torch.einsum("bkd,pkd->bpk", z, t)
         return ScoreGraph(values, outputs, cotangents)
