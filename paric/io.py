@@ -10,15 +10,18 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 
-def _tmp_name(path: Path, kind: str = "tmp") -> Path:
-    """A hidden sibling (dataset readers skip names starting with '.'), unique per process and call."""
-    return path.with_name(f".{path.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+def _tmp_name(path: Path, kind: str = "tmp", staging: Path | None = None) -> Path:
+    """A hidden sibling (dataset readers skip names starting with '.'), unique per process and call;
+    inside ``staging`` instead when given."""
+    name = f".{path.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return (Path(staging) / name) if staging is not None else path.with_name(name)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -36,12 +39,17 @@ def _fsync_dir(directory: Path) -> None:
 
 
 @contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, staging: Path | None = None) -> Iterator[Path]:
     """Yield a hidden temp path beside ``path``; if the block succeeds, fsync it and rename it onto
-    ``path``. A crash leaves at most the previous version of ``path``, never a half-written one."""
+    ``path``. A crash leaves at most the previous version of ``path``, never a half-written one.
+
+    ``staging``: an existing directory on the same file system to hold the temp file instead. A
+    writer that may be killed mid-write (a Ray actor) writes there, so that whoever owns the
+    directory can remove every temp file it left by removing the directory; the directory is not
+    created here, so a writer that outlives its removal fails instead of leaving a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
+    tmp = _tmp_name(path, staging=staging)
     try:
         yield tmp
         with open(tmp, "rb+") as f:
@@ -50,6 +58,34 @@ def atomic_path(path: Path) -> Iterator[Path]:
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
+
+
+def staging_dir(parent: Path) -> Path:
+    """Create a fresh hidden directory under ``parent`` for the temp files of one pass of writers
+    (``atomic_path(..., staging=...)``); remove it with :func:`remove_staging`."""
+    path = _tmp_name(Path(parent) / "staging", "pass")
+    path.mkdir(parents=True)
+    return path
+
+
+def remove_staging(path: Path, attempts: int = 50) -> None:
+    """Remove a staging directory and whatever temp files are in it, even while a dying writer still
+    adds one: retried until the directory is gone (after that no writer can create a file in it)."""
+    for _ in range(attempts):
+        shutil.rmtree(path, ignore_errors=True)
+        if not Path(path).exists():
+            return
+        time.sleep(0.1)
+    raise OSError(f"could not remove staging directory {path}")
+
+
+def stale_temps(parent: Path) -> list[Path]:
+    """Hidden temp files and staging directories that writers killed mid-write left in ``parent``
+    (only to be swept by the one invocation that owns it)."""
+    parent = Path(parent)
+    if not parent.is_dir():
+        return []
+    return sorted(p for p in parent.iterdir() if p.name.startswith(".") and (".tmp-" in p.name or ".pass-" in p.name))
 
 
 @contextmanager

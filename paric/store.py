@@ -323,17 +323,18 @@ def build_table(rows: Mapping[str, Any], provenance: Mapping[str, Any]) -> pa.Ta
 # --------------------------------------------------------------------------- write
 
 
-def _atomic_write(final: Path, write: Any) -> Path:
+def _atomic_write(final: Path, write: Any, staging: Path | None = None) -> Path:
     """Write via ``write(fileobj)`` under a temp name, then rename (paric.io.atomic_path): readers and
     resume logic only ever see complete files."""
-    with atomic_path(final) as tmp:
+    with atomic_path(final, staging) as tmp:
         with open(tmp, "wb") as f:
             write(f)
     return Path(final)
 
 
-def write_part(table: pa.Table, path: Path) -> Path:
-    """Atomically write one part file (zstd-compressed Parquet) and return its path.
+def write_part(table: pa.Table, path: Path, staging: Path | None = None) -> Path:
+    """Atomically write one part file (zstd-compressed Parquet) and return its path; ``staging``:
+    the directory for its temp file (paric.io.atomic_path).
 
     Encodings are left at pyarrow's defaults (dictionary/plain) rather than e.g.
     BYTE_STREAM_SPLIT for float16, so that other Parquet readers can decode the maps.
@@ -341,7 +342,7 @@ def write_part(table: pa.Table, path: Path) -> Path:
     if METADATA_KEY not in (table.schema.metadata or {}):
         raise ValueError("write_part: table has no 'paric' provenance metadata; use build_table")
     return _atomic_write(
-        Path(path), lambda f: pq.write_table(table, f, compression=COMPRESSION)
+        Path(path), lambda f: pq.write_table(table, f, compression=COMPRESSION), staging
     )
 
 

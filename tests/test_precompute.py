@@ -115,7 +115,11 @@ def test_interrupted_run_resumes_only_missing_shards(run):
     (d / store.SUCCESS_NAME).unlink()  # as if killed before the end ...
     missing = sorted(parts)[1]
     (d / missing).unlink()  # ... with one shard not yet written
+    killed = [d / f".{missing}.tmp-99999-deadbeef", d / ".staging.pass-99999-deadbeef"]  # by a killed actor
+    killed[0].write_bytes(b"PAR1 half")
+    killed[1].mkdir()
     run_precompute(cfg, progress=False)
+    assert [p.name for p in d.glob(".*")] == []  # swept, and the pass's own staging removed
     after = _parts(d)
     assert set(after) == set(parts)
     assert all(after[p] == parts[p] for p in parts if p != missing)  # finished shards untouched

@@ -204,6 +204,27 @@ def test_failed_rewrite_keeps_existing_part(tmp_path: Path, monkeypatch) -> None
     assert sorted(x.name for x in d.iterdir()) == [p.name]
 
 
+def test_a_writer_that_outlives_its_staging_directory_leaves_nothing(tmp_path: Path) -> None:
+    """Why staging exists: a Ray actor killed (or still dying) after a pass failed must not leave a
+    temp file beside the parts. Its owner removes the staging directory; a write started before
+    that is removed with it, and one started after fails instead of recreating it."""
+    from paric.io import remove_staging, staging_dir, stale_temps
+
+    d = tmp_path / "s"
+    d.mkdir()
+    staging = staging_dir(d)
+    assert stale_temps(d) == [staging]  # hidden, and found as stale by the next pass
+    (staging / ".part-00000.parquet.tmp-1-abc").write_bytes(b"PAR1 half")  # killed mid-write
+    remove_staging(staging)
+    assert list(d.iterdir()) == []
+    with pytest.raises(FileNotFoundError):
+        write_part(build_table(make_rows(2), PROV), part_path(d, 0), staging)
+    assert list(d.iterdir()) == []
+    staging = staging_dir(d)
+    p = write_part(build_table(make_rows(2), PROV), part_path(d, 0), staging)  # the normal path
+    assert sorted(x.name for x in d.iterdir()) == sorted([p.name, staging.name]) and not any(staging.iterdir())
+
+
 # --------------------------------------------------------------------------- resume
 
 

@@ -23,6 +23,7 @@ from ray.data import ActorPoolStrategy
 from paric import store
 from paric.attention.sources import MapSource, build_sources, compute_columns, configured_sources
 from paric.config import Config
+from paric.io import remove_staging, stale_temps, staging_dir
 from paric.data import WaterbirdsDataset
 from paric.stages.cache import forced, record_stage
 from paric.stages.prepare import VLMArtifact, map_provenance
@@ -38,7 +39,7 @@ class ShardMapper:
 
     def __init__(self, root: str, classes: list[str], vlm_art: VLMArtifact, sources: list[MapSource],
                  prompts: list[str], layer: str, shard_size: int, batch_size: int, out_dirs: dict[str, str],
-                 provenance: dict[str, dict], threads: int):
+                 provenance: dict[str, dict], threads: int, staging: dict[str, str]):
         torch.set_num_threads(max(1, threads))
         self.vlm = vlm_art.load()
         self.device = torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
@@ -49,6 +50,7 @@ class ShardMapper:
         self.shard_size, self.batch_size = shard_size, batch_size
         self.out_dirs = {k: Path(v) for k, v in out_dirs.items()}
         self.provenance = provenance
+        self.staging = {k: Path(v) for k, v in staging.items()}  # temp files, removed by the driver
 
     def dataset(self, split: str) -> WaterbirdsDataset:
         if split not in self.datasets:
@@ -82,7 +84,7 @@ class ShardMapper:
             t0 = time.time()
             rows = self.compute_shard(str(split), int(shard))
             store.write_part(store.build_table(rows, self.provenance[split]),
-                             store.part_path(self.out_dirs[split], int(shard)))
+                             store.part_path(self.out_dirs[split], int(shard)), self.staging[split])
             splits.append(str(split))
             shards.append(int(shard))
             counts.append(len(rows["image_id"]))
@@ -116,6 +118,8 @@ def precompute_splits(cfg: Config, root: Path, splits: list[str], vlm_art: VLMAr
         prov["hash"] = store.provenance_hash(prov)
         if forced(f"maps:{split}") and out_dir.exists():
             shutil.rmtree(out_dir)  # --force maps: recompute every shard
+        for stale in stale_temps(out_dir):  # left by a writer killed mid-write in an earlier pass
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
         if store.is_complete(out_dir, prov["hash"]):
             record_stage(f"maps:{split}", "skipped (cached)", 0.0, out_dir)
             continue
@@ -131,32 +135,47 @@ def precompute_splits(cfg: Config, root: Path, splits: list[str], vlm_art: VLMAr
         else:  # every part written, the manifest not yet (killed just before it)
             finish_split(split, out_dir, n, prov, t0)
     if todo:
-        ensure_ray()
-        gpus = cluster_gpus()
-        n_actors = min(cfg.maps.num_actors, len(todo))
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        threads = max(1, cpus // n_actors) if cfg.run.threads == 0 else cfg.run.threads
-        ds = ray.data.from_items([{"split": sp, "shard": s} for sp, s in todo], override_num_blocks=len(todo))
-        mapped = ds.map_batches(
-            ShardMapper,
-            fn_constructor_kwargs=dict(
-                root=str(root), classes=classes, vlm_art=vlm_art, sources=sources, prompts=list(cfg.vlm.prompts),
-                layer=layer, shard_size=cfg.maps.shard_size, batch_size=cfg.maps.batch_size,
-                out_dirs={k: str(v) for k, v in out_dirs.items()}, provenance=provs, threads=threads,
-            ),
-            batch_size=1,
-            compute=ActorPoolStrategy(size=n_actors),
-            num_cpus=0 if gpus else 1,
-            num_gpus=1 if gpus else 0,
-        )
-        left = Counter(split for split, _ in todo)
-        for row in mapped.iter_rows():
-            split = str(row["split"])
-            log.info("maps:%s shard %d: %d images in %.1fs", split, row["shard"], row["rows"], row["seconds"])
-            left[split] -= 1
-            if left[split] == 0:
-                finish_split(split, out_dirs[split], sizes[split], provs[split], t0)
+        staging = {split: staging_dir(out_dirs[split]) for split in sizes}
+        try:
+            _map_shards(cfg, root, todo, classes, vlm_art, sources, layer, provs, sizes, staging, t0)
+        finally:  # after a failure, actors still dying may be mid-write: their temp files go with it
+            for d in staging.values():
+                remove_staging(d)
     return out_dirs
+
+
+def _map_shards(cfg: Config, root: Path, todo: list[tuple[str, int]], classes: list[str], vlm_art: VLMArtifact,
+                sources: list[MapSource], layer: str, provs: dict[str, dict], sizes: dict[str, int],
+                staging: dict[str, Path], t0: float) -> None:
+    """The Ray Data pass: one actor pool computes and writes every shard in ``todo`` (temp files in
+    ``staging``); each split is finished (its manifest written) as soon as its last shard is in."""
+    ensure_ray()
+    gpus = cluster_gpus()
+    n_actors = min(cfg.maps.num_actors, len(todo))
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    threads = max(1, cpus // n_actors) if cfg.run.threads == 0 else cfg.run.threads
+    out_dirs = {split: cfg.layout.maps(split) for split in sizes}
+    ds = ray.data.from_items([{"split": sp, "shard": s} for sp, s in todo], override_num_blocks=len(todo))
+    mapped = ds.map_batches(
+        ShardMapper,
+        fn_constructor_kwargs=dict(
+            root=str(root), classes=classes, vlm_art=vlm_art, sources=sources, prompts=list(cfg.vlm.prompts),
+            layer=layer, shard_size=cfg.maps.shard_size, batch_size=cfg.maps.batch_size,
+            out_dirs={k: str(v) for k, v in out_dirs.items()}, provenance=provs, threads=threads,
+            staging={k: str(v) for k, v in staging.items()},
+        ),
+        batch_size=1,
+        compute=ActorPoolStrategy(size=n_actors),
+        num_cpus=0 if gpus else 1,
+        num_gpus=1 if gpus else 0,
+    )
+    left = Counter(split for split, _ in todo)
+    for row in mapped.iter_rows():
+        split = str(row["split"])
+        log.info("maps:%s shard %d: %d images in %.1fs", split, row["shard"], row["rows"], row["seconds"])
+        left[split] -= 1
+        if left[split] == 0:
+            finish_split(split, out_dirs[split], sizes[split], provs[split], t0)
 
 
 def finish_split(split: str, out_dir: Path, n: int, prov: dict, t0: float) -> None:
