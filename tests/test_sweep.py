@@ -101,6 +101,14 @@ def test_sweep_reads_stored_samples_only_and_survives_crashing_trials(precompute
     assert adopted["val_balanced_acc"] == pytest.approx(summary["best_score"])
     assert len(adopted["history"]) == final.train.epochs and 0.0 <= adopted["worst_group_acc"] <= 1.0
     assert cached_result(final, "paric_mean", cfg.run.seed)["worst_group_acc"] == adopted["worst_group_acc"]
+    # train.num_workers=0: the trial trained in its Tune actor with the final runs' plain loop, so a final
+    # run of its values and seed retraces it epoch by epoch
+    from paric.train.run import run_in_memory
+
+    plain = run_in_memory(final, cfg.data_root(), "paric_mean", cfg.run.seed, backbone)
+    keys = ("train_loss", "val_balanced_acc", "val_acc", "best_epoch")
+    assert [{k: h[k] for k in keys} for h in plain["history"]] == [{k: h[k] for k in keys} for h in adopted["history"]]
+    assert plain["worst_group_acc"] == adopted["worst_group_acc"]
     assert adopt_best_trial(final, cfg.data_root(), "paric_mean", cfg.run.seed + 1, summary, None) is None
     longer = final.train.model_copy(update={"epochs": final.train.epochs + 1})
     assert finished_trial(summary["best_path"], longer) is None  # stopped early: not a final run
@@ -115,6 +123,23 @@ def test_sweep_reads_stored_samples_only_and_survives_crashing_trials(precompute
                        "sweep.spaces.gals.weight=[1,2]")
     assert sweep_key(more_seeds, "paric_mean") == sweep_key(cfg, "paric_mean")
     assert sweep_key(quick(out, *base, "train.lr=0.02"), "paric_mean") != sweep_key(cfg, "paric_mean")
+
+
+def test_a_ray_train_trial_reports_to_tune_and_can_stand_in_for_a_final_run(precomputed):
+    """``train.num_workers`` ≥ 1: each trial drives a TorchTrainer (controller and worker processes) on the
+    Ray Datasets built once by the sweep; Train's reports reach Tune (the objective, per epoch) and the
+    trial's Train checkpoint is what ``finished_trial`` reads."""
+    out, backbone = precomputed
+    cfg = quick(out, "train.num_workers=1", "sweep.num_samples=1", "sweep.spaces.gals.weight={dist: grid, choices: [1.0]}")
+    assert sweep_key(cfg, "gals") != sweep_key(quick(out, "sweep.num_samples=1",
+                                                     "sweep.spaces.gals.weight={dist: grid, choices: [1.0]}"), "gals")
+    summary = sweep_stage(cfg, cfg.data_root(), "gals", backbone)
+    assert summary["failed"] == 0 and summary["best"] == {"weight": 1.0}
+    path = Path(summary["best_path"])
+    assert list(path.glob("_ray/train/checkpoint_*/result.json")) and not list(path.glob("checkpoint_*"))
+    found = finished_trial(path, cfg.train)
+    assert found is not None and found[0]["val_balanced_acc"] == pytest.approx(summary["best_score"])
+    assert len(found[0]["history"]) == cfg.train.epochs
 
 
 def test_killed_sweep_resumes_the_remaining_trials(precomputed):

@@ -413,8 +413,9 @@ class TrainConfig(_Section):
     warmup_epochs: float = Field(0.5, ge=0)
     flip: bool = Field(True, description="random horizontal flip of image, map and mask together")
     reader: Literal["ray_data", "memory"] = "ray_data"
-    num_workers: int = Field(1, ge=0, description="Ray Train workers; 0 = the plain loop in this process (sweep "
-                             "trials still use one Ray Train worker)")
+    num_workers: int = Field(1, ge=0, description="Ray Train workers of each final run and sweep trial; 0 = the "
+                             "plain loop, a final run in this process or a one-CPU Ray task, a trial in its "
+                             "Tune actor")
     use_gpu: bool | None = Field(None, description="None: use GPUs when the cluster has them")
     max_failures: int = Field(2, ge=0)
     max_concurrent: int = Field(2, ge=1, description="(method, seed) runs at once on Ray Train; each worker "

@@ -1,11 +1,12 @@
 """Stage: Ray Tune + Optuna sweeps of a method's λ, sample count k, aggregation, uncertainty
-weighting and learning rate; every trial a Ray Train run and an MLflow child run.
+weighting and learning rate; every trial an MLflow child run, trained as the final runs are.
 
-Why the shape: Tune runs a *function* trainable that builds and fits a ``TorchTrainer`` (Train V2
-refuses ``Tuner(TorchTrainer)``); Train's reports reach Tune through ``TuneReportCallback`` so
-ASHA can stop weak trials per epoch; the objective is class-balanced validation accuracy (no group
-labels, as GALS selects); ``k`` only slices the stored samples, so no map is recomputed. The Ray
-datasets are built once on the driver and shared by every trial.
+Why the shape: with ``train.num_workers`` ≥ 1 Tune runs a *function* trainable that builds and fits a
+``TorchTrainer`` (Train V2 refuses ``Tuner(TorchTrainer)``) and Train's reports reach Tune through
+``TuneReportCallback``; with 0 (the local profiles) the trial trains in its own actor with the plain
+loop and reports to Tune itself. Either way ASHA can stop weak trials per epoch; the objective is
+class-balanced validation accuracy (no group labels, as GALS selects); ``k`` only slices the stored
+samples, so no map is recomputed. Ray Train trials share Ray Datasets built once on the driver.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -30,19 +32,21 @@ from paric.config import R100, Config, TrainConfig
 from paric.search_space import best_configuration, define_by_run, distributions, sweep_grid, trial_config, trial_seed
 from paric.io import write_json
 from paric.stages.cache import forced
+from paric.stages.ray_env import ensure_ray
 from paric.stages.runner import Stage, run_stage
-from paric.stages.train import (RESULT, STATE, TRAINING_KEYS, Tracking, method_key, run_on_ray, store_result,
-                                upstream_key)
+from paric.stages.train import (RESULT, STATE, TRAINING_KEYS, Reporter, Tracking, method_key, restore, run_on_ray,
+                                store_result, upstream_key)
 from paric.stages.train_data import method_train_data, run_datasets
 from paric.train.loop import completed, selection_metric
-from paric.train.run import evaluate_saved, save_best, split_columns
+from paric.train.run import evaluate_saved, fit_plain, load_run_data, plain_trainer, save_best, split_columns
 from paric.stages.trial_runs import ACTIVE, TrialRuns
 
 log = logging.getLogger("paric")
 
 
 def _trial(params: dict, base: dict, root: str, method: str, backbone: str | None, datasets: dict) -> None:
-    """One Tune trial: a Ray Train run of ``method`` with the trial's values (validation only)."""
+    """One Tune trial as a Ray Train run of ``method`` with the trial's values (validation only):
+    ``train.num_workers`` ≥ 1, each trial its own controller and worker group."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
     base_cfg = Config.model_validate(base)
@@ -52,6 +56,28 @@ def _trial(params: dict, base: dict, root: str, method: str, backbone: str | Non
     # its MLflow run is written on the driver (paric.stages.trial_runs), which outlives the trial
     run_on_ray(cfg, Path(root), method, seed, Path(backbone) if backbone else None, out,
                datasets=datasets, callbacks=[TuneReportCallback()], prepared=True)
+
+
+def _trial_in_actor(params: dict, base: dict, root: str, method: str, backbone: str | None) -> None:
+    """One Tune trial trained in its own actor with the final runs' plain loop (``train.num_workers=0``).
+
+    Why: a Ray Train trial starts a controller and a worker besides the trial actor, each a new
+    process importing torch and paric (6-9 s on two busy cores), which cost more than a trial
+    trains at the default's size. Here the trial is the same loop, data and epochs as the final
+    run of its values and seed; each epoch is a Tune checkpoint (ASHA compares the reports; a
+    restarted trial resumes from the last).
+    """
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # a line per checkpoint
+    base_cfg = Config.model_validate(base)
+    seed, values = trial_seed(params, base_cfg.run.seed)
+    cfg = trial_config(base_cfg, method, values)
+    root_p, backbone_p = Path(root), Path(backbone) if backbone else None
+    data = load_run_data(cfg, root_p, method, seed, backbone_p, test=False)
+    trainer = plain_trainer(cfg, root_p, method, seed, backbone_p, data)
+    restore(trainer, tune.get_checkpoint())
+    reporter = Reporter(tune.report, tune.Checkpoint)
+    fit_plain(trainer, data, method, seed, reporter.epoch)
+    reporter.done(trainer, {"best_epoch": trainer.best["epoch"] + 1, selection_metric(trainer.method): trainer.best["score"]})
 
 
 def study_journal(exp_dir: Path) -> Path:
@@ -86,6 +112,8 @@ def _tuner(cfg: Config, method: str, trainable, exp_dir: Path, key: str, fresh: 
     searcher = OptunaSearch(space=define_by_run(space, cfg.maps.K, seeds), metric=objective, mode="max",
                             study_name=method, storage=storage,
                             **({"sampler": sampler} if sampler else {"seed": cfg.run.seed}))
+    # num_to_keep forces an experiment snapshot per checkpoint (milliseconds here), which Tune warns of each time
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     scheduler = ASHAScheduler(metric=objective, mode="max", grace_period=cfg.sweep.grace_period,
                               reduction_factor=cfg.sweep.reduction_factor,
                               max_t=cfg.train.epochs + 1) if cfg.sweep.asha else None
@@ -95,6 +123,7 @@ def _tuner(cfg: Config, method: str, trainable, exp_dir: Path, key: str, fresh: 
                                     scheduler=scheduler, num_samples=num_samples),
         run_config=tune.RunConfig(name=exp_dir.name, storage_path=str(exp_dir.parent),
                                   failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                   callbacks=[TrialRuns(str(exp_dir), method)], verbose=0),
     )
 
@@ -123,7 +152,7 @@ def sweep_spec(cfg: Config, method: str) -> Stage:
     """The sweep stage of one method (its key: :func:`sweep_key`)."""
     settings = cfg.sweep.model_dump(mode="json", exclude={"methods", "spaces"})
     blob = {"settings": settings, "space": cfg.sweep.space_key_form(method, cfg.train.methods),
-            "method": method_key(cfg.method(method)), "workers": max(1, cfg.train.num_workers)}
+            "method": method_key(cfg.method(method)), "workers": cfg.train.num_workers}  # 0: trials in the plain loop
     digest = hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
     return Stage(f"sweep {method}", cfg.layout.sweep(method), (*TRAINING_KEYS, "run.seed"),
                  (digest, upstream_key(cfg, sweep_columns(cfg, method))), outputs=("best.json",))
@@ -132,6 +161,23 @@ def sweep_spec(cfg: Config, method: str) -> Stage:
 def sweep_columns(cfg: Config, method: str) -> list[str]:
     """The map-store columns any of the method's trials reads (its space may choose the reference)."""
     return split_columns(cfg, method, cfg.sweep.spaces[method].choices("reference") or None)[0]
+
+
+def _trainable(cfg: Config, root: Path, method: str, backbone: Path | None,
+               datasets: Callable[[], dict[str, ray.data.Dataset]] | None) -> object:
+    """The Tune trainable of ``method``'s trials with what they hold: with ``train.num_workers=0`` the
+    trial trains in its actor on one CPU (the plain loop, as the final runs) and reads the splits
+    itself; otherwise it drives a TorchTrainer whose workers hold the CPUs (or GPUs), on Ray Datasets
+    built once here and shared by every trial."""
+    common = dict(base=cfg.model_dump(mode="json"), root=str(root), method=method,
+                  backbone=str(backbone) if backbone else None)
+    if cfg.train.num_workers == 0:
+        return tune.with_resources(tune.with_parameters(_trial_in_actor, **common), {"cpu": 1})
+    data = datasets() if datasets else run_datasets(cfg, root, [method], test=False)
+    data = {k: v for k, v in data.items() if k in ("train", "val")}  # trials select on validation only
+    data = method_train_data(cfg, data, method, cfg.sweep.spaces[method].choices("reference") or None)
+    return tune.with_resources(tune.with_parameters(_trial, datasets=data, **common),
+                               {"cpu": 0, "memory": 1})  # a trial only drives its TorchTrainer
 
 
 def sweep_stage(cfg: Config, root: Path, method: str, backbone: Path | None, tracking: Tracking | None = None,
@@ -147,13 +193,8 @@ def sweep_stage(cfg: Config, root: Path, method: str, backbone: Path | None, tra
     out = spec.marker_dir
 
     def run() -> None:
-        data = datasets() if datasets else run_datasets(cfg, root, [method], test=False)
-        data = {k: v for k, v in data.items() if k in ("train", "val")}  # trials select on validation only
-        data = method_train_data(cfg, data, method, cfg.sweep.spaces[method].choices("reference") or None)
-        trainable = tune.with_resources(tune.with_parameters(
-            _trial, base=cfg.model_dump(mode="json"), root=str(root), method=method,
-            backbone=str(backbone) if backbone else None, datasets=data),
-            {"cpu": 0, "memory": 1})  # a trial only drives its TorchTrainer, whose workers hold the CPUs
+        ensure_ray()  # before with_parameters' ray.put, which would otherwise join whatever the address file names
+        trainable = _trainable(cfg, root, method, backbone, datasets)
         t0 = time.time()
         groups_before = set(ray.util.placement_group_table())
         exp_dir = out / "_tune" / method
@@ -192,7 +233,8 @@ def finished_trial(path: str | Path, train_cfg: TrainConfig) -> tuple[dict, dict
     """(result, best-validation weights) of a trial that finished (all ``train.epochs``, or stopped by
     ``train.patience``), read from its last Train checkpoint; None for a trial ASHA stopped, one
     that failed, or one not on this disk."""
-    ckpts = sorted(Path(path).glob("_ray/train/checkpoint_*/" + RESULT))
+    ckpts = (sorted(Path(path).glob("checkpoint_*/" + RESULT))  # a trial that trained in its actor
+             or sorted(Path(path).glob("_ray/train/checkpoint_*/" + RESULT)))  # one that ran Ray Train
     if not ckpts:
         return None
     result = json.loads(ckpts[-1].read_text())

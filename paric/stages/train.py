@@ -49,6 +49,47 @@ log = logging.getLogger("paric")
 STATE = "state.pt"
 
 
+@dataclass(frozen=True)
+class Reporter:
+    """Where a run reports its epochs and its end, each with a checkpoint: Ray Train's ``report`` in a
+    Train worker, Tune's in a sweep trial that trains in its own actor (``train.num_workers=0``).
+    Only a reporter that ``writes`` (rank 0) attaches files; the others report the metrics alone.
+    The files are the same either way (``STATE``, and ``RESULT`` at the end), so
+    :func:`paric.stages.sweep.finished_trial` reads either kind of trial."""
+
+    report: Callable[..., None]
+    checkpoint: type
+    writes: bool = True
+
+    def _send(self, metrics: dict, files: Callable[[Path], None]) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            checkpoint = None
+            if self.writes:
+                files(Path(d))
+                checkpoint = self.checkpoint.from_directory(d)
+            self.report(metrics, checkpoint=checkpoint)
+
+    def epoch(self, t: "object", metrics: dict) -> None:
+        """One epoch's numbers (what ASHA compares) and the trainer's state to resume from."""
+        self._send({k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                   lambda d: torch.save(t.state_dict(), d / STATE))
+
+    def done(self, t: "object", result: dict) -> None:
+        """The end: the best epoch's score and ``result`` (with the history) beside the final state."""
+        def files(d: Path) -> None:
+            torch.save(t.state_dict(), d / STATE)
+            write_json(d / RESULT, {**result, "history": t.history, "resumed_at_epochs": t.resumed_at})
+
+        self._send({"done": 1, selection_metric(t.method): t.best["score"], "epoch": t.epoch}, files)
+
+
+def restore(trainer: "object", checkpoint: "object | None") -> None:
+    """Resume ``trainer`` from a checkpoint its run reported (after a restart), if there is one."""
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            trainer.load_state_dict(torch.load(Path(d) / STATE, map_location="cpu", weights_only=False))
+
+
 def _worker(config: dict) -> None:
     """Ray Train worker: same loop as the plain path; checkpoints each epoch; rank 0 tests the best epoch."""
     import ray.train
@@ -61,10 +102,8 @@ def _worker(config: dict) -> None:
     device = ray.train.torch.get_device()
     wrap = ray.train.torch.prepare_model if ctx.get_world_size() > 1 else None
     trainer = make_trainer(spec, device, wrap)
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            trainer.load_state_dict(torch.load(Path(d) / STATE, map_location="cpu", weights_only=False))
+    restore(trainer, ray.train.get_checkpoint())
+    reporter = Reporter(ray.train.report, Checkpoint, writes=rank == 0)
     train_shard = ray.train.get_dataset_shard("train")
     val = ray.train.get_dataset_shard("val")
     bs = cfg.train.batch_size
@@ -75,12 +114,7 @@ def _worker(config: dict) -> None:
         log.info(epoch_line(spec.method, spec.seed, metrics))
         if rank == 0 and live is not None:
             live(metrics)
-        with tempfile.TemporaryDirectory() as d:
-            checkpoint = None
-            if rank == 0:
-                torch.save(t.state_dict(), Path(d) / STATE)
-                checkpoint = Checkpoint.from_directory(d)
-            ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, checkpoint=checkpoint)
+        reporter.epoch(t, metrics)
 
     val_batches: list = []  # read once, kept: every new pass over a shard costs seconds of executor start-up
 
@@ -106,15 +140,7 @@ def _worker(config: dict) -> None:
     result = test_metrics(trainer, test.iter_torch_batches(batch_size=128), spec.classes) \
         if rank == 0 and test is not None \
         else {"best_epoch": trainer.best["epoch"] + 1, selection_metric(trainer.method): trainer.best["score"]}
-    with tempfile.TemporaryDirectory() as d:  # Train V2 keeps metrics only with a checkpoint
-        checkpoint = None
-        if rank == 0:
-            torch.save(trainer.state_dict(), Path(d) / STATE)
-            result.update(history=trainer.history, resumed_at_epochs=trainer.resumed_at)
-            write_json(Path(d) / RESULT, result)
-            checkpoint = Checkpoint.from_directory(d)
-        ray.train.report({"done": 1, selection_metric(trainer.method): trainer.best["score"], "epoch": trainer.epoch},
-                         checkpoint=checkpoint)
+    reporter.done(trainer, result)  # Train V2 keeps metrics only with a checkpoint
 
 
 def run_on_ray(cfg: Config, root: Path, method: str, seed: int, backbone: Path | None, out: Path,

@@ -177,11 +177,21 @@ def save_best(state: dict | None, fallback: dict, path: Path) -> None:
         torch.save({"model": state if state is not None else fallback}, tmp)
 
 
-def run_in_memory(cfg: Config, root: Path, method: str, seed: int, backbone: Path | None,
-                  model_path: Path | None = None, on_epoch: Callable[[dict], None] | None = None) -> dict:
-    """Train and test one method/seed in this process (``train.num_workers=0``); ``model_path``
-    receives the best-validation weights; ``on_epoch`` each epoch's metrics as it ends (live tracking)."""
-    t0 = time.time()
+@dataclass
+class RunData:
+    """One run's splits in memory: ``train`` after the method's group view and its two-stage step (JTT's
+    upsampled rows), ``val``, ``test`` (None when the run only validates: a sweep trial), and what the
+    first stage reports."""
+
+    train: dict[str, np.ndarray]
+    val: dict[str, np.ndarray]
+    test: dict[str, np.ndarray] | None
+    first_stage: dict
+
+
+def load_run_data(cfg: Config, root: Path, method: str, seed: int, backbone: Path | None,
+                  test: bool = True) -> RunData:
+    """The splits a plain-loop run of ``method`` reads, from the map store and the images."""
     cols, need_mask = split_columns(cfg, method)
     maps = cfg.layout.maps()
     size = cfg.classifier.image_size
@@ -191,25 +201,50 @@ def run_in_memory(cfg: Config, root: Path, method: str, seed: int, backbone: Pat
     if keep is not None:
         train = {k: v[keep] for k, v in train.items()}
     val = load_split(root, maps / "val", "val", size, [], False)
-    test = load_split(root, maps / "test", "test", size, [], has_masks)
+    test_split = load_split(root, maps / "test", "test", size, [], has_masks) if test else None
     first_stage = {}
     if (two_stage := cfg.method(method).two_stage) != "none":  # a first run chooses the training set (JTT)
         train, first_stage = TWO_STAGE.get(two_stage).train_set(cfg, method, seed, train, val, n_classes, n_groups,
                                                                 backbone, root)
-    spec = make_spec(cfg, method, seed, train["label"], train["group"], n_classes, n_groups, backbone,
-                     classes=class_names(root))
-    trainer = make_trainer(spec)
+    return RunData(train, val, test_split, first_stage)
+
+
+def plain_trainer(cfg: Config, root: Path, method: str, seed: int, backbone: Path | None, data: RunData) -> Trainer:
+    """The trainer of a plain-loop run on ``data`` (its class weights and groups from ``data.train``)."""
+    n_classes, n_groups, _ = dataset_info(root)
+    return make_trainer(make_spec(cfg, method, seed, data.train["label"], data.train["group"], n_classes, n_groups,
+                                  backbone, classes=class_names(root)))
+
+
+def fit_plain(trainer: Trainer, data: RunData, method: str, seed: int,
+              on_epoch: Callable[[Trainer, dict], None] | None = None) -> Trainer:
+    """The plain loop over ``data`` (from ``trainer.epoch``: a restored trainer resumes); each epoch logged,
+    then passed to ``on_epoch``."""
+    cfg = trainer.cfg
     bs, sampling = cfg.train.batch_size, cfg.method(method).sampling
-    def epoch_done(_t: Trainer, m: dict) -> None:
+
+    def epoch_done(t: Trainer, m: dict) -> None:
         log.info(epoch_line(method, seed, m))
         if on_epoch is not None:
-            on_epoch(m)
+            on_epoch(t, m)
 
-    fit(trainer, lambda e: iterate(train, bs, True, seed, e, sampling), lambda: iterate(val, 256, False), epoch_done)
-    out = test_metrics(trainer, iterate(test, 128, False), spec.classes)
+    return fit(trainer, lambda e: iterate(data.train, bs, True, seed, e, sampling),
+               lambda: iterate(data.val, 256, False), epoch_done)
+
+
+def run_in_memory(cfg: Config, root: Path, method: str, seed: int, backbone: Path | None,
+                  model_path: Path | None = None, on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """Train and test one method/seed in this process (``train.num_workers=0``); ``model_path``
+    receives the best-validation weights; ``on_epoch`` each epoch's metrics as it ends (live tracking)."""
+    t0 = time.time()
+    data = load_run_data(cfg, root, method, seed, backbone)
+    trainer = plain_trainer(cfg, root, method, seed, backbone, data)
+    fit_plain(trainer, data, method, seed, None if on_epoch is None else lambda _t, m: on_epoch(m))
+    out = test_metrics(trainer, iterate(data.test, 128, False), class_names(root))
     if model_path is not None:
         save_best(trainer.best["state"], trainer.model.state_dict(), model_path)
-    out.update(method=method, seed=seed, seconds=round(time.time() - t0, 1), history=trainer.history, **first_stage)
+    out.update(method=method, seed=seed, seconds=round(time.time() - t0, 1), history=trainer.history,
+               **data.first_stage)
     return out
 
 
