@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -133,13 +134,16 @@ def test_a_ray_train_trial_reports_to_tune_and_can_stand_in_for_a_final_run(prec
     cfg = quick(out, "train.num_workers=1", "sweep.num_samples=1", "sweep.spaces.gals.weight={dist: grid, choices: [1.0]}")
     assert sweep_key(cfg, "gals") != sweep_key(quick(out, "sweep.num_samples=1",
                                                      "sweep.spaces.gals.weight={dist: grid, choices: [1.0]}"), "gals")
-    summary = sweep_stage(cfg, cfg.data_root(), "gals", backbone)
-    assert summary["failed"] == 0 and summary["best"] == {"weight": 1.0}
-    path = Path(summary["best_path"])
-    assert list(path.glob("_ray/train/checkpoint_*/result.json")) and not list(path.glob("checkpoint_*"))
-    found = finished_trial(path, cfg.train)
-    assert found is not None and found[0]["val_balanced_acc"] == pytest.approx(summary["best_score"])
-    assert len(found[0]["history"]) == cfg.train.epochs
+    try:
+        summary = sweep_stage(cfg, cfg.data_root(), "gals", backbone)
+        assert summary["failed"] == 0 and summary["best"] == {"weight": 1.0}
+        path = Path(summary["best_path"])
+        assert list(path.glob("_ray/train/checkpoint_*/result.json")) and not list(path.glob("checkpoint_*"))
+        found = finished_trial(path, cfg.train)
+        assert found is not None and found[0]["val_balanced_acc"] == pytest.approx(summary["best_score"])
+        assert len(found[0]["history"]) == cfg.train.epochs
+    finally:
+        shutil.rmtree(cfg.layout.sweep("gals"), ignore_errors=True)  # the module's other gals sweep starts afresh
 
 
 def test_killed_sweep_resumes_the_remaining_trials(precomputed):
