@@ -12,7 +12,7 @@ from paric.catalog import load_config
 from paric.config import ConfigError, SearchSpace
 from paric.regularizers import REGULARIZERS
 from paric.regularizers.base import NoRegularizer
-from paric.search_space import distributions, grid_values, trial_config
+from paric.search_space import SEED_KEY, best_configuration, distributions, grid_values, trial_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "default.yaml"
 
@@ -139,3 +139,18 @@ def test_seeds_need_a_grid_space_and_distinct_values():
     assert cfg.sweep.seeds == [0, 1]
     with pytest.raises(ValueError, match="sweep.spaces.lico must be a grid"):  # pipelines/sweep.py --methods lico
         cfg.check_sweep_seeds("lico")
+
+
+def test_the_best_trial_of_each_swept_seed_can_stand_in_for_that_seeds_final_run():
+    """A sweep over ``sweep.seeds`` trained the best configuration once per seed: each of those trials is
+    that seed's final run (adopted), not only ``run.seed``'s; a seed the sweep did not train has none."""
+    from paric.stages.sweep import best_trial_path
+
+    trials = [{"params": {"weight": w, SEED_KEY: s}, "score": sc, "error": None, "path": f"/t/{w}-{s}"}
+              for w, s, sc in [(1.0, 0, 0.9), (1.0, 1, 0.8), (3.0, 0, 0.95), (3.0, 1, 0.6)]]
+    summary = {**best_configuration(trials, [0, 1]), "best_path": "/t/1.0-0"}
+    assert summary["best"] == {"weight": 1.0}  # mean 0.85 beats 0.775
+    assert [best_trial_path(summary, s, 0) for s in (0, 1, 2)] == ["/t/1.0-0", "/t/1.0-1", None]
+    legacy = {"best": {"weight": 1.0}, "best_path": "/t/old"}  # a best.json from before configs were kept
+    assert [best_trial_path(legacy, s, 0) for s in (0, 1)] == ["/t/old", None]
+    assert best_trial_path(None, 0, 0) is None

@@ -246,28 +246,39 @@ def finished_trial(path: str | Path, train_cfg: TrainConfig) -> tuple[dict, dict
     return result, state["best"]["state"] if state["best"]["state"] is not None else state["model"]
 
 
+def best_trial_path(summary: dict | None, seed: int, run_seed: int) -> str | None:
+    """The directory of the best configuration's trial trained with ``seed``, if the sweep trained one
+    (each of ``sweep.seeds``, or ``run.seed`` alone); a summary without ``configs`` (an older sweep)
+    has only ``run.seed``'s, in ``best_path``."""
+    if not summary:
+        return None
+    if summary.get("configs"):
+        return summary["configs"][0].get("paths", {}).get(str(seed))
+    return summary.get("best_path") if seed == run_seed else None
+
+
 def adopt_best_trial(final: Config, root: Path, method: str, seed: int, summary: dict | None,
                      tracking: Tracking | None) -> dict | None:
-    """The sweep's best trial as the ``seed`` final run of ``method``, tested and stored now; None
-    when it cannot stand in for that run.
+    """The sweep's best trial of ``seed`` as the ``seed`` final run of ``method``, tested and stored now;
+    None when there is none that can stand in for that run.
 
-    Why: that trial *is* the final run (the best values, the same seed, data and epochs), so
-    training it again costs a regularised run for nothing. It stands in only for ``run.seed``,
-    when it trained every epoch (not stopped by ASHA) and ``--force train`` does not ask for
-    retraining.
+    Why: that trial *is* the final run (the best values, the same seed, data, epochs and loop), so
+    training it again costs a regularised run for nothing. It stands in for each seed the best
+    configuration was trained with (``sweep.seeds``; else ``run.seed``), when it trained every epoch
+    (not stopped by ASHA) and ``--force train`` does not ask for retraining.
     """
-    if (summary is None or not summary.get("best_path") or seed != final.run.seed or forced("train")
-            or (found := finished_trial(summary["best_path"], final.train)) is None):
+    path = best_trial_path(summary, seed, final.run.seed)
+    if path is None or forced("train") or (found := finished_trial(path, final.train)) is None:
         return None
     t0 = time.time()
     fit, best_state = found
     result = evaluate_saved(final, root, best_state, fit)
     result.update(method=method, seed=seed, seconds=round(fit["seconds"] + time.time() - t0, 1),
-                  from_sweep_trial=str(summary["best_path"]))
+                  from_sweep_trial=str(path))
     save_best(best_state, best_state, final.layout.model(method, seed))
     store_result(final, method, seed, result, tracking)
-    log.info("train %s s%d: the best sweep trial is this run (%s); tested it in %.1fs", method, seed,
-             summary["best_path"], time.time() - t0)
+    log.info("train %s s%d: the best sweep trial of this seed is this run (%s); tested it in %.1fs", method, seed,
+             path, time.time() - t0)
     return result
 
 
