@@ -11,12 +11,20 @@ import math
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import mlflow
-from mlflow.tracking import MlflowClient
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 PARENT_TAG = "mlflow.parentRunId"
+
+
+def mlflow_client(uri: str) -> "MlflowClient":
+    """An MLflow client of ``uri``. Why imported here: every Ray worker imports the stages that log,
+    but only the driver and rank 0 log; mlflow costs ~1 s of each worker's start-up otherwise."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri)
 
 
 def tracking_uri(output_dir: Path) -> str:
@@ -40,9 +48,9 @@ def ensure_experiment(uri: str, name: str) -> str:
     tracking is a record of the runs, not their results (those are the files beside it).
     """
     try:
-        client = MlflowClient(uri)
-        exp = client.get_experiment_by_name(name)
-        return exp.experiment_id if exp is not None else client.create_experiment(name)
+        store = mlflow_client(uri)
+        exp = store.get_experiment_by_name(name)
+        return exp.experiment_id if exp is not None else store.create_experiment(name)
     except Exception as exc:  # SQLAlchemy / MLflow errors of every kind: the store, not the pipeline, is broken
         where = uri.removeprefix("sqlite:///")
         first = (str(exc).splitlines() or [""])[0][:200]
@@ -77,16 +85,18 @@ def start_run_id(uri: str, experiment_id: str, name: str, parent_id: str | None 
                  params: dict[str, Any] | None = None, tags: dict[str, str] | None = None) -> str:
     """Create a run (a child when ``parent_id`` is given) with its params; returns its id. The caller
     ends it (``set_terminated``); :func:`start_run` is the context-managed form."""
-    client = MlflowClient(uri)
+    client = mlflow_client(uri)
     all_tags = {"mlflow.runName": name, **(tags or {})}
     if parent_id:
         all_tags[PARENT_TAG] = parent_id
     rid = client.create_run(experiment_id, tags=all_tags).info.run_id
     if params:
+        from mlflow.entities import Param
+
         flat = {k: str(v)[:6000] for k, v in _flat(params).items()}
         items = list(flat.items())
         for i in range(0, len(items), 100):
-            client.log_batch(rid, params=[mlflow.entities.Param(k, v) for k, v in items[i:i + 100]])
+            client.log_batch(rid, params=[Param(k, v) for k, v in items[i:i + 100]])
     return rid
 
 
@@ -103,7 +113,7 @@ def start_run(uri: str, experiment_id: str, name: str, parent_id: str | None = N
         yield rid
         status = "FINISHED"
     finally:
-        MlflowClient(uri).set_terminated(rid, status)
+        mlflow_client(uri).set_terminated(rid, status)
 
 
 def close_stale_runs(uri: str, experiment_id: str, output: str) -> list[str]:
@@ -112,7 +122,7 @@ def close_stale_runs(uri: str, experiment_id: str, output: str) -> list[str]:
 
     Safe only while holding the output directory's lock: then no live invocation owns a run there.
     """
-    client = MlflowClient(uri)
+    client = mlflow_client(uri)
     running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=5000)
     parents = {r.info.run_id for r in running if r.data.tags.get(OUTPUT_TAG) == output}
     stale = [r.info.run_id for r in running if r.info.run_id in parents or r.data.tags.get(PARENT_TAG) in parents]
@@ -123,9 +133,11 @@ def close_stale_runs(uri: str, experiment_id: str, output: str) -> list[str]:
 
 
 def log_metrics(uri: str, run_id: str, metrics: dict[str, Any], step: int | None = None) -> None:
-    client = MlflowClient(uri)
+    client = mlflow_client(uri)
     vals = numeric(metrics)
-    entities = [mlflow.entities.Metric(k, v, 0, step or 0) for k, v in vals.items()]
+    from mlflow.entities import Metric
+
+    entities = [Metric(k, v, 0, step or 0) for k, v in vals.items()]
     for i in range(0, len(entities), 500):
         client.log_batch(run_id, metrics=entities[i:i + 500])
 
@@ -143,4 +155,4 @@ def log_history(uri: str, run_id: str, history: list[dict[str, Any]]) -> None:
 
 
 def log_artifact(uri: str, run_id: str, path: Path, artifact_path: str | None = None) -> None:
-    MlflowClient(uri).log_artifact(run_id, str(path), artifact_path)
+    mlflow_client(uri).log_artifact(run_id, str(path), artifact_path)

@@ -13,7 +13,6 @@ from typing import Callable
 
 import numpy as np
 import ray
-from mlflow.tracking import MlflowClient
 
 from paric.config import Config, MethodConfig
 from paric.eval.stats import mean_ci, paired_differences
@@ -24,7 +23,7 @@ from paric.stages.cache import record_stage
 from paric.stages.ray_env import ensure_ray
 from paric.stages.train import (MODEL, Tracking, cached_result, fit_run, open_live_run, reevaluated, store_result,
                                 train_stage)
-from paric.tracking import log_epoch
+from paric.tracking import log_epoch, mlflow_client
 from paric.stages.train_data import run_datasets, train_labels
 from paric.store import read_store
 from paric.train.objectives import group_labels, selects_on_groups
@@ -66,7 +65,7 @@ def _run_concurrently(cfg: Config, root: Path, todo: list[tuple[str, int]], back
             result = ray.get(ready[0])  # a failed run raises here, naming its method and seed
         except Exception:
             if live.get((m, s)):
-                MlflowClient(tracking.uri).set_terminated(live[(m, s)], "FAILED")  # type: ignore[union-attr]
+                mlflow_client(tracking.uri).set_terminated(live[(m, s)], "FAILED")  # type: ignore[union-attr]
             raise
         store_result(cfg, m, s, result, tracking, live.get((m, s)))
         record_stage(f"train {m} s{s}", "done", time.time() - started[(m, s)], cfg.layout.run(m, s))

@@ -19,7 +19,6 @@ from typing import Callable
 import numpy as np
 import ray
 import torch
-from mlflow.tracking import MlflowClient
 from ray.train import (Checkpoint, CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig,
                        ScalingConfig)
 from ray.train.torch import TorchTrainer
@@ -36,7 +35,7 @@ from paric.stages.train_data import method_train_data, run_datasets, train_label
 from paric.stages.cache import forced, is_done, mark_done, read_marker, timed_stage
 from paric.stages.ray_env import cluster_gpus, without_progress
 from paric.store import provenance_hash, read_provenance
-from paric.tracking import log_artifact, log_history, log_metrics, start_run, start_run_id
+from paric.tracking import log_artifact, log_history, log_metrics, mlflow_client, start_run, start_run_id
 from paric.train.fit_log import epoch_line
 from paric.train.data import iterate
 from paric.train.loop import fit, selection_metric
@@ -204,7 +203,7 @@ def log_run(tracking: Tracking, name: str, params: dict, result: dict, result_fi
     (:func:`open_live_run`), whose per-epoch metrics are already logged; it is completed and ended here."""
     if live_id is not None:
         _complete(tracking.uri, live_id, result, result_file)
-        MlflowClient(tracking.uri).set_terminated(live_id, "FINISHED")
+        mlflow_client(tracking.uri).set_terminated(live_id, "FINISHED")
         return
     with start_run(tracking.uri, tracking.experiment_id, name, tracking.parent_id, params) as rid:
         log_history(tracking.uri, rid, result.get("history", []))

@@ -15,10 +15,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mlflow.tracking import MlflowClient
 from ray import tune
 
-from paric.tracking import log_metrics, start_run_id
+from paric.tracking import log_metrics, mlflow_client, start_run_id
 
 #: sweep name -> the Tracking (uri, experiment_id, parent_id) of the invocation running it
 ACTIVE: dict[str, Any] = {}
@@ -63,7 +62,7 @@ class TrialRuns(tune.Callback):
         tr, rid = self._tracking(), self.runs.pop(trial.trial_id, None)
         if tr is None or rid is None:
             return
-        client = MlflowClient(tr.uri)
+        client = mlflow_client(tr.uri)
         for k, v in tags.items():
             client.set_tag(rid, k, v)
         client.set_terminated(rid, status)

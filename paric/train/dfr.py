@@ -10,15 +10,17 @@ subsample of the whole validation split. scikit-learn does the fits.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from pydantic import Field
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 
 from paric.eval.groups import group_metrics
 from paric.registry import PluginOptions
+
+if TYPE_CHECKING:
+    from sklearn.linear_model import LogisticRegression
 
 #: the protocol's form, in a DFR run's cache key: 2 is issue 28's (train-split standardisation, one tuning
 #: subsample for every C, 20 fits), so a run refit under the earlier form is not reused
@@ -58,7 +60,9 @@ def balanced_subsample(groups: np.ndarray, rng: np.random.Generator) -> np.ndarr
     return np.sort(np.concatenate([rng.choice(np.flatnonzero(groups == g), n, replace=False) for g in present]))
 
 
-def _fit(X: np.ndarray, y: np.ndarray, c: float, seed: int) -> LogisticRegression:
+def _fit(X: np.ndarray, y: np.ndarray, c: float, seed: int) -> "LogisticRegression":
+    from sklearn.linear_model import LogisticRegression  # here: every Ray worker imports the post-hoc registry
+
     return LogisticRegression(l1_ratio=1.0, C=c, solver="liblinear", random_state=seed).fit(X, y)  # ℓ1
 
 
@@ -85,6 +89,8 @@ def fit_dfr(feats: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes: int
     """DFR on validation features; ``train_feats`` (the training split's) give the standardisation,
     as the authors' (None: validation's own); ``n_groups`` for the worst-group tuning metric."""
     rng = np.random.default_rng(seed)
+    from sklearn.preprocessing import StandardScaler
+
     scaler = StandardScaler().fit(feats if train_feats is None else train_feats)
     X = scaler.transform(feats)
     perm = rng.permutation(len(y))
