@@ -229,19 +229,23 @@ def test_jtt_error_set_is_what_the_first_stage_gets_wrong_and_is_upsampled():
 
 
 def test_jtt_is_refused_where_it_cannot_run(tmp_path, tiny_overrides):
-    """JTT upsamples rows of the in-memory train set: on Ray Train (num_workers > 0, sweep trials) it
-    fails before any stage, naming the key."""
+    """JTT upsamples rows of the in-memory train set: on Ray Train (num_workers > 0, final runs and sweep
+    trials) it fails before any stage, naming the key; in the plain loop its sweep is accepted."""
     from paric.stages.pipeline import check_pipeline_config
-    from paric.config import ConfigError
+
+    def on_ray_train(c):
+        return c.model_copy(update={"train": c.train.model_copy(update={"num_workers": 1})})
 
     cfg = load_config(REPO / "conf" / "default.yaml", [*tiny_overrides, f"run.output_dir={tmp_path}",
-                                                       "train.compare=[vanilla,jtt]"])
+                                                       "train.compare=[vanilla,jtt]", "report.after=jtt"])
     with pytest.raises(ValueError, match="two-stage method 'jtt' runs in the plain loop only"):
-        check_pipeline_config(cfg.model_copy(update={"train": cfg.train.model_copy(update={"num_workers": 1})}))
-    with pytest.raises((ValueError, ConfigError), match="is two-stage method 'jtt'"):
-        check_pipeline_config(load_config(REPO / "conf" / "default.yaml",
-                                          [*tiny_overrides, "sweep.methods=[jtt]",
-                                           "sweep.spaces.jtt.two_stage_options.up={dist: categorical, choices: [10, 20]}"]))
+        check_pipeline_config(on_ray_train(cfg))
+    swept = load_config(REPO / "conf" / "default.yaml",
+                        [*tiny_overrides, "train.compare=[vanilla]", "report.after=vanilla", "sweep.methods=[jtt]",
+                         "sweep.spaces.jtt.two_stage_options.up={dist: categorical, choices: [10, 20]}"])
+    check_pipeline_config(swept)  # train.num_workers=0: each trial runs both stages in its actor
+    with pytest.raises(ValueError, match="is two-stage method 'jtt', which runs in the plain loop only"):
+        check_pipeline_config(on_ray_train(swept))
 
 
 def test_abn_trains_its_attention_branch_and_the_saved_model_reloads_with_it():

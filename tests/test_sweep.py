@@ -146,6 +146,26 @@ def test_a_ray_train_trial_reports_to_tune_and_can_stand_in_for_a_final_run(prec
         shutil.rmtree(cfg.layout.sweep("gals"), ignore_errors=True)  # the module's other gals sweep starts afresh
 
 
+def test_a_two_stage_method_sweeps_in_the_plain_loop_and_its_best_trial_keeps_the_first_stage(precomputed):
+    """JTT's trials run both stages in their actors (``train.num_workers=0``): the swept λ_up reaches the
+    second stage, each trial selects on worst-group validation, and the adopted trial keeps what the
+    first stage reports (the error set), as a final run of the same values and seed has it."""
+    out, backbone = precomputed
+    cfg = quick(out, "train.methods.jtt.two_stage_options.epochs=1",
+                "sweep.spaces.jtt.two_stage_options.up={dist: grid, choices: [2, 5]}")
+    summary = sweep_stage(cfg, cfg.data_root(), "jtt", backbone)
+    assert summary["failed"] == 0 and len(summary["trials"]) == 2
+    assert sorted(t["params"]["two_stage_options.up"] for t in summary["trials"]) == [2, 5]
+    final = apply_best(cfg, {"jtt": summary})
+    assert final.method("jtt").two_stage_options["up"] == summary["best"]["two_stage_options.up"]
+    adopted = adopt_best_trial(final, cfg.data_root(), "jtt", cfg.run.seed, summary, None)
+    assert adopted is not None and adopted["jtt_errors"] >= 0 and "jtt_minority_share" in adopted
+    from paric.train.run import run_in_memory
+
+    plain = run_in_memory(final, cfg.data_root(), "jtt", cfg.run.seed, backbone)
+    assert plain["jtt_errors"] == adopted["jtt_errors"] and plain["worst_group_acc"] == adopted["worst_group_acc"]
+
+
 def test_killed_sweep_resumes_the_remaining_trials(precomputed):
     out, _ = precomputed
     args = [sys.executable, str(REPO / "pipelines" / "sweep.py"), "--quick", "--no-progress", "--methods", "gals",

@@ -62,10 +62,10 @@ def check_pipeline_config(cfg: Config) -> None:
             raise ValueError(f"train.methods.{m}: two-stage method '{cfg.method(m).two_stage}' runs in the plain loop "
                              f"only (train.num_workers=0), got train.num_workers={cfg.train.num_workers}")
     for m in cfg.sweep.methods:
-        if m in cfg.train.methods and cfg.method(m).two_stage != "none":
-            raise ValueError(f"sweep.methods: '{m}' is two-stage method '{cfg.method(m).two_stage}', which a sweep "
-                             f"does not run (each trial would retrain its first stage); sweep its runs by hand: "
-                             f"train.methods.{m}.two_stage_options.<option>=...")
+        if m in cfg.train.methods and cfg.method(m).two_stage != "none" and cfg.train.num_workers > 0:
+            raise ValueError(f"sweep.methods: '{m}' is two-stage method '{cfg.method(m).two_stage}', which runs in the "
+                             f"plain loop only: its trials too (train.num_workers=0), got "
+                             f"train.num_workers={cfg.train.num_workers}")
         if m not in cfg.train.methods:
             raise ValueError(f"sweep.methods: '{m}' is not defined in train.methods")
         if m not in cfg.sweep.spaces:

@@ -77,7 +77,8 @@ def _trial_in_actor(params: dict, base: dict, root: str, method: str, backbone: 
     restore(trainer, tune.get_checkpoint())
     reporter = Reporter(tune.report, tune.Checkpoint)
     fit_plain(trainer, data, method, seed, reporter.epoch)
-    reporter.done(trainer, {"best_epoch": trainer.best["epoch"] + 1, selection_metric(trainer.method): trainer.best["score"]})
+    reporter.done(trainer, {"best_epoch": trainer.best["epoch"] + 1, selection_metric(trainer.method): trainer.best["score"],
+                            "first_stage": data.first_stage})  # JTT's error set, kept when the trial is adopted
 
 
 def study_journal(exp_dir: Path) -> Path:

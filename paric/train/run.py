@@ -148,6 +148,7 @@ def evaluate_saved(cfg: Config, root: Path, best_state: dict, fit: dict) -> dict
     test = load_split(root, cfg.layout.maps("test"), "test", c.image_size, [], has_masks)
     out = evaluate_model(cfg, model.eval(), n_classes, n_groups, iterate(test, 128, False), class_names(root))
     out.update({k: fit[k] for k in ("best_epoch", "val_balanced_acc", "history", "resumed_at_epochs") if k in fit})
+    out.update(fit.get("first_stage") or {})  # what a two-stage method's first stage reports (JTT's error set)
     out["epochs_trained"] = len(fit.get("history", [])) or None
     return out
 
