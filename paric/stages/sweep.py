@@ -121,7 +121,9 @@ def _tuner(cfg: Config, method: str, trainable, exp_dir: Path, key: str, fresh: 
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, cfg.sweep.max_concurrent),
-                                    scheduler=scheduler, num_samples=num_samples),
+                                    scheduler=scheduler, num_samples=num_samples,
+                                    # a trial in its actor: the next trial reuses the process and its imports
+                                    reuse_actors=cfg.train.num_workers == 0),
         run_config=tune.RunConfig(name=exp_dir.name, storage_path=str(exp_dir.parent),
                                   failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
