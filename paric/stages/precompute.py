@@ -137,7 +137,7 @@ def precompute_splits(cfg: Config, root: Path, splits: list[str], vlm_art: VLMAr
     if todo:
         staging = {split: staging_dir(out_dirs[split]) for split in sizes}
         try:
-            _map_shards(cfg, root, todo, classes, vlm_art, sources, layer, provs, sizes, staging, t0)
+            _map_shards(cfg, root, todo, classes, vlm_art, sources, layer, provs, sizes, out_dirs, staging, t0)
         finally:  # after a failure, actors still dying may be mid-write: their temp files go with it
             for d in staging.values():
                 remove_staging(d)
@@ -146,7 +146,7 @@ def precompute_splits(cfg: Config, root: Path, splits: list[str], vlm_art: VLMAr
 
 def _map_shards(cfg: Config, root: Path, todo: list[tuple[str, int]], classes: list[str], vlm_art: VLMArtifact,
                 sources: list[MapSource], layer: str, provs: dict[str, dict], sizes: dict[str, int],
-                staging: dict[str, Path], t0: float) -> None:
+                out_dirs: dict[str, Path], staging: dict[str, Path], t0: float) -> None:
     """The Ray Data pass: one actor pool computes and writes every shard in ``todo`` (temp files in
     ``staging``); each split is finished (its manifest written) as soon as its last shard is in."""
     ensure_ray()
@@ -154,7 +154,6 @@ def _map_shards(cfg: Config, root: Path, todo: list[tuple[str, int]], classes: l
     n_actors = min(cfg.maps.num_actors, len(todo))
     cpus = int(ray.cluster_resources().get("CPU", 1))
     threads = max(1, cpus // n_actors) if cfg.run.threads == 0 else cfg.run.threads
-    out_dirs = {split: cfg.layout.maps(split) for split in sizes}
     ds = ray.data.from_items([{"split": sp, "shard": s} for sp, s in todo], override_num_blocks=len(todo))
     mapped = ds.map_batches(
         ShardMapper,

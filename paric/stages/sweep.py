@@ -73,10 +73,10 @@ def _trial_in_actor(params: dict, base: dict, root: str, method: str, backbone: 
     cfg = trial_config(base_cfg, method, values)
     root_p, backbone_p = Path(root), Path(backbone) if backbone else None
     data = load_run_data(cfg, root_p, method, seed, backbone_p, test=False)
-    trainer = plain_trainer(cfg, root_p, method, seed, backbone_p, data)
+    trainer = plain_trainer(cfg, method, seed, backbone_p, data)
     restore(trainer, tune.get_checkpoint())
     reporter = Reporter(tune.report, tune.Checkpoint)
-    fit_plain(trainer, data, method, seed, reporter.epoch)
+    fit_plain(trainer, data, reporter.epoch)
     reporter.done(trainer, {"best_epoch": trainer.best["epoch"] + 1, selection_metric(trainer.method): trainer.best["score"],
                             "first_stage": data.first_stage})  # JTT's error set, kept when the trial is adopted
 

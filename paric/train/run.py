@@ -181,13 +181,16 @@ def save_best(state: dict | None, fallback: dict, path: Path) -> None:
 @dataclass
 class RunData:
     """One run's splits in memory: ``train`` after the method's group view and its two-stage step (JTT's
-    upsampled rows), ``val``, ``test`` (None when the run only validates: a sweep trial), and what the
-    first stage reports."""
+    upsampled rows), ``val``, ``test`` (None when the run only validates: a sweep trial), what the
+    first stage reports, and the dataset's class names and group count (read once)."""
 
     train: dict[str, np.ndarray]
     val: dict[str, np.ndarray]
     test: dict[str, np.ndarray] | None
     first_stage: dict
+    classes: list[str]
+    n_classes: int
+    n_groups: int
 
 
 def load_run_data(cfg: Config, root: Path, method: str, seed: int, backbone: Path | None,
@@ -207,25 +210,22 @@ def load_run_data(cfg: Config, root: Path, method: str, seed: int, backbone: Pat
     if (two_stage := cfg.method(method).two_stage) != "none":  # a first run chooses the training set (JTT)
         train, first_stage = TWO_STAGE.get(two_stage).train_set(cfg, method, seed, train, val, n_classes, n_groups,
                                                                 backbone, root)
-    return RunData(train, val, test_split, first_stage)
+    return RunData(train, val, test_split, first_stage, class_names(root), n_classes, n_groups)
 
 
-def plain_trainer(cfg: Config, root: Path, method: str, seed: int, backbone: Path | None, data: RunData) -> Trainer:
+def plain_trainer(cfg: Config, method: str, seed: int, backbone: Path | None, data: RunData) -> Trainer:
     """The trainer of a plain-loop run on ``data`` (its class weights and groups from ``data.train``)."""
-    n_classes, n_groups, _ = dataset_info(root)
-    return make_trainer(make_spec(cfg, method, seed, data.train["label"], data.train["group"], n_classes, n_groups,
-                                  backbone, classes=class_names(root)))
+    return make_trainer(make_spec(cfg, method, seed, data.train["label"], data.train["group"], data.n_classes,
+                                  data.n_groups, backbone, classes=data.classes))
 
 
-def fit_plain(trainer: Trainer, data: RunData, method: str, seed: int,
-              on_epoch: Callable[[Trainer, dict], None] | None = None) -> Trainer:
+def fit_plain(trainer: Trainer, data: RunData, on_epoch: Callable[[Trainer, dict], None] | None = None) -> Trainer:
     """The plain loop over ``data`` (from ``trainer.epoch``: a restored trainer resumes); each epoch logged,
     then passed to ``on_epoch``."""
-    cfg = trainer.cfg
-    bs, sampling = cfg.train.batch_size, cfg.method(method).sampling
+    bs, sampling, seed = trainer.cfg.train.batch_size, trainer.method.sampling, trainer.seed
 
     def epoch_done(t: Trainer, m: dict) -> None:
-        log.info(epoch_line(method, seed, m))
+        log.info(epoch_line(t.method_name, seed, m))
         if on_epoch is not None:
             on_epoch(t, m)
 
@@ -239,9 +239,9 @@ def run_in_memory(cfg: Config, root: Path, method: str, seed: int, backbone: Pat
     receives the best-validation weights; ``on_epoch`` each epoch's metrics as it ends (live tracking)."""
     t0 = time.time()
     data = load_run_data(cfg, root, method, seed, backbone)
-    trainer = plain_trainer(cfg, root, method, seed, backbone, data)
-    fit_plain(trainer, data, method, seed, None if on_epoch is None else lambda _t, m: on_epoch(m))
-    out = test_metrics(trainer, iterate(data.test, 128, False), class_names(root))
+    trainer = plain_trainer(cfg, method, seed, backbone, data)
+    fit_plain(trainer, data, None if on_epoch is None else lambda _t, m: on_epoch(m))
+    out = test_metrics(trainer, iterate(data.test, 128, False), data.classes)
     if model_path is not None:
         save_best(trainer.best["state"], trainer.model.state_dict(), model_path)
     out.update(method=method, seed=seed, seconds=round(time.time() - t0, 1), history=trainer.history,
