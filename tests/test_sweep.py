@@ -83,6 +83,9 @@ def test_sweep_reads_stored_samples_only_and_survives_crashing_trials(precompute
         else:
             assert r.data.tags.get("paric.error")
     assert summary["best"] in [t["params"] for t in ok]
+    # each trial keeps its last checkpoint once the sweep is over (all were kept while it ran)
+    assert all(len(list(Path(t["path"]).glob("checkpoint_*"))) <= 1 for t in trials)
+    assert all(len(list(Path(t["path"]).glob("checkpoint_*"))) == 1 for t in ok)
     # nothing stays reserved after the sweep (Train V2 leaks failed trials' groups; the stage removes them)
     import ray
 
@@ -166,27 +169,56 @@ def test_a_two_stage_method_sweeps_in_the_plain_loop_and_its_best_trial_keeps_th
     assert plain["jtt_errors"] == adopted["jtt_errors"] and plain["worst_group_acc"] == adopted["worst_group_acc"]
 
 
+def test_a_finished_sweep_keeps_each_trials_last_checkpoint_and_leaves_ray_trains_alone(tmp_path):
+    """Checkpoints stay until the sweep ends, so a killed sweep's snapshot never names a deleted one;
+    then each in-actor trial keeps its last (sorted by index), and Train's own are not touched."""
+    from paric.stages.sweep import keep_last_checkpoints
+
+    a, b = tmp_path / "_trial_a", tmp_path / "_trial_b"
+    for i in (0, 1, 2, 10):
+        (a / f"checkpoint_{i:06d}").mkdir(parents=True)
+    (b / "_ray" / "train" / "checkpoint_000000").mkdir(parents=True)
+    (b / "_ray" / "train" / "checkpoint_000001").mkdir(parents=True)
+    (tmp_path / "experiment_state-x.json").write_text("{}")
+    assert keep_last_checkpoints(tmp_path) == 3
+    assert [p.name for p in a.iterdir()] == ["checkpoint_000010"]
+    assert len(list((b / "_ray" / "train").iterdir())) == 2
+    assert keep_last_checkpoints(tmp_path) == 0
+
+
 def test_killed_sweep_resumes_the_remaining_trials(precomputed):
     out, _ = precomputed
     args = [sys.executable, str(REPO / "pipelines" / "sweep.py"), "--quick", "--no-progress", "--methods", "gals",
             *TINY, f"run.output_dir={out}", "sweep.num_samples=3", "sweep.max_concurrent=1",
-            "sweep.spaces.gals.grid=false", "sweep.spaces.gals.weight=[0.3,3.0]"]  # 3 sampled trials, not the grid
+            "sweep.spaces.gals.grid=false", "sweep.spaces.gals.weight=[0.3,3.0]",  # 3 sampled trials, not the grid
+            "train.epochs=30", "train.patience=30"]  # ~50 ms epochs: a trial's are a window to kill in
     tune_dir = out / "sweep" / "gals" / "_tune" / "gals"
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    # a snapshot each step (Tune's default: every 10 s or more), as often as it registers a checkpoint:
+    # the kill then finds the trials on disk, and any checkpoint deleted before its snapshot would show
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "0"}
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                             start_new_session=True)  # its own local Ray, killed with it
     deadline = time.time() + 300
     try:
-        while time.time() < deadline:  # kill when the second trial starts: one finished, one running
+        while time.time() < deadline:  # kill in a later trial's epochs: one finished, one to resume mid-run
             started = sorted(tune_dir.glob("_trial_*/params.json")) if tune_dir.is_dir() else []
-            if len(started) >= 2:
+            mid_run = [p.parent for p in started if (p.parent / "checkpoint_000002").is_dir()
+                       and not list(p.parent.glob("checkpoint_*/result.json"))]  # in epoch 4 or later
+            if len(started) >= 2 and mid_run:
                 break
             assert proc.poll() is None, "the sweep ended before it could be killed"
-            time.sleep(0.5)
-        assert len(started) >= 2, "the sweep did not reach its second trial in time"
+            time.sleep(0.05)
+        assert mid_run, "the sweep did not reach its second trial's epochs in time"
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     before = {json.dumps(json.loads(p.read_text()), sort_keys=True) for p in started}
+    # nothing was deleted while it ran: whichever checkpoint the last snapshot names is on disk
+    # (Tune's num_to_keep deleted them before its snapshot caught up: CI, 2026-12-05)
+    for trial in mid_run:
+        indices = sorted(int(c.name.split("_")[1]) for c in trial.glob("checkpoint_*"))
+        assert indices == list(range(indices[-1] + 1)), (trial.name, indices)
     assert not (out / "sweep" / "gals" / "best.json").exists()
     done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -206,10 +238,12 @@ def test_killed_sweep_resumes_the_remaining_trials(precomputed):
 def test_address_file_points_at_the_session_cluster(ray_cluster):
     """A stale address file (an earlier `ray start`) sends Train V2's placement-group cleaner to a
     dead cluster, and stopped trials then keep their CPUs: the local cluster re-advertises itself."""
-    from ray._private.utils import read_ray_address, write_ray_address
+    from ray._private.utils import get_ray_address_file, read_ray_address, write_ray_address
 
     from paric.stages.ray_env import advertise_local_cluster
 
+    Path(get_ray_address_file(None)).unlink(missing_ok=True)
+    advertise_local_cluster()  # where no Ray wrote the file (or its directory) yet, too: CI ran this first
     write_ray_address("192.0.2.1:1")
     advertise_local_cluster()
     assert read_ray_address() == ray_cluster.get_runtime_context().gcs_address

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 import tempfile
 
 import ray
@@ -63,8 +64,10 @@ def advertise_local_cluster() -> None:
     trial that ASHA stops or that fails keeps its CPUs reserved until the sweep starves (measured:
     the default sweep hung after its first trials).
     """
-    from ray._private.utils import write_ray_address  # what `ray start` itself uses
+    from ray._private.utils import get_ray_address_file, write_ray_address  # what `ray start` itself uses
 
+    # a cluster with its own temp dir (RAY_TMPDIR, the tests') may be the first to write to Ray's default one
+    Path(get_ray_address_file(None)).parent.mkdir(parents=True, exist_ok=True)
     write_ray_address(ray.get_runtime_context().gcs_address)
 
 

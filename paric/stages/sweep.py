@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -113,8 +112,6 @@ def _tuner(cfg: Config, method: str, trainable, exp_dir: Path, key: str, fresh: 
     searcher = OptunaSearch(space=define_by_run(space, cfg.maps.K, seeds), metric=objective, mode="max",
                             study_name=method, storage=storage,
                             **({"sampler": sampler} if sampler else {"seed": cfg.run.seed}))
-    # num_to_keep forces an experiment snapshot per checkpoint (milliseconds here), which Tune warns of each time
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     scheduler = ASHAScheduler(metric=objective, mode="max", grace_period=cfg.sweep.grace_period,
                               reduction_factor=cfg.sweep.reduction_factor,
                               max_t=cfg.train.epochs + 1) if cfg.sweep.asha else None
@@ -126,7 +123,7 @@ def _tuner(cfg: Config, method: str, trainable, exp_dir: Path, key: str, fresh: 
                                     reuse_actors=cfg.train.num_workers == 0),
         run_config=tune.RunConfig(name=exp_dir.name, storage_path=str(exp_dir.parent),
                                   failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                  # every checkpoint kept while the sweep runs (see keep_last_checkpoints)
                                   callbacks=[TrialRuns(str(exp_dir), method)], verbose=0),
     )
 
@@ -208,6 +205,7 @@ def sweep_stage(cfg: Config, root: Path, method: str, backbone: Path | None, tra
         finally:
             ACTIVE.pop(str(exp_dir), None)
         _remove_leaked_groups(groups_before)
+        keep_last_checkpoints(exp_dir)
         trials = []
         objective = selection_metric(cfg.method(method))
         for r in grid:
@@ -230,6 +228,25 @@ def sweep_stage(cfg: Config, root: Path, method: str, backbone: Path | None, tra
         write_json(out / "best.json", summary)
 
     return run_stage(cfg, spec, run, lambda: json.loads((out / "best.json").read_text()))
+
+
+def keep_last_checkpoints(exp_dir: Path) -> int:
+    """Delete every in-actor trial checkpoint but each trial's last, once the sweep has finished; returns
+    how many went.
+
+    Why not Tune's ``CheckpointConfig(num_to_keep)``: Tune deletes the older checkpoint when it registers
+    a new one, but writes the experiment snapshot (what a resumed sweep restores each unfinished trial
+    from) later, in a background sync. A sweep killed in between resumes a trial from a checkpoint that is
+    gone ("Could not recover from checkpoint as it does not exist on storage anymore", CI 2026-12-05).
+    Kept until ``fit`` returns, every checkpoint a snapshot can name is on disk. Ray Train trials
+    (``_ray/train/checkpoint_*``) are Train's to prune: it saves its state before it deletes.
+    """
+    removed = 0
+    for trial in (p for p in Path(exp_dir).glob("*") if p.is_dir()):
+        for old in sorted(trial.glob("checkpoint_*"))[:-1]:
+            shutil.rmtree(old, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 def finished_trial(path: str | Path, train_cfg: TrainConfig) -> tuple[dict, dict] | None:
