@@ -38,6 +38,7 @@ from paric.stages.train import (RESULT, STATE, TRAINING_KEYS, Reporter, Tracking
 from paric.stages.train_data import method_train_data, run_datasets
 from paric.train.loop import completed, selection_metric
 from paric.train.run import evaluate_saved, fit_plain, load_run_data, plain_trainer, save_best, split_columns
+from paric.stages.trial_checkpoints import PruneCheckpoints
 from paric.stages.trial_runs import ACTIVE, TrialRuns
 
 log = logging.getLogger("paric")
@@ -123,8 +124,9 @@ def _tuner(cfg: Config, method: str, trainable, exp_dir: Path, key: str, fresh: 
                                     reuse_actors=cfg.train.num_workers == 0),
         run_config=tune.RunConfig(name=exp_dir.name, storage_path=str(exp_dir.parent),
                                   failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
-                                  # every checkpoint kept while the sweep runs (see keep_last_checkpoints)
-                                  callbacks=[TrialRuns(str(exp_dir), method)], verbose=0),
+                                  # no num_to_keep: PruneCheckpoints deletes only what no resume can need
+                                  callbacks=[TrialRuns(str(exp_dir), method), PruneCheckpoints(str(exp_dir))],
+                                  verbose=0),
     )
 
 
@@ -232,14 +234,9 @@ def sweep_stage(cfg: Config, root: Path, method: str, backbone: Path | None, tra
 
 def keep_last_checkpoints(exp_dir: Path) -> int:
     """Delete every in-actor trial checkpoint but each trial's last, once the sweep has finished; returns
-    how many went.
-
-    Why not Tune's ``CheckpointConfig(num_to_keep)``: Tune deletes the older checkpoint when it registers
-    a new one, but writes the experiment snapshot (what a resumed sweep restores each unfinished trial
-    from) later, in a background sync. A sweep killed in between resumes a trial from a checkpoint that is
-    gone ("Could not recover from checkpoint as it does not exist on storage anymore", CI 2026-12-05).
-    Kept until ``fit`` returns, every checkpoint a snapshot can name is on disk. Ray Train trials
-    (``_ray/train/checkpoint_*``) are Train's to prune: it saves its state before it deletes.
+    how many went. While it runs, :class:`paric.stages.trial_checkpoints.PruneCheckpoints` keeps those a
+    resume could need (the last snapshot's and later ones; all that a resumed invocation did not see).
+    Ray Train trials (``_ray/train/checkpoint_*``) are Train's to prune: it saves its state before it deletes.
     """
     removed = 0
     for trial in (p for p in Path(exp_dir).glob("*") if p.is_dir()):
