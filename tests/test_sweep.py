@@ -83,7 +83,7 @@ def test_sweep_reads_stored_samples_only_and_survives_crashing_trials(precompute
         else:
             assert r.data.tags.get("paric.error")
     assert summary["best"] in [t["params"] for t in ok]
-    # each trial keeps its last checkpoint once the sweep is over (all were kept while it ran)
+    # each trial keeps its last checkpoint once the sweep is over (older ones went once no resume could need them)
     assert all(len(list(Path(t["path"]).glob("checkpoint_*"))) <= 1 for t in trials)
     assert all(len(list(Path(t["path"]).glob("checkpoint_*"))) == 1 for t in ok)
     # nothing stays reserved after the sweep (Train V2 leaks failed trials' groups; the stage removes them)
@@ -172,7 +172,7 @@ def test_a_two_stage_method_sweeps_in_the_plain_loop_and_its_best_trial_keeps_th
 def test_a_checkpoint_goes_only_once_the_snapshot_on_disk_is_newer_than_the_next(tmp_path):
     """A snapshot taken in step s names, of each trial, the last checkpoint registered in a step ≤ s: the
     checkpoints before the last one of a step < s can go, nothing else (and nothing without a snapshot)."""
-    from paric.stages.trial_checkpoints import snapshot_step, stale_checkpoints
+    from paric.stages.trial_checkpoints import PruneCheckpoints, snapshot_step, stale_checkpoints
 
     kept = [(3, Path("c0")), (5, Path("c1")), (5, Path("c2")), (9, Path("c3"))]
     assert stale_checkpoints(kept, 3) == 0  # a step-3 snapshot may predate c0's registration in step 3
@@ -180,18 +180,21 @@ def test_a_checkpoint_goes_only_once_the_snapshot_on_disk_is_newer_than_the_next
     assert stale_checkpoints(kept, 6) == 2  # it names c2 (or later): c0, c1 can go
     assert stale_checkpoints(kept, 9) == 2  # c3 was registered in step 9 too: c2 stays
     assert stale_checkpoints(kept, 10) == 3
-    assert snapshot_step(tmp_path) is None
+    prune = PruneCheckpoints(str(tmp_path))  # its cached read follows the file
+    assert snapshot_step(tmp_path) is None and prune._snapshot_step() is None
     (tmp_path / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"runner_data": {"_iteration": 7}}))
+    assert prune._snapshot_step() == 7
     (tmp_path / "experiment_state-2026-01-02_00-00-00.json").write_text('{"runner_data": {"_iter')  # being written
     assert snapshot_step(tmp_path) is None  # Tune would restore from the newer one: wait for it
+    assert prune._snapshot_step() is None
     (tmp_path / "experiment_state-2026-01-02_00-00-00.json").write_text(json.dumps({"runner_data": {"_iteration": 12}}))
-    assert snapshot_step(tmp_path) == 12
+    assert snapshot_step(tmp_path) == 12 and prune._snapshot_step() == 12
 
 
 def test_a_finished_sweep_keeps_each_trials_last_checkpoint_and_leaves_ray_trains_alone(tmp_path):
-    """Checkpoints stay until the sweep ends, so a killed sweep's snapshot never names a deleted one;
-    then each in-actor trial keeps its last (sorted by index), and Train's own are not touched."""
-    from paric.stages.sweep import keep_last_checkpoints
+    """When the sweep ends each in-actor trial keeps its last checkpoint (by index), also those a resumed
+    invocation never saw registered, and Train's own are not touched."""
+    from paric.stages.trial_checkpoints import keep_last_checkpoints
 
     a, b = tmp_path / "_trial_a", tmp_path / "_trial_b"
     for i in (0, 1, 2, 10):

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 import tempfile
+from pathlib import Path
 
 import ray
 import ray.data

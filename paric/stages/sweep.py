@@ -38,7 +38,7 @@ from paric.stages.train import (RESULT, STATE, TRAINING_KEYS, Reporter, Tracking
 from paric.stages.train_data import method_train_data, run_datasets
 from paric.train.loop import completed, selection_metric
 from paric.train.run import evaluate_saved, fit_plain, load_run_data, plain_trainer, save_best, split_columns
-from paric.stages.trial_checkpoints import PruneCheckpoints
+from paric.stages.trial_checkpoints import PruneCheckpoints, keep_last_checkpoints
 from paric.stages.trial_runs import ACTIVE, TrialRuns
 
 log = logging.getLogger("paric")
@@ -230,20 +230,6 @@ def sweep_stage(cfg: Config, root: Path, method: str, backbone: Path | None, tra
         write_json(out / "best.json", summary)
 
     return run_stage(cfg, spec, run, lambda: json.loads((out / "best.json").read_text()))
-
-
-def keep_last_checkpoints(exp_dir: Path) -> int:
-    """Delete every in-actor trial checkpoint but each trial's last, once the sweep has finished; returns
-    how many went. While it runs, :class:`paric.stages.trial_checkpoints.PruneCheckpoints` keeps those a
-    resume could need (the last snapshot's and later ones; all that a resumed invocation did not see).
-    Ray Train trials (``_ray/train/checkpoint_*``) are Train's to prune: it saves its state before it deletes.
-    """
-    removed = 0
-    for trial in (p for p in Path(exp_dir).glob("*") if p.is_dir()):
-        for old in sorted(trial.glob("checkpoint_*"))[:-1]:
-            shutil.rmtree(old, ignore_errors=True)
-            removed += 1
-    return removed
 
 
 def finished_trial(path: str | Path, train_cfg: TrainConfig) -> tuple[dict, dict] | None:
