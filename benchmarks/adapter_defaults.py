@@ -48,8 +48,8 @@ def main() -> None:
         acfg = cfg.adapter.model_copy(update=over)
         with tempfile.TemporaryDirectory() as d:
             pair, stats = train_adapters(img, txt, acfg, cfg.run.seed, Path(d) / "adapters.pt", progress=False)
-        samplers = {"paric": GGDSampler(pair, cfg.maps.K, cfg.maps.seed),
-                    "paric_norm": GGDSampler(pair, cfg.maps.K, cfg.maps.seed, True)}
+        samplers = {"paric": GGDSampler(pair, cfg.maps.K, cfg.maps.seed, gamma=cfg.maps.gamma),
+                    "paric_norm": GGDSampler(pair, cfg.maps.K, cfg.maps.seed, True, cfg.maps.gamma)}
         engine = GradCamEngine(vlm, cfg.vlm.prompts, list(samplers.values()), layer=cfg.vlm.saliency_layer)
         maps: dict[str, list[np.ndarray]] = {k: [] for k in samplers}
         for b in range(0, len(items), 50):

@@ -6,7 +6,9 @@ sample ("naive"). Random weights (timing does not depend on them). Towers: the e
 default (paric-tiny-cnn16, 16×16 grid at 64 px), the 8×8 paric-tiny-cnn, the earlier ModifiedResNet and ViT tiny towers, and ViT-B-32 at 224 px.
 ProLIP rows (``--prolip``, issue 15): its K maps from the tower's own Gaussians against its one
 deterministic map, on ProLIP towers (paric/vlm/prolip/configs; ViT-B-16 is the published shape at 224 px).
-Last line, for the last CLIP tower (ViT-B-32 by default):  batched_over_det=<x> naive_over_det=<y>;
+Batched rows use the default rejection gamma draw; the inverse-CDF draw (``maps.gamma=inverse``, scipy's
+``gammaincinv``: the samples before issue 31) is timed beside it.
+Last line, for the last CLIP tower (ViT-B-32 by default):  batched_over_det=<x> naive_over_det=<y> inverse_over_det=<z>;
 then for the last ProLIP tower:  prolip_batched_over_det=<x>  (goal ≤ 1.5 at K = 32 on ViT-B-16)
 
     python benchmarks/bench_maps.py [--K 32] [--batch 8] [--repeats 3] [--towers NAME ...] [--prolip NAME ...]
@@ -29,7 +31,9 @@ from paric.attention.prolip_sampler import ProlipSampler
 PROMPTS = ["a photo of a bird"]
 
 
-def measure(name: str, K: int, batch: int, repeats: int) -> tuple[float, float, float]:
+def measure(name: str, K: int, batch: int, repeats: int) -> tuple[float, float, float, float]:
+    """Seconds per batch: one map, K maps (batched VJP, the default rejection draw), K maps with one
+    backward per sample, and K maps with the inverse-CDF gamma draw (``maps.gamma=inverse``)."""
     torch.manual_seed(0)
     vlm = load_vlm(name)
     adapters = build_adapters(vlm.encode_text(["x"]).shape[1], AdapterConfig()).eval()
@@ -38,10 +42,12 @@ def measure(name: str, K: int, batch: int, repeats: int) -> tuple[float, float, 
     det = ReferenceMapper(vlm, PROMPTS)
     fast = ReferenceMapper(vlm, PROMPTS, adapters, K=K)
     slow = ReferenceMapper(vlm, PROMPTS, adapters, K=K, vjp="looped")
+    inverse = ReferenceMapper(vlm, PROMPTS, adapters, K=K, gamma="inverse")
     t_det = best_time(lambda: det(x, ids), repeats)
     t_fast = best_time(lambda: fast(x, ids), repeats)
     t_slow = best_time(lambda: slow(x, ids), repeats)
-    return t_det, t_fast, t_slow
+    t_inv = best_time(lambda: inverse(x, ids), repeats)
+    return t_det, t_fast, t_slow, t_inv
 
 
 def offline_tokens(name: str) -> VLM:
@@ -86,11 +92,12 @@ def main() -> None:
     print(f"torch threads: {torch.get_num_threads()}, K={args.K}, batch={args.batch}")
     result = None
     for name in args.towers:
-        t_det, t_fast, t_slow = measure(name, args.K, args.batch, args.repeats)
-        result = (t_fast / t_det, t_slow / t_det)
+        t_det, t_fast, t_slow, t_inv = measure(name, args.K, args.batch, args.repeats)
+        result = (t_fast / t_det, t_slow / t_det, t_inv / t_det)
         print(f"{name:16s} det {t_det * 1e3:8.1f} ms  batched {t_fast * 1e3:8.1f} ms ({result[0]:.2f}x)  "
-              f"naive {t_slow * 1e3:8.1f} ms ({result[1]:.2f}x)")
-    print(f"batched_over_det={result[0]:.2f} naive_over_det={result[1]:.2f}")
+              f"naive {t_slow * 1e3:8.1f} ms ({result[1]:.2f}x)  inverse-CDF draw {t_inv * 1e3:8.1f} ms "
+              f"({result[2]:.2f}x)")
+    print(f"batched_over_det={result[0]:.2f} naive_over_det={result[1]:.2f} inverse_over_det={result[2]:.2f}")
     pro = None
     for name in args.prolip:
         t_det, t_fast, t_slow = measure_prolip(name, args.K, args.batch, args.repeats)

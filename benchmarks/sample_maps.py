@@ -56,7 +56,7 @@ class TowerCentred(GGDSampler):
         v = F.normalize(emb.v, dim=-1)
         _, alpha, beta = self.adapters.image(v)
         u = self.image_uniforms(image_ids, v.shape[-1]).to(v.device, v.dtype)
-        z = sample_ggd(v[:, None], alpha[:, None], beta[:, None], u)
+        z = sample_ggd(v[:, None], alpha[:, None], beta[:, None], u, self.gamma)
         return torch.einsum("bkd,pkd->bpk", z, self.text_samples)
 
 
@@ -71,8 +71,9 @@ def main() -> None:
     vlm = VLM_FAMILIES[cfg.vlm.family].load(cfg.vlm, pretrained=None, checkpoint=out / "vlm" / "clip" / "model.pt")
     pair = load_adapters(out / "vlm" / "adapters" / "adapters.pt").eval()
     K, seed = cfg.maps.K, cfg.maps.seed
-    samplers = {"det": TextMatch(), "adapter_mu": AdapterMean(pair), "paric": GGDSampler(pair, K, seed),
-                "tower_centred": TowerCentred(pair, K, seed), "paric_norm": GGDSampler(pair, K, seed, True)}
+    g = cfg.maps.gamma
+    samplers = {"det": TextMatch(), "adapter_mu": AdapterMean(pair), "paric": GGDSampler(pair, K, seed, gamma=g),
+                "tower_centred": TowerCentred(pair, K, seed, gamma=g), "paric_norm": GGDSampler(pair, K, seed, True, g)}
     engine = GradCamEngine(vlm, cfg.vlm.prompts, list(samplers.values()), layer=cfg.vlm.saliency_layer)
     ds = WaterbirdsDataset(cfg.data_root(), args.split, image_size=vlm.image_size, with_masks=True)
     n = min(args.n, len(ds))

@@ -60,7 +60,8 @@ def clip_model(name: str, pretrained: str | None = None, checkpoint: str | Path 
 
 def reference_maps(model: nn.Module, tokenizer: Any, images: torch.Tensor, prompts: list[str], *,
                    adapters: AdapterPair | None = None, k: int = 0, seed: int = 0, layer: str = "auto",
-                   image_ids: list[str] | None = None, scale_by_norm: bool = False) -> dict[str, torch.Tensor]:
+                   image_ids: list[str] | None = None, scale_by_norm: bool = False,
+                   gamma: str = "rejection") -> dict[str, torch.Tensor]:
     """GALS' Grad-CAM map and, with ProbVLM ``adapters`` and ``k`` > 0, PARIC's k sampled maps.
 
     ``model``: an open_clip model; ``images``: (B, 3, H, W) at its input size, normalised as its
@@ -68,6 +69,7 @@ def reference_maps(model: nn.Module, tokenizer: Any, images: torch.Tensor, promp
     phrasings). ``layer``: the tower's module path, or ``auto`` (RN: the last stage; ViT: the last
     block). ``image_ids`` key each image's samples (default: its position), so an image's maps do not
     depend on its batch. ``scale_by_norm``: our ‖v‖-scaled samples (PARIC-norm) instead of PARIC's.
+``gamma``: how the GGD's gamma variate is drawn (``maps.gamma``: ``rejection`` or ``inverse``).
 
     Returns tensors in [0, 1] on the tower's grid: ``gals`` (B, h, w); with samples also ``samples``
     (B, k, h, w), ``mean``, ``median`` (B, h, w) and the per-pixel spread ``std``.
@@ -81,7 +83,7 @@ def reference_maps(model: nn.Module, tokenizer: Any, images: torch.Tensor, promp
         samplers: list = [TextMatch()]
         if k > 0:
             adapters.eval()  # type: ignore[union-attr]
-            samplers.append(GGDSampler(adapters, k, seed, scale_by_norm=scale_by_norm))  # type: ignore[arg-type]
+            samplers.append(GGDSampler(adapters, k, seed, scale_by_norm=scale_by_norm, gamma=gamma))  # type: ignore[arg-type]
         maps = GradCamEngine(_as_vlm(model, tokenizer), prompts, samplers, layer)(images, ids)
     out = {"gals": maps[0][:, 0]}
     if k > 0:

@@ -142,27 +142,40 @@ def test_one_or_two_actors_give_bit_identical_maps(run, tmp_path):
     assert np.array_equal(outs[1].map_samples, store.read_store(cfg.layout.maps("test")).map_samples)
 
 
-def test_maps_match_the_stored_fixture(run):
-    """Issue 13: refactors keep the maps bit-identical for the same config. The fixture is this tiny
-    config's test store as written before the map-source refactor (``tests/make_map_fixture.py``);
-    floats are compared exactly on the CPU it was written on, and the check is skipped elsewhere
-    (another CPU's kernels round differently; README "Not bit-identical across machines")."""
-    import json
-    import sys
-
+def _assert_fixture(maps_dir: Path, fixture: Path) -> None:
+    """``maps_dir``'s store equals ``fixture``'s: ids and labels anywhere, floats exactly on the CPU the
+    fixture was written on (skipped elsewhere: another CPU's kernels round differently; README "Not
+    bit-identical across machines")."""
     sys.path.insert(0, str(REPO / "tests"))
     from cpu_signature import cpu_signature
 
-    fixture = REPO / "tests" / "fixtures" / "maps_tiny"
-    cfg, _ = run
-    now = store.read_store(cfg.layout.maps("test"))
-    old = store.read_store(fixture)
+    now, old = store.read_store(maps_dir), store.read_store(fixture)
     assert now.image_id == old.image_id and np.array_equal(now.label, old.label)
     written_on = json.loads((fixture / "cpu.json").read_text())
     if written_on != cpu_signature():
         pytest.skip(f"fixture written on {written_on}, this is {cpu_signature()}")
     for col in ("map_det", "map_samples", "map_mean", "map_median", "map_std"):
         assert np.array_equal(getattr(now, col), getattr(old, col)), col
+
+
+def test_maps_match_the_stored_fixture(run):
+    """Issue 13: refactors keep the maps bit-identical for the same config. The fixture is this tiny
+    config's test store (``tests/make_map_fixture.py``), rewritten only by a change meant to change
+    maps (issue 31: the rejection gamma draw)."""
+    cfg, _ = run
+    _assert_fixture(cfg.layout.maps("test"), REPO / "tests" / "fixtures" / "maps_tiny")
+
+
+def test_the_inverse_gamma_draw_gives_the_maps_of_before_issue_31(run, tmp_path):
+    """``maps.gamma=inverse`` is the sampler every store before issue 31 was written with: this tiny
+    config's test split under it is, bit for bit, the fixture that code wrote
+    (``tests/fixtures/maps_tiny_inverse``, frozen: no code writes it any more)."""
+    cfg, summary = run
+    c = load_config(None, [*_dump(cfg), f"run.output_dir={tmp_path / 'out'}", "maps.gamma=inverse"])
+    art = VLMArtifact(cfg.vlm.name, None, cfg.layout.vlm_checkpoint(), "k")
+    layer = store.read_provenance(cfg.layout.maps("test"))["saliency_layer"]
+    out = precompute_split(c, Path(summary["data"]), "test", art, Path(summary["adapters"]), layer)
+    _assert_fixture(out, REPO / "tests" / "fixtures" / "maps_tiny_inverse")
 
 
 def _dump(cfg) -> list[str]:

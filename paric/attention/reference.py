@@ -25,7 +25,7 @@ from paric.attention.gradcam import (
 )
 from paric.vlm.adapters import AdapterPair
 from paric.vlm.factory import VLM
-from paric.vlm.ggd import sample_ggd, sample_uniforms
+from paric.vlm.ggd import gamma_draw, sample_ggd, sample_uniforms
 
 
 @dataclass
@@ -129,34 +129,38 @@ class GGDSampler:
     output against K samples of the text adapter's GGD per prompt (z_k·t_{p,k}); sample k depends
     on (seed, image_id or prompt, k) only."""
 
-    def __init__(self, adapters: AdapterPair, K: int, seed: int, scale_by_norm: bool = False) -> None:
+    def __init__(self, adapters: AdapterPair, K: int, seed: int, scale_by_norm: bool = False,
+                 gamma: str = "rejection") -> None:
         if K < 1:
             raise ValueError(f"sampled maps need K >= 1, got K={K}")
         self.adapters, self.n_scores, self.seed = adapters, K, seed
         #: ours, not PARIC's: each image sample times the tower's ‖v‖ (see :meth:`scores`)
         self.scale_by_norm = scale_by_norm
+        #: how the GGD's gamma variate is drawn (``maps.gamma``, :data:`paric.vlm.ggd.GAMMA_DRAWS`)
+        self.gamma, self.width = gamma, gamma_draw(gamma).width
 
     def setup(self, text: torch.Tensor, prompts: list[str], vlm: VLM | None = None) -> None:
         with torch.no_grad():
             mu, alpha, beta = self.adapters.text(text)
             d = mu.shape[-1]
             u = torch.stack(
-                [torch.from_numpy(sample_uniforms(self.seed, f"text\x1f{p}", self.n_scores, d)) for p in prompts]
+                [torch.from_numpy(sample_uniforms(self.seed, f"text\x1f{p}", self.n_scores, d, self.width))
+                 for p in prompts]
             ).to(mu.device, mu.dtype)
-            t = sample_ggd(mu[:, None], alpha[:, None], beta[:, None], u)
+            t = sample_ggd(mu[:, None], alpha[:, None], beta[:, None], u, self.gamma)
         self.text_samples = F.normalize(t, dim=-1)  # (P, K, d)
 
     def image_uniforms(self, image_ids: list[str], d: int) -> torch.Tensor:
-        """(B, K, d, 2) uniforms for the image samples, keyed by (seed, image_id)."""
+        """(B, K, d, width) uniforms for the image samples, keyed by (seed, image_id)."""
         return torch.from_numpy(
-            np.stack([sample_uniforms(self.seed, f"image\x1f{i}", self.n_scores, d) for i in image_ids])
+            np.stack([sample_uniforms(self.seed, f"image\x1f{i}", self.n_scores, d, self.width) for i in image_ids])
         ).float()
 
     def scores(self, emb: ImageEmbedding, image_ids: list[str]) -> torch.Tensor:
         v = emb.v
         mu, alpha, beta = self.adapters.image(F.normalize(v, dim=-1))
         u = self.image_uniforms(image_ids, v.shape[-1]).to(v.device, v.dtype)
-        z = sample_ggd(mu[:, None], alpha[:, None], beta[:, None], u)  # (B, K, d)
+        z = sample_ggd(mu[:, None], alpha[:, None], beta[:, None], u, self.gamma)  # (B, K, d)
         if self.scale_by_norm:
             # The adapters read the unit-norm embedding, so the published score z·t is (near) a cosine,
             # whose gradient drops the component along v: the map of what t adds to the image, not of
@@ -183,7 +187,7 @@ class GGDSampler:
         # one leaf per sample and dimension, so each sample's gradient stays its own
         leaves = [x.detach()[:, None].expand(-1, K, -1).clone().requires_grad_(True) for x in (mu, alpha, beta)]
         with torch.enable_grad():
-            z = sample_ggd(*leaves, u)  # (B, K, d)
+            z = sample_ggd(*leaves, u, self.gamma)  # (B, K, d)
         dz = t[:, None].expand(-1, len(v), -1, -1)  # (P, B, K, d): ∂(z·t_pk)/∂z_k
         if norm is not None:
             dz = dz * norm.detach()[:, None, None]
@@ -289,11 +293,12 @@ class ReferenceMapper:
         seed: int = 0,
         layer: str = "auto",
         vjp: Literal["batched", "looped"] = "batched",
+        gamma: str = "rejection",
     ):
         if adapters is None and K > 0:
             raise ValueError("K > 0 sampled maps need the probabilistic adapters")
         self.K = K
-        samplers = [TextMatch()] + ([GGDSampler(adapters, K, seed)] if K > 0 else [])
+        samplers = [TextMatch()] + ([GGDSampler(adapters, K, seed, gamma=gamma)] if K > 0 else [])
         self.engine = GradCamEngine(vlm, prompts, samplers, layer, vjp)
         self.layer = self.engine.layer
 

@@ -124,8 +124,12 @@ class PARICSource(EngineSource):
     scale_by_norm: ClassVar[bool] = False
 
     def provenance(self) -> dict:
-
-        return {"adapters": f"sha256:{sha256_file(self.adapters)[:16]}" if self.adapters else None}  # K, seed: top level
+        """The adapters' content hash and the gamma draw (K, seed: top level). The draw is left out when it
+        is ``inverse``, the one every store before issue 31 was written with, so those stay valid."""
+        prov = {"adapters": f"sha256:{sha256_file(self.adapters)[:16]}" if self.adapters else None}
+        if self.cfg.maps.gamma != "inverse":
+            prov["gamma"] = self.cfg.maps.gamma
+        return prov
 
     def sampler(self, device: torch.device) -> GGDSampler:
         from paric.vlm.adapters import load_adapters
@@ -135,7 +139,7 @@ class PARICSource(EngineSource):
         pair = load_adapters(Path(self.adapters))
         pair.image.to(device)
         pair.text.to(device)
-        return GGDSampler(pair, self.cfg.maps.K, self.cfg.maps.seed, self.scale_by_norm)
+        return GGDSampler(pair, self.cfg.maps.K, self.cfg.maps.seed, self.scale_by_norm, self.cfg.maps.gamma)
 
     def to_columns(self, maps: torch.Tensor) -> dict[str, np.ndarray]:
         return sample_columns(maps, [c.name for c in self.columns])
