@@ -19,7 +19,7 @@ import argparse
 
 import torch
 
-from timing import best_time  # benchmarks/timing.py
+from timing import best_time, interleaved_best  # benchmarks/timing.py
 
 from paric.attention.reference import GradCamEngine, ReferenceMapper, TextMatch
 from paric.config import AdapterConfig
@@ -43,11 +43,9 @@ def measure(name: str, K: int, batch: int, repeats: int) -> tuple[float, float, 
     fast = ReferenceMapper(vlm, PROMPTS, adapters, K=K)
     slow = ReferenceMapper(vlm, PROMPTS, adapters, K=K, vjp="looped")
     inverse = ReferenceMapper(vlm, PROMPTS, adapters, K=K, gamma="inverse")
-    t_det = best_time(lambda: det(x, ids), repeats)
-    t_fast = best_time(lambda: fast(x, ids), repeats)
-    t_slow = best_time(lambda: slow(x, ids), repeats)
-    t_inv = best_time(lambda: inverse(x, ids), repeats)
-    return t_det, t_fast, t_slow, t_inv
+    t = interleaved_best({"det": lambda: det(x, ids), "fast": lambda: fast(x, ids), "slow": lambda: slow(x, ids),
+                          "inverse": lambda: inverse(x, ids)}, repeats)
+    return t["det"], t["fast"], t["slow"], t["inverse"]
 
 
 def offline_tokens(name: str) -> VLM:

@@ -14,3 +14,21 @@ def best_time(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def interleaved_best(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """The fastest of ``repeats`` calls of each function, calling them in turn (one warm-up each first).
+
+    Why: on a shared 2-core VM the machine's speed drifts over seconds; timing one function's repeats
+    after another's puts the drift into their ratio (the same build measured 1.73× and 2.02× one map
+    that way), while rounds of one call each expose every function to the same spells.
+    """
+    for fn in fns.values():
+        fn()
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best

@@ -171,7 +171,8 @@ def test_the_inverse_gamma_draw_gives_the_maps_of_before_issue_31(run, tmp_path)
     config's test split under it is, bit for bit, the fixture that code wrote
     (``tests/fixtures/maps_tiny_inverse``, frozen: no code writes it any more)."""
     cfg, summary = run
-    c = load_config(None, [*_dump(cfg), f"run.output_dir={tmp_path / 'out'}", "maps.gamma=inverse"])
+    c = load_config(None, [*_dump(cfg), f"run.output_dir={tmp_path / 'out'}", f"data.root={summary['data']}",
+                           "maps.gamma=inverse"])
     art = VLMArtifact(cfg.vlm.name, None, cfg.layout.vlm_checkpoint(), "k")
     layer = store.read_provenance(cfg.layout.maps("test"))["saliency_layer"]
     out = precompute_split(c, Path(summary["data"]), "test", art, Path(summary["adapters"]), layer)

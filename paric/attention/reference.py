@@ -137,14 +137,15 @@ class GGDSampler:
         #: ours, not PARIC's: each image sample times the tower's ‖v‖ (see :meth:`scores`)
         self.scale_by_norm = scale_by_norm
         #: how the GGD's gamma variate is drawn (``maps.gamma``, :data:`paric.vlm.ggd.GAMMA_DRAWS`)
-        self.gamma, self.width = gamma, gamma_draw(gamma).width
+        self.gamma, self.draw = gamma, gamma_draw(gamma)
 
     def setup(self, text: torch.Tensor, prompts: list[str], vlm: VLM | None = None) -> None:
         with torch.no_grad():
             mu, alpha, beta = self.adapters.text(text)
             d = mu.shape[-1]
             u = torch.stack(
-                [torch.from_numpy(sample_uniforms(self.seed, f"text\x1f{p}", self.n_scores, d, self.width))
+                [torch.from_numpy(sample_uniforms(self.seed, f"text\x1f{p}", self.n_scores, d, self.draw.width,
+                                                  self.draw.dtype))
                  for p in prompts]
             ).to(mu.device, mu.dtype)
             t = sample_ggd(mu[:, None], alpha[:, None], beta[:, None], u, self.gamma)
@@ -153,7 +154,8 @@ class GGDSampler:
     def image_uniforms(self, image_ids: list[str], d: int) -> torch.Tensor:
         """(B, K, d, width) uniforms for the image samples, keyed by (seed, image_id)."""
         return torch.from_numpy(
-            np.stack([sample_uniforms(self.seed, f"image\x1f{i}", self.n_scores, d, self.width) for i in image_ids])
+            np.stack([sample_uniforms(self.seed, f"image\x1f{i}", self.n_scores, d, self.draw.width, self.draw.dtype)
+                      for i in image_ids])
         ).float()
 
     def scores(self, emb: ImageEmbedding, image_ids: list[str]) -> torch.Tensor:
@@ -170,40 +172,48 @@ class GGDSampler:
         return torch.einsum("bkd,pkd->bpk", z, self.text_samples)  # (B, P, K)
 
     def score_graph(self, emb: ImageEmbedding, image_ids: list[str]) -> ScoreGraph:
-        """The scores of :meth:`scores`, with the VJP starting at the adapter's (μ, α, β) (and ‖v‖).
+        """The scores of :meth:`scores`, with the VJP starting at the tower's embedding ``v``.
 
-        Why: sample k's score reads only sample k, and a sample is elementwise in (μ, α, β). Pushed
-        through the sampler by autograd, every one of the P·K columns' backward passes runs the
-        GGD's power and gamma gradients over all K samples, K − 1 of them zero. Here one backward
-        pass over the K samples (batched over the P prompts) gives every column's gradient at
-        (μ, α, β) at once, with the same operations on the same values as autograd's, so the maps
-        are unchanged (tested bit for bit against :meth:`scores`).
+        Why: sample k's score reads only sample k, and a sample is elementwise in the adapter's
+        (μ, α, β). Pushed through the sampler by autograd, every one of the P·K columns' backward
+        passes runs the GGD's power and gamma gradients over all K samples, K − 1 of them zero. Here
+        one backward pass over the K samples (batched over the P prompts) gives every column's
+        gradient at (μ, α, β) at once; functorch's ``vmap`` then pulls the P·K columns through the
+        adapter (and ‖v‖ for ``paric_norm``) to ``v`` in one batched pass, where the engine's
+        batched VJP would loop over the columns for the adapter's softplus and clamps. The maps are
+        the same floats as autograd's from the plain scores (tested bit for bit against :meth:`scores`).
         """
         v = emb.v
-        mu, alpha, beta = self.adapters.image(F.normalize(v, dim=-1))
-        norm = v.norm(dim=-1) if self.scale_by_norm else None
-        u = self.image_uniforms(image_ids, v.shape[-1]).to(v.device, v.dtype)
         K, t = self.n_scores, self.text_samples  # t: (P, K, d)
+        P, B = t.shape[0], v.shape[0]
+
+        def params(vv: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            mu, alpha, beta = self.adapters.image(F.normalize(vv, dim=-1))
+            return (mu, alpha, beta, vv.norm(dim=-1)) if self.scale_by_norm else (mu, alpha, beta)
+
+        with torch.enable_grad():
+            values, pull = torch.func.vjp(params, v.detach())
+        mu, alpha, beta = values[:3]
+        norm = values[3] if self.scale_by_norm else None
+        u = self.image_uniforms(image_ids, v.shape[-1]).to(v.device, v.dtype)
         # one leaf per sample and dimension, so each sample's gradient stays its own
         leaves = [x.detach()[:, None].expand(-1, K, -1).clone().requires_grad_(True) for x in (mu, alpha, beta)]
         with torch.enable_grad():
             z = sample_ggd(*leaves, u, self.gamma)  # (B, K, d)
-        dz = t[:, None].expand(-1, len(v), -1, -1)  # (P, B, K, d): ∂(z·t_pk)/∂z_k
+        dz = t[:, None].expand(-1, B, -1, -1)  # (P, B, K, d): ∂(z·t_pk)/∂z_k
         if norm is not None:
             dz = dz * norm.detach()[:, None, None]
         grads = torch.autograd.grad(z, leaves, grad_outputs=dz, is_grads_batched=True)  # each (P, B, K, d)
         z = z.detach()
-        # column (p, k) reads sample k only: (P, B, K, d) -> (P, K, B, d)
-        cotangents = tuple(g.transpose(1, 2) for g in grads)
-        outputs: tuple[torch.Tensor, ...] = (mu, alpha, beta)
+        # column (p, k) reads sample k only: (P, B, K, d) -> (P·K, B, d)
+        cotangents = [g.transpose(1, 2).reshape(P * K, B, -1) for g in grads]
         if norm is not None:
-            # ∂s_pk/∂‖v‖ = z_k·t_pk, (P, K, B); the same floats as autograd's sum over the zero-padded
-            # (K, d) block (the bit-for-bit test checks it)
-            outputs += (norm,)
-            cotangents += ((t[:, :, None] * z.transpose(0, 1)[None]).sum(-1),)
+            # ∂s_pk/∂‖v‖ = z_k·t_pk, (P·K, B)
+            cotangents.append((t[:, :, None] * z.transpose(0, 1)[None]).sum(-1).reshape(P * K, B))
             z = z * norm.detach()[:, None, None]
-        values = torch.einsum("bkd,pkd->bpk", z, t)
-        return ScoreGraph(values, outputs, cotangents)
+        (dv,) = torch.func.vmap(pull)(tuple(cotangents))  # (P·K, B, D)
+        scores = torch.einsum("bkd,pkd->bpk", z, t)
+        return ScoreGraph(scores, (v,), (dv.reshape(P, K, *v.shape),))
 
 
 class GradCamEngine:

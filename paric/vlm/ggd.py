@@ -36,17 +36,19 @@ def ggd_variance(alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     return alpha.pow(2) * torch.exp(torch.lgamma(3.0 / beta) - torch.lgamma(1.0 / beta))
 
 
-def sample_uniforms(seed: int, key: str, k: int, dim: int, width: int = 2) -> np.ndarray:
+def sample_uniforms(seed: int, key: str, k: int, dim: int, width: int = 2,
+                    dtype: type[np.floating] = np.float64) -> np.ndarray:
     """Uniforms (k, dim, width) in (0,1) that depend only on (seed, key) and the row index.
 
     A counter-based Philox stream keyed by a hash of (seed, key) fills rows in order, so row j is
     the same whatever k is: the first k of K samples are a valid k-sample draw, and nothing
-    depends on batch composition, worker count or order. ``width``: uniforms per element (a
-    :class:`GammaDraw`'s; the stream's layout, so a different width gives different values).
+    depends on batch composition, worker count or order. ``width`` and ``dtype``: uniforms per
+    element and their precision (a :class:`GammaDraw`'s; they set the stream's layout, so another
+    width or dtype gives other values).
     """
     digest = hashlib.blake2b(f"{seed}\x1f{key}".encode(), digest_size=16).digest()
     gen = np.random.Generator(np.random.Philox(key=int.from_bytes(digest, "little")))
-    u = gen.random((k, dim, width))
+    u = gen.random((k, dim, width), dtype=dtype)
     return np.clip(u, 1e-12, 1.0 - 1e-12)
 
 
@@ -137,11 +139,14 @@ class GammaDraw:
 
     draw: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     width: int
+    #: the uniforms' precision: the inverse CDF reads float64; the rejection draw runs in float32 (the
+    #: samples' dtype), and its stream is generated so, at half the cost
+    dtype: type[np.floating] = np.float64
 
 
 GAMMA_DRAWS: dict[str, GammaDraw] = {
     "inverse": GammaDraw(_inverse_gamma, 2),
-    "rejection": GammaDraw(_rejection_gamma, 2 + 2 + REJECTION_TRIES),
+    "rejection": GammaDraw(_rejection_gamma, 2 + 2 + REJECTION_TRIES, np.float32),
 }
 
 
