@@ -88,8 +88,8 @@ REJECTION_TRIES = 2
 
 
 def _log(x: torch.Tensor) -> torch.Tensor:
-    """ln x as log2(x)·ln 2: torch 2.14's float32 ``log`` runs ~100× slower than ``log2`` on this
-    machine's CPU (100 ns against 1 ns per element, measured), which would cost the sampler its gain."""
+    """ln x as log2(x)·ln 2 (the same value to an ulp): torch 2.14's float32 ``log`` measured ~100× slower
+    than ``log2`` here (3.2 ms against 28 µs for 32 k elements, the cores shared with a pipeline)."""
     return torch.log2(x) * LOG2
 
 
@@ -132,9 +132,9 @@ class GammaDraw:
 
     Both draws are exact, seeded by the same keyed stream and differentiated the same way
     (implicit reparameterisation at the drawn value), so the maps differ only in which values a
-    seed gives: ``inverse`` inverts the CDF (scipy's ``gammaincinv``, the samples before issue 31),
-    ``rejection`` runs Marsaglia–Tsang in torch (about 20× cheaper per element: K sampled maps
-    near the price of one).
+    seed gives: ``inverse`` inverts the CDF (scipy's ``gammaincinv``, ~1 µs per element; the samples
+    before issue 31), ``rejection`` runs Marsaglia–Tsang in torch (``benchmarks/bench_maps.py``: K = 32
+    maps at 1.4–1.7× one map on the default tower, against 1.8–2.6× with the inverse draw).
     """
 
     draw: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
