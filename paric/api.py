@@ -23,6 +23,7 @@ from torch import nn
 from paric.attention.reference import GGDSampler, GradCamEngine, TextMatch, aggregate_samples
 from paric.vlm.adapters import AdapterPair, train_adapters
 from paric.vlm.factory import VLM, _image_size
+from paric.vlm.ggd import DEFAULT_GAMMA_DRAW
 
 
 @contextmanager
@@ -61,7 +62,7 @@ def clip_model(name: str, pretrained: str | None = None, checkpoint: str | Path 
 def reference_maps(model: nn.Module, tokenizer: Any, images: torch.Tensor, prompts: list[str], *,
                    adapters: AdapterPair | None = None, k: int = 0, seed: int = 0, layer: str = "auto",
                    image_ids: list[str] | None = None, scale_by_norm: bool = False,
-                   gamma: str = "rejection") -> dict[str, torch.Tensor]:
+                   gamma: str = DEFAULT_GAMMA_DRAW) -> dict[str, torch.Tensor]:
     """GALS' Grad-CAM map and, with ProbVLM ``adapters`` and ``k`` > 0, PARIC's k sampled maps.
 
     ``model``: an open_clip model; ``images``: (B, 3, H, W) at its input size, normalised as its
@@ -69,7 +70,7 @@ def reference_maps(model: nn.Module, tokenizer: Any, images: torch.Tensor, promp
     phrasings). ``layer``: the tower's module path, or ``auto`` (RN: the last stage; ViT: the last
     block). ``image_ids`` key each image's samples (default: its position), so an image's maps do not
     depend on its batch. ``scale_by_norm``: our ‖v‖-scaled samples (PARIC-norm) instead of PARIC's.
-``gamma``: how the GGD's gamma variate is drawn (``maps.gamma``: ``rejection`` or ``inverse``).
+    ``gamma``: how the GGD's gamma variate is drawn (``maps.gamma``: ``rejection`` or ``inverse``).
 
     Returns tensors in [0, 1] on the tower's grid: ``gals`` (B, h, w); with samples also ``samples``
     (B, k, h, w), ``mean``, ``median`` (B, h, w) and the per-pixel spread ``std``.

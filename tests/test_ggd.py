@@ -151,3 +151,12 @@ def test_rejection_rows_depend_only_on_seed_key_and_row():
     many = sample_ggd(mu, alpha, beta, torch.from_numpy(sample_uniforms(0, "img", 32, 8, w)).float(), "rejection")
     few = sample_ggd(mu, alpha, beta, torch.from_numpy(sample_uniforms(0, "img", 5, 8, w)).float(), "rejection")
     torch.testing.assert_close(many[:5], few, rtol=0, atol=0)
+
+
+def test_the_library_default_draw_is_the_configs():
+    """``paric.reference_maps`` and the samplers draw as ``maps.gamma``'s default does (config stays torch-free,
+    so the two are written twice; this keeps them one)."""
+    from paric.config.schema import MapsConfig
+    from paric.vlm.ggd import DEFAULT_GAMMA_DRAW
+
+    assert MapsConfig.model_fields["gamma"].default == DEFAULT_GAMMA_DRAW

@@ -25,7 +25,7 @@ from paric.attention.gradcam import (
 )
 from paric.vlm.adapters import AdapterPair
 from paric.vlm.factory import VLM
-from paric.vlm.ggd import gamma_draw, sample_ggd, sample_uniforms
+from paric.vlm.ggd import DEFAULT_GAMMA_DRAW, gamma_draw, sample_ggd, sample_uniforms
 
 
 @dataclass
@@ -130,7 +130,7 @@ class GGDSampler:
     on (seed, image_id or prompt, k) only."""
 
     def __init__(self, adapters: AdapterPair, K: int, seed: int, scale_by_norm: bool = False,
-                 gamma: str = "rejection") -> None:
+                 gamma: str = DEFAULT_GAMMA_DRAW) -> None:
         if K < 1:
             raise ValueError(f"sampled maps need K >= 1, got K={K}")
         self.adapters, self.n_scores, self.seed = adapters, K, seed
@@ -303,7 +303,7 @@ class ReferenceMapper:
         seed: int = 0,
         layer: str = "auto",
         vjp: Literal["batched", "looped"] = "batched",
-        gamma: str = "rejection",
+        gamma: str = DEFAULT_GAMMA_DRAW,
     ):
         if adapters is None and K > 0:
             raise ValueError("K > 0 sampled maps need the probabilistic adapters")

@@ -150,6 +150,10 @@ GAMMA_DRAWS: dict[str, GammaDraw] = {
 }
 
 
+#: the draw GGDSampler, ReferenceMapper and paric.reference_maps use unless told (``maps.gamma``'s default)
+DEFAULT_GAMMA_DRAW = "rejection"
+
+
 def gamma_draw(name: str) -> GammaDraw:
     if name not in GAMMA_DRAWS:
         raise ValueError(f"maps.gamma: unknown '{name}', expected one of {sorted(GAMMA_DRAWS)}")
