@@ -169,10 +169,11 @@ def test_a_two_stage_method_sweeps_in_the_plain_loop_and_its_best_trial_keeps_th
     assert plain["jtt_errors"] == adopted["jtt_errors"] and plain["worst_group_acc"] == adopted["worst_group_acc"]
 
 
-def test_a_checkpoint_goes_only_once_the_snapshot_on_disk_is_newer_than_the_next(tmp_path):
+def test_a_checkpoint_goes_only_once_the_kept_snapshot_is_newer_than_the_next(tmp_path):
     """A snapshot taken in step s names, of each trial, the last checkpoint registered in a step ≤ s: the
-    checkpoints before the last one of a step < s can go, nothing else (and nothing without a snapshot)."""
-    from paric.stages.trial_checkpoints import PruneCheckpoints, snapshot_step, stale_checkpoints
+    checkpoints before the last one of a step < s can go, nothing else (and nothing without a kept snapshot)."""
+    from paric.stages.sweep_snapshot import keep_snapshot, kept_step
+    from paric.stages.trial_checkpoints import stale_checkpoints
 
     kept = [(3, Path("c0")), (5, Path("c1")), (5, Path("c2")), (9, Path("c3"))]
     assert stale_checkpoints(kept, 3) == 0  # a step-3 snapshot may predate c0's registration in step 3
@@ -180,15 +181,47 @@ def test_a_checkpoint_goes_only_once_the_snapshot_on_disk_is_newer_than_the_next
     assert stale_checkpoints(kept, 6) == 2  # it names c2 (or later): c0, c1 can go
     assert stale_checkpoints(kept, 9) == 2  # c3 was registered in step 9 too: c2 stays
     assert stale_checkpoints(kept, 10) == 3
-    prune = PruneCheckpoints(str(tmp_path))  # its cached read follows the file
-    assert snapshot_step(tmp_path) is None and prune._snapshot_step() is None
-    (tmp_path / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"runner_data": {"_iteration": 7}}))
-    assert prune._snapshot_step() == 7
-    (tmp_path / "experiment_state-2026-01-02_00-00-00.json").write_text('{"runner_data": {"_iter')  # being written
-    assert snapshot_step(tmp_path) is None  # Tune would restore from the newer one: wait for it
-    assert prune._snapshot_step() is None
-    (tmp_path / "experiment_state-2026-01-02_00-00-00.json").write_text(json.dumps({"runner_data": {"_iteration": 12}}))
-    assert snapshot_step(tmp_path) == 12 and prune._snapshot_step() == 12
+    exp, staging = tmp_path / "_tune" / "m", tmp_path / "staging"
+    exp.mkdir(parents=True)
+    staging.mkdir()
+    assert kept_step(exp) is None
+    (staging / "experiment_state-2026-01-01_00-00-00.json").write_text('{"runner_data": {"_iter')  # being written
+    assert keep_snapshot(staging, exp) is None and kept_step(exp) is None
+    (staging / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"runner_data": {"_iteration": 7}}))
+    assert keep_snapshot(staging, exp) == 7 and kept_step(exp) == 7
+    (staging / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"runner_data": {"_iteration": 12}}))
+    assert keep_snapshot(staging, exp) == 12 and kept_step(exp) == 12
+    assert len(list((tmp_path / "_tune" / "snapshots").iterdir())) == 1  # the older copy went
+
+
+def test_a_resume_installs_the_kept_snapshot_over_a_cut_off_one(tmp_path):
+    """Tune writes its snapshot in place (staging, then a copy into the experiment directory): a kill
+    mid-write left a cut-off ``experiment_state`` that ``Tuner.restore`` could not parse (CI, 2026-12-06).
+    The resume installs the kept copy, whole and of one snapshot, and moves a later session's files aside."""
+    from paric.stages.sweep_snapshot import install_kept_snapshot, keep_snapshot, snapshot_step
+
+    exp, staging = tmp_path / "_tune" / "m", tmp_path / "staging"
+    exp.mkdir(parents=True)
+    staging.mkdir()
+    state = {"runner_data": {"_iteration": 5}, "trial_data": [["{}", "{}"]]}
+    (staging / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps(state))
+    (staging / "searcher-state-2026-01-01_00-00-00.pkl").write_bytes(b"searcher at 5")
+    (staging / ".1234-tmp-searcher-state-2026-01-01_00-00-00.pkl").write_bytes(b"half")  # Tune's temp: not kept
+    assert install_kept_snapshot(exp) is None  # nothing kept yet: nothing changes
+    assert keep_snapshot(staging, exp) == 5
+    text = json.dumps({**state, "runner_data": {"_iteration": 6}})
+    (exp / "experiment_state-2026-01-01_00-00-00.json").write_text(text[: len(text) // 2])  # the copy, cut off
+    (exp / "searcher-state-2026-01-01_00-00-00.pkl").write_bytes(b"searcher at 6")
+    (exp / "experiment_state-2026-01-02_00-00-00.json").write_text("")  # a resumed session's, cut at once
+    (exp / "tuner.pkl").write_bytes(b"tuner")
+    assert snapshot_step(exp / "experiment_state-2026-01-01_00-00-00.json") is None
+    assert install_kept_snapshot(exp) == 5
+    assert snapshot_step(sorted(exp.glob("experiment_state-*.json"))[-1]) == 5  # what Tune restores now
+    assert (exp / "searcher-state-2026-01-01_00-00-00.pkl").read_bytes() == b"searcher at 5"  # of the same snapshot
+    assert (tmp_path / "_tune" / "superseded" / "experiment_state-2026-01-02_00-00-00.json").is_file()
+    assert (exp / "tuner.pkl").read_bytes() == b"tuner"
+    assert sorted(p.name for p in exp.iterdir()) == ["experiment_state-2026-01-01_00-00-00.json",
+                                                     "searcher-state-2026-01-01_00-00-00.pkl", "tuner.pkl"]
 
 
 def test_a_finished_sweep_keeps_each_trials_last_checkpoint_and_leaves_ray_trains_alone(tmp_path):
@@ -208,6 +241,11 @@ def test_a_finished_sweep_keeps_each_trials_last_checkpoint_and_leaves_ray_train
     assert keep_last_checkpoints(tmp_path) == 0
 
 
+def _saved_epochs(trial: Path) -> int:
+    """Epochs a trial has checkpointed: its newest checkpoint's index + 1 (the older ones may be pruned)."""
+    return max((int(c.name.rsplit("_", 1)[1]) + 1 for c in trial.glob("checkpoint_*")), default=0)
+
+
 def test_killed_sweep_resumes_the_remaining_trials(precomputed):
     out, _ = precomputed
     args = [sys.executable, str(REPO / "pipelines" / "sweep.py"), "--quick", "--no-progress", "--methods", "gals",
@@ -224,8 +262,8 @@ def test_killed_sweep_resumes_the_remaining_trials(precomputed):
     try:
         while time.time() < deadline:  # kill in a later trial's epochs: one finished, one to resume mid-run
             started = sorted(tune_dir.glob("_trial_*/params.json")) if tune_dir.is_dir() else []
-            mid_run = [p.parent for p in started if (p.parent / "checkpoint_000002").is_dir()
-                       and not list(p.parent.glob("checkpoint_*/result.json"))]  # in epoch 4 or later
+            mid_run = [p.parent for p in started if _saved_epochs(p.parent) >= 3  # in epoch 4 or later
+                       and not list(p.parent.glob("checkpoint_*/result.json"))]
             if len(started) >= 2 and mid_run:
                 break
             assert proc.poll() is None, "the sweep ended before it could be killed"
@@ -236,11 +274,14 @@ def test_killed_sweep_resumes_the_remaining_trials(precomputed):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     before = {json.dumps(json.loads(p.read_text()), sort_keys=True) for p in started}
-    # the checkpoint the last snapshot names is on disk for every trial it would restore (Tune's
+    # the checkpoint the kept snapshot names is on disk for every trial it would restore (Tune's
     # num_to_keep deleted it before its snapshot caught up: CI, 2026-12-05); older ones may have gone
     from ray.tune.experiment.trial import Trial
 
-    state = json.loads(sorted(tune_dir.glob("experiment_state-*.json"))[-1].read_text())
+    from paric.stages.sweep_snapshot import kept_snapshot
+
+    _, kept = kept_snapshot(tune_dir)
+    state = json.loads(sorted(kept.glob("experiment_state-*.json"))[-1].read_text())
     named = []
     for trial_json, metadata in state["trial_data"]:
         trial = Trial.from_json_state(trial_json, stub=True)
@@ -249,6 +290,8 @@ def test_killed_sweep_resumes_the_remaining_trials(precomputed):
             named.append(Path(trial.checkpoint.path))
     assert named and all(p.is_dir() for p in named), [(p.parent.name, p.name, p.is_dir()) for p in named]
     assert not (out / "sweep" / "gals" / "best.json").exists()
+    cut = sorted(tune_dir.glob("experiment_state-*.json"))[-1]  # as a kill mid-write leaves it (CI, 2026-12-06)
+    cut.write_text(cut.read_text()[:100])
     done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming the interrupted sweep" in done.stderr

@@ -38,6 +38,7 @@ from paric.stages.train import (RESULT, STATE, TRAINING_KEYS, Reporter, Tracking
 from paric.stages.train_data import method_train_data, run_datasets
 from paric.train.loop import completed, selection_metric
 from paric.train.run import evaluate_saved, fit_plain, load_run_data, plain_trainer, save_best, split_columns
+from paric.stages.sweep_snapshot import KeepSnapshot, install_kept_snapshot, snapshots_root
 from paric.stages.trial_checkpoints import PruneCheckpoints, keep_last_checkpoints
 from paric.stages.trial_runs import ACTIVE, TrialRuns
 
@@ -93,11 +94,16 @@ def _tuner(cfg: Config, method: str, trainable, exp_dir: Path, key: str, fresh: 
     key_file = exp_dir.parent / "_tune_key.json"
     same = key_file.is_file() and json.loads(key_file.read_text()).get("key") == key
     if not fresh and same and tune.Tuner.can_restore(str(exp_dir)):
-        log.info("sweep %s: resuming the interrupted sweep in %s", method, exp_dir)
-        return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=False,
-                                  restart_errored=False)
-    if exp_dir.exists():
-        shutil.rmtree(exp_dir)
+        step = install_kept_snapshot(exp_dir)  # whole and of one snapshot, where Tune's own may be cut off
+        if step is not None:
+            log.info("sweep %s: resuming the interrupted sweep in %s from its snapshot of step %d", method, exp_dir,
+                     step)
+            return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
+                                      resume_errored=False, restart_errored=False)
+        log.warning("sweep %s: the interrupted sweep in %s kept no snapshot; starting it again", method, exp_dir)
+    for stale in (exp_dir, snapshots_root(exp_dir), exp_dir.parent / "superseded"):
+        if stale.exists():
+            shutil.rmtree(stale)
     journal = study_journal(exp_dir)
     journal.unlink(missing_ok=True)  # a fresh sweep: the study starts empty (a resumed one keeps its own)
     write_json(key_file, {"key": key})
@@ -125,7 +131,8 @@ def _tuner(cfg: Config, method: str, trainable, exp_dir: Path, key: str, fresh: 
         run_config=tune.RunConfig(name=exp_dir.name, storage_path=str(exp_dir.parent),
                                   failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
                                   # no num_to_keep: PruneCheckpoints deletes only what no resume can need
-                                  callbacks=[TrialRuns(str(exp_dir), method), PruneCheckpoints(str(exp_dir))],
+                                  callbacks=[TrialRuns(str(exp_dir), method), KeepSnapshot(str(exp_dir)),
+                                             PruneCheckpoints(str(exp_dir))],
                                   verbose=0),
     )
 
