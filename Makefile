@@ -9,7 +9,11 @@ CONFIG ?= conf/default.yaml
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q --no-compile -e '.[test]'
+	@# byte-compiled here on every core (pip compiles one file at a time: 101 s against 55 + 28 s measured), and
+	@# paric's own sources too (an editable install's are never compiled by pip, and where PYTHONDONTWRITEBYTECODE
+	@# is set no process caches them); a few vendored files that no Python 3 compiles are skipped, as pip skips them
+	$(BIN)/python -m compileall -q -q -j 0 $(VENV)/lib paric pipelines > /dev/null || true
 	touch $@
 
 # The main job: every stage (cached) on the embedded default; QUICK=1 for the smoke profile.
