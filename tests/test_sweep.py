@@ -3,6 +3,7 @@ resume after the driver is killed."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -222,6 +223,35 @@ def test_a_resume_installs_the_kept_snapshot_over_a_cut_off_one(tmp_path):
     assert (exp / "tuner.pkl").read_bytes() == b"tuner"
     assert sorted(p.name for p in exp.iterdir()) == ["experiment_state-2026-01-01_00-00-00.json",
                                                      "searcher-state-2026-01-01_00-00-00.pkl", "tuner.pkl"]
+
+
+def test_the_callback_keeps_a_copy_once_per_snapshot_and_a_failed_copy_does_not_stop_the_sweep(tmp_path, caplog):
+    """KeepSnapshot copies Tune's staging snapshot when it changed; a copy that cannot be written is logged
+    (the sweep goes on, a resume installs the older copy)."""
+    from types import SimpleNamespace
+
+    from paric.stages.sweep_snapshot import KeepSnapshot, kept_snapshot, snapshots_root
+
+    exp, staging = tmp_path / "_tune" / "m", tmp_path / "staging"
+    exp.mkdir(parents=True)
+    staging.mkdir()
+    trial = SimpleNamespace(storage=SimpleNamespace(experiment_driver_staging_path=str(staging)))
+    keep = KeepSnapshot(str(exp))
+    keep.on_step_end(iteration=1, trials=[trial])  # nothing written yet
+    assert kept_snapshot(exp) is None
+    state = staging / "experiment_state-2026-01-01_00-00-00.json"
+    state.write_text(json.dumps({"runner_data": {"_iteration": 3}}))
+    keep.on_step_end(iteration=4, trials=[trial])
+    first = kept_snapshot(exp)
+    assert first[0] == 3
+    keep.on_step_end(iteration=5, trials=[trial])  # the same snapshot: not copied again
+    assert kept_snapshot(exp) == first
+    shutil.rmtree(snapshots_root(exp))
+    snapshots_root(exp).write_text("not a directory")  # the copy cannot be written
+    state.write_text(json.dumps({"runner_data": {"_iteration": 30}}))
+    with caplog.at_level(logging.WARNING, logger="paric"):
+        keep.on_step_end(iteration=31, trials=[trial])
+    assert "could not keep a copy" in caplog.text
 
 
 def test_a_finished_sweep_keeps_each_trials_last_checkpoint_and_leaves_ray_trains_alone(tmp_path):

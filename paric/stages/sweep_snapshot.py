@@ -9,16 +9,18 @@ two snapshots: a searcher that knows a trial the experiment state does not, whos
 
 Here, right after Tune took a snapshot (``on_step_end`` follows it in the controller's thread, so the
 staging files are whole and of one snapshot), :class:`KeepSnapshot` copies them into
-``<exp_dir>/../snapshots/<step>/`` (written under a temporary name, then renamed) and drops the older
+``<exp_dir>/../snapshots/<step>-<ns>/`` (written under a temporary name, then renamed) and drops the older
 copies. A resume installs the newest copy over the experiment directory's own snapshot files
 (:func:`install_kept_snapshot`). The step is Tune's controller step the snapshot records
 (``runner_data._iteration``): :mod:`paric.stages.trial_checkpoints` deletes only checkpoints the kept
-copy can no longer name. A copy is named ``<step>-<ns>``: a resumed sweep takes its first snapshot in
-the step it restored, so two copies can share a step.
+copy can no longer name. ``<ns>`` orders copies of one step: a resumed sweep takes its first snapshot
+in the step it restored. A copy that cannot be written (a full disk) is logged, not raised: the sweep
+goes on with the older copy.
 """
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import time
@@ -27,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
+
+log = logging.getLogger("paric")
 
 #: a snapshot file of one Tune session: ``<what>-<YYYY-mm-dd_HH-MM-SS>.json|pkl``
 SESSION_FILE = re.compile(r"^[a-z_-]+-\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d\.(json|pkl)$")
@@ -121,8 +125,11 @@ class KeepSnapshot(tune.Callback):
         states = sorted(staging.glob(EXPERIMENT_STATE))
         if not states:
             return
-        st = states[-1].stat()
-        seen = (states[-1].name, st.st_mtime_ns, st.st_size)
-        if seen != self._seen:
-            self._seen = seen
-            keep_snapshot(staging, Path(self.exp_dir))
+        try:
+            st = states[-1].stat()
+            seen = (states[-1].name, st.st_mtime_ns, st.st_size)
+            if seen != self._seen:
+                self._seen = seen
+                keep_snapshot(staging, Path(self.exp_dir))
+        except OSError as e:  # a resume then installs the older copy
+            log.warning("sweep: could not keep a copy of Tune's snapshot in %s: %s", snapshots_root(self.exp_dir), e)
