@@ -137,6 +137,10 @@ class PretrainConfig(_Section):
         "measured on the default: cheaper, but its maps localise worse, docs/known-gaps.md)"))
     low_res_scale: float = Field(0.5, gt=0, lt=1, json_schema_extra={KEYED_WHEN_SET: True},
                                  description="the image scale of the low_res_epochs")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", json_schema_extra={KEYED_WHEN_SET: True}, description=(
+            "bf16: the towers' forward passes under bfloat16 autocast (weights, optimiser and loss in float32); "
+            "about 1.9x faster on a CPU with AVX512_BF16, emulated (slower) without it; paric.precision"))
 
     @model_validator(mode="after")
     def _low_res_within(self) -> "PretrainConfig":
@@ -186,6 +190,9 @@ class VLMConfig(_Section):
             raise ValueError("prompts must not be empty")
         if "{}" not in self.class_template:
             raise ValueError("class_template must contain '{}'")
+        if self.family == "prolip" and self.pretrain.precision != "fp32":
+            raise ValueError(f"pretrain.precision={self.pretrain.precision}: ProLIP's pretraining (its variances "
+                             "and losses) runs in fp32 only")
         return self
 
 
@@ -425,6 +432,11 @@ class TrainConfig(_Section):
     max_failures: int = Field(2, ge=0)
     max_concurrent: int = Field(2, ge=1, description="(method, seed) runs at once on Ray Train; each worker "
                                 "holds one CPU (or GPU), so 2 fills a 2-core laptop")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", json_schema_extra={KEYED_WHEN_SET: True}, description=(
+            "bf16: the classifier's training forward passes under bfloat16 autocast (weights, optimiser, loss, "
+            "regulariser and evaluation in float32), for methods whose regulariser reads neither features nor "
+            "input gradients; about 1.4x faster on a CPU with AVX512_BF16; paric.precision"))
 
     @model_validator(mode="before")
     @classmethod
@@ -623,7 +635,7 @@ class Config(_Section):
 
     def section_hash(self, *sections: str) -> str:
         """Stable hash of some config sections: the cache key of a stage."""
-        blob = json.dumps({s: _dump(self, s) for s in sections}, sort_keys=True)
+        blob = json.dumps({s: _dump(self, s) for s in sections if not _unset(self, s)}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -680,6 +692,18 @@ def _key_dump(obj: Any, cfg: Config) -> Any:
                      else obj.model_dump(mode="json", include={name})[name])
     form = getattr(obj, "_key_form", None)
     return form(out, cfg) if form is not None else out
+
+
+def _unset(cfg: Config, dotted: str) -> bool:
+    """Whether ``dotted`` is a :data:`KEYED_WHEN_SET` leaf holding its default: left out of a stage key
+    that names it, so adding such an option keeps every existing key."""
+    *parents, leaf = dotted.split(".")
+    obj: Any = cfg
+    for part in parents:
+        obj = getattr(obj, part)
+    field = type(obj).model_fields.get(leaf) if isinstance(obj, BaseModel) else None
+    extra = field.json_schema_extra if field is not None and isinstance(field.json_schema_extra, dict) else {}
+    return bool(extra.get(KEYED_WHEN_SET)) and getattr(obj, leaf) == field.default
 
 
 def _dump(cfg: Config, dotted: str) -> Any:

@@ -58,6 +58,10 @@ def check_pipeline_config(cfg: Config) -> None:
                              f"which train.compare {cfg.train.compare} does not train")
         if cfg.method(m).posthoc != "none" and cfg.method(base).posthoc != "none":
             raise ValueError(f"train.methods.{m}: base '{base}' must be a trained method, not another post-hoc one")
+        if cfg.train.precision != "fp32":
+            from paric.train.loop import check_precision
+
+            check_precision(cfg.train.precision, m, cfg.method(m).regularizer)
         if cfg.method(m).two_stage != "none" and cfg.train.num_workers > 0:
             raise ValueError(f"train.methods.{m}: two-stage method '{cfg.method(m).two_stage}' runs in the plain loop "
                              f"only (train.num_workers=0), got train.num_workers={cfg.train.num_workers}")

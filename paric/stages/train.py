@@ -233,7 +233,8 @@ def open_live_run(cfg: Config, method: str, seed: int, tracking: Tracking | None
 #: the config keys a trained model depends on (besides its method and the map store); not the seed
 #: list, the methods compared or how many runs go at once
 TRAINING_KEYS = ("classifier", "train.epochs", "train.patience", "train.batch_size", "train.optimizer", "train.lr",
-                 "train.head_lr", "train.momentum", "train.weight_decay", "train.warmup_epochs", "train.flip")
+                 "train.head_lr", "train.momentum", "train.weight_decay", "train.warmup_epochs", "train.flip",
+                 "train.precision")  # keyed only when not fp32
 
 
 def upstream_key(cfg: Config, columns: list[str]) -> str:

@@ -23,6 +23,7 @@ from paric.config import Config, MethodConfig, TrainConfig
 from paric.eval.groups import group_metrics
 from paric.models.cam import forward_with_features
 from paric.models.classifier import Classifier, build_classifier
+from paric.precision import float_forward
 from paric.regularizers import REGULARIZERS, RunContext, StepInputs, build_reference, build_regularizer, total
 from paric.schedule import warmup_cosine
 from paric.train.data import prepare
@@ -59,6 +60,9 @@ class Trainer:
             self.load_backbone(backbone)
         self.model.to(self.device)
         self.forward_model = wrap(self.model) if wrap else self.model  # e.g. DDP; hooks use self.model
+        if cfg.train.precision != "fp32":
+            check_precision(cfg.train.precision, method_name, self.method.regularizer)
+            self.forward_model = float_forward(self.forward_model, cfg.train.precision)
         self.regularizer = build_regularizer(self.method, self._context(context)).to(self.device)
         own = list(self.regularizer.parameters())  # a regulariser's own parameters train with the model
         self.forward_reg = wrap(self.regularizer) if wrap and own else self.regularizer
@@ -255,6 +259,16 @@ class Trainer:
             self.best = {"score": out[key], "epoch": self.epoch, "metrics": out,
                          "state": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}
         return out
+
+
+def check_precision(precision: str, method_name: str, regularizer: str) -> None:
+    """``train.precision`` other than fp32 runs the forward passes under autocast and hands float32 logits
+    on: a regulariser that reads features or input gradients (or brings its own architecture) would
+    compute on lower-precision graphs, so it is refused."""
+    spec = REGULARIZERS.get(regularizer)
+    if spec.needs_features or spec.needs_input_grad or spec.architecture != "plain":
+        raise ValueError(f"train.precision={precision}: method '{method_name}' uses regularizer '{regularizer}', "
+                         "which reads features, input gradients or its own architecture; only fp32 trains it")
 
 
 def selection_metric(m: MethodConfig) -> str:

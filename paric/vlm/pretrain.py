@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from paric.config import PretrainConfig
 from paric.io import atomic_path
+from paric.precision import autocast
 from paric.schedule import warmup_cosine
 from paric.vlm.factory import VLM, build_model, normalise_images
 
@@ -41,8 +42,9 @@ def pretrain_clip(
     loss_fn = ClipLoss()
 
     def step(x: torch.Tensor, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        img_f = model.encode_image(x, normalize=True)
-        txt_f = model.encode_text(tokens[idx], normalize=True)
+        with autocast(cfg.precision):  # the towers only: the loss in float32 (vlm.pretrain.precision)
+            img_f = model.encode_image(x, normalize=True).float()
+            txt_f = model.encode_text(tokens[idx], normalize=True).float()
         return {"loss": loss_fn(img_f, txt_f, model.logit_scale.exp())}
 
     return contrastive_pretrain(model, name, images, step, cfg, seed, out_path, progress)
@@ -108,6 +110,7 @@ def contrastive_pretrain(model: torch.nn.Module, name: str, images: torch.Tensor
         "pairs": n,
         "epochs": cfg.epochs,
         "low_res_epochs": cfg.low_res_epochs,
+        "precision": cfg.precision,
     }
     stats.update({f"final_{k}": float(np.mean(v[-20:])) for k, v in parts.items()})
     with atomic_path(out_path) as tmp:
