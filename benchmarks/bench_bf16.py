@@ -6,9 +6,9 @@ gets it), in float32 and under ``torch.autocast("cpu", torch.bfloat16)``, interl
     vlm_fp32_s=<s> vlm_bf16_s=<s> vlm_ratio=<bf16 / fp32>
     swap_fp32_ms=<ms> swap_bf16_ms=<ms> swap_ratio=<bf16 / fp32>
 
-Why a benchmark and not an option yet: the two stages are 90 % of the default run's compute, and a CPU with
-native bfloat16 (AVX512_BF16, AMX) runs its convolutions far faster; one without it emulates them. The
-trained numbers would change (a re-measured table), so the ratio says whether that is worth it.
+Why: the two stages are 90 % of the default run's compute, and a CPU with native bfloat16 (AVX512_BF16,
+AMX) runs its convolutions far faster; one without it emulates them. ``vlm.pretrain.precision`` and
+``train.precision`` (``paric.precision``) apply it; the trained numbers change (docs/results.md).
 
     python benchmarks/bench_bf16.py [--steps 5]
 """
