@@ -68,14 +68,16 @@ def test_section_hash_changes_only_with_its_section():
 
 
 def test_an_option_added_later_keys_its_stage_only_when_set():
-    """``vlm.pretrain.low_res_epochs`` joined the pretraining section after VLMs were cached: at its
-    default the section's key is the one it had without the field, so those outputs stay cached."""
+    """``vlm.pretrain.low_res_epochs`` and ``precision`` joined the pretraining section after VLMs were cached:
+    at their defaults the section's key is the one it had without the fields, so those outputs stay cached."""
     a = load_config(None)
+    later = ("low_res_epochs", "low_res_scale", "precision")
     before = hashlib.sha256(json.dumps({"vlm.pretrain": {k: v for k, v in a.vlm.pretrain.model_dump(mode="json").items()
-                                                         if not k.startswith("low_res")}},
+                                                         if k not in later}},
                                        sort_keys=True).encode()).hexdigest()[:16]
     assert a.section_hash("vlm.pretrain") == before
     assert load_config(None, ["vlm.pretrain.low_res_epochs=1"]).section_hash("vlm.pretrain") != before
+    assert load_config(None, ["vlm.pretrain.precision=bf16"]).section_hash("vlm.pretrain") != before
     with pytest.raises(ConfigError, match="low_res_epochs=4 exceeds epochs=3"):
         load_config(None, ["vlm.pretrain.low_res_epochs=4"])
 
