@@ -36,6 +36,7 @@ from paric.stages.sweep import adopt_best_trial, apply_best, sweep_stage
 from paric.stages.compare import compare_stage
 from paric.stages.train import Tracking
 from paric.stages.train_data import run_datasets
+from paric.train.loop import check_precision
 from paric.tracking import (OUTPUT_TAG, close_stale_runs, ensure_experiment, log_artifact, log_metrics, start_run,
                             tracking_uri)
 from paric.vlm.families import VLM_FAMILIES
@@ -58,10 +59,7 @@ def check_pipeline_config(cfg: Config) -> None:
                              f"which train.compare {cfg.train.compare} does not train")
         if cfg.method(m).posthoc != "none" and cfg.method(base).posthoc != "none":
             raise ValueError(f"train.methods.{m}: base '{base}' must be a trained method, not another post-hoc one")
-        if cfg.train.precision != "fp32":
-            from paric.train.loop import check_precision
-
-            check_precision(cfg.train.precision, m, cfg.method(m).regularizer)
+        check_precision(cfg.train.precision, m, cfg.method(m).regularizer)
         if cfg.method(m).two_stage != "none" and cfg.train.num_workers > 0:
             raise ValueError(f"train.methods.{m}: two-stage method '{cfg.method(m).two_stage}' runs in the plain loop "
                              f"only (train.num_workers=0), got train.num_workers={cfg.train.num_workers}")

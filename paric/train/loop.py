@@ -60,9 +60,8 @@ class Trainer:
             self.load_backbone(backbone)
         self.model.to(self.device)
         self.forward_model = wrap(self.model) if wrap else self.model  # e.g. DDP; hooks use self.model
-        if cfg.train.precision != "fp32":
-            check_precision(cfg.train.precision, method_name, self.method.regularizer)
-            self.forward_model = float_forward(self.forward_model, cfg.train.precision)
+        check_precision(cfg.train.precision, method_name, self.method.regularizer)
+        self.forward_model = float_forward(self.forward_model, cfg.train.precision)  # itself for fp32
         self.regularizer = build_regularizer(self.method, self._context(context)).to(self.device)
         own = list(self.regularizer.parameters())  # a regulariser's own parameters train with the model
         self.forward_reg = wrap(self.regularizer) if wrap and own else self.regularizer
@@ -264,7 +263,9 @@ class Trainer:
 def check_precision(precision: str, method_name: str, regularizer: str) -> None:
     """``train.precision`` other than fp32 runs the forward passes under autocast and hands float32 logits
     on: a regulariser that reads features or input gradients (or brings its own architecture) would
-    compute on lower-precision graphs, so it is refused."""
+    compute on lower-precision graphs, so it is refused. fp32 accepts every regulariser."""
+    if precision == "fp32":
+        return
     spec = REGULARIZERS.get(regularizer)
     if spec.needs_features or spec.needs_input_grad or spec.architecture != "plain":
         raise ValueError(f"train.precision={precision}: method '{method_name}' uses regularizer '{regularizer}', "
