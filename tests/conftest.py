@@ -59,9 +59,12 @@ def ray_cluster():
         before = os.environ.pop("RAY_TMPDIR", None)
         own_temp_dir()
         try:
-            # the dashboard is on: without it Train V2 leaks the placement groups of finished Tune trials
+            # the dashboard is on: without it Train V2 leaks the placement groups of finished Tune trials.
+            # Up to 6 idle workers are kept (Ray's default: num_cpus, counting live actors), so a test's runs
+            # reuse the workers earlier tests started, torch and paric imported, instead of each new test
+            # paying ~6 s of imports per worker while a maps stage's actors hold the count
             ray.init(address="local", num_cpus=2, object_store_memory=512 * 1024 * 1024, include_dashboard=True,
-                     log_to_driver=False)
+                     log_to_driver=False, _system_config={"num_workers_soft_limit": 6})
             advertise_local_cluster()
         finally:
             if before is None:

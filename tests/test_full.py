@@ -85,7 +85,7 @@ def _submit(dash: int, out: Path) -> subprocess.CompletedProcess:
     return done
 
 
-def test_job_submit_quick_pipeline_then_cached_rerun(ray_head, tmp_path, capsys):
+def test_job_submit_quick_pipeline_then_cached_rerun(ray_head, ray_cluster, tmp_path, capsys):
     out = tmp_path / "out"
     first = _submit(ray_head, out)
     assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
@@ -145,17 +145,17 @@ def test_job_submit_quick_pipeline_then_cached_rerun(ray_head, tmp_path, capsys)
     assert all(s["state"] == "skipped (cached)" for s in stages), stages
     assert "skipped (cached)" in second.stdout + second.stderr
 
-    # the same output, started plainly: --force report redoes the report and nothing else
-    plain = [sys.executable, "pipelines/full.py", "--quick", "--no-progress", f"run.output_dir={out}"]
-    again = subprocess.run([*plain, "--force", "report"], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr[-3000:]
+    # the same output, started plainly (pipelines/full.py's main, in this process: a fresh interpreter and
+    # cluster would cost ~10 s more): --force report redoes the report and nothing else
+    from paric.commands.run import main  # what pipelines/full.py runs
+
+    assert main(["--quick", "--no-progress", f"run.output_dir={out}", "--force", "report"]) == 0
     states = {s["stage"]: s["state"] for s in json.loads((out / "pipeline_summary.json").read_text())["stages"]}
     assert states.pop("report") == "done"
     assert set(states.values()) == {"skipped (cached)"}, states
     # each finished invocation recorded its config; the last one is the resolved config beside the outputs
     assert len(list((out / "invocations").glob("*.yaml"))) == 3 and (out / ".paric.lock").is_file()
     assert "name: quick" in (out / "config.resolved.yaml").read_text()
-    from paric.commands.run import main  # what pipelines/full.py runs: a bad --force exits 2 before any stage
-
+    capsys.readouterr()  # a bad --force exits 2 before any stage
     assert main(["--quick", "--no-progress", f"run.output_dir={out}", "--force", "everything"]) == 2
     assert "unknown stage(s) ['everything']" in capsys.readouterr().err

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -112,20 +110,6 @@ def test_flip_moves_image_map_and_mask_together():
     assert float(out["map_samples"][0, :, :, -1].min()) == 1.0
 
 
-def test_ray_train_stage_writes_results_and_caches(tiny, caplog):
-    cfg, backbone = tiny
-    cfg, backbone = tiny
-    ray_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"num_workers": 1})})
-    result = train_stage(ray_cfg, ray_cfg.data_root(), "oracle_mask", 0, backbone)
-    assert METRICS <= set(result)
-    assert 0.0 <= result["worst_group_acc"] <= result["mean_group_acc"] <= 1.0
-    saved = json.loads((cfg.output_path("train", "oracle_mask", "seed0", "result.json")).read_text())
-    assert saved["acc"] == result["acc"]
-    with caplog.at_level("INFO", logger="paric"):
-        train_stage(ray_cfg, ray_cfg.data_root(), "oracle_mask", 0, backbone)
-    assert "skipped (cached)" in caplog.text
-
-
 def test_an_evaluation_change_tests_the_stored_weights_again_without_training(tiny, caplog):
     """Only ``eval.*`` changed: the run's best weights are tested again (seconds), not retrained; a
     training change still retrains."""
@@ -201,13 +185,17 @@ def test_killed_worker_resumes_from_last_checkpoint(tiny, tmp_path):
     assert [h["epoch"] for h in result["history"]] == list(range(1, 13))
 
 
-def test_group_balanced_sampling_runs_under_ray_train_and_logs_curves_from_rank_0(tiny, tmp_path):
-    """The Ray Train path reads its shard once and draws group-balanced epochs from it (issue 28 item 2),
-    and rank 0 logs each epoch's metrics to the run's MLflow run as the epoch ends (issue 30 item 5)."""
+def test_a_ray_train_run_samples_group_balanced_logs_from_rank_0_writes_its_result_and_caches(tiny, tmp_path, caplog):
+    """One TorchTrainer run (each costs ~15 s of start-up and tear-down here, so one run serves four checks):
+    the Ray Train path reads its shard once and draws group-balanced epochs from it (issue 28 item 2); rank 0
+    logs each epoch's metrics to the run's MLflow run as the epoch ends (issue 30 item 5); the stage writes
+    its result and a second call finds it cached."""
     import functools
 
     from mlflow.tracking import MlflowClient
 
+    from paric.data import WaterbirdsDataset
+    from paric.stages.train import fit_run, store_result
     from paric.tracking import ensure_experiment, log_epoch, start_run_id
 
     cfg, backbone = tiny
@@ -215,16 +203,22 @@ def test_group_balanced_sampling_runs_under_ray_train_and_logs_curves_from_rank_
     ray_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update=two)})
     uri = f"sqlite:///{tmp_path / 'live.db'}"
     rid = start_run_id(uri, ensure_experiment(uri, "live"), "group_dro seed0")
-    result = run_on_ray(ray_cfg, ray_cfg.data_root(), "group_dro", 0, backbone, tmp_path / "dro-s0",
-                        on_epoch=functools.partial(log_epoch, uri, rid))
+    # what train_stage does for a run it has to train (fit_run, then store_result), with the live curves
+    result = fit_run(ray_cfg, ray_cfg.data_root(), "group_dro", 0, backbone, on_epoch=functools.partial(log_epoch, uri, rid))
+    store_result(ray_cfg, "group_dro", 0, result, None)
     steps = [h.step for h in MlflowClient(uri).get_metric_history(rid, "val_balanced_acc")]
     assert sorted(steps) == [1, 2]  # once per epoch, from rank 0 only
     assert [h["epoch"] for h in result["history"]] == [1, 2]
-    assert result["selection"] == "val_worst_group_acc" and 0.0 <= result["worst_group_acc"] <= 1.0
-    from paric.data import WaterbirdsDataset
-
+    assert METRICS <= set(result)
+    assert result["selection"] == "val_worst_group_acc"
+    assert 0.0 <= result["worst_group_acc"] <= result["mean_group_acc"] <= 1.0
     n_train = len(WaterbirdsDataset(ray_cfg.data_root(), "train", with_masks=False).rows)
     assert all(h["train_images"] == n_train for h in result["history"])  # n draws per epoch, as the split
+    saved = json.loads((ray_cfg.output_path("train", "group_dro", "seed0", "result.json")).read_text())
+    assert saved["acc"] == result["acc"] and ray_cfg.output_path("train", "group_dro", "seed0", "model.pt").is_file()
+    with caplog.at_level("INFO", logger="paric"):
+        again = train_stage(ray_cfg, ray_cfg.data_root(), "group_dro", 0, backbone)
+    assert "skipped (cached)" in caplog.text and again["acc"] == result["acc"]
 
 
 def test_cli_rejects_unknown_method_and_typo(capsys):
@@ -235,16 +229,20 @@ def test_cli_rejects_unknown_method_and_typo(capsys):
         assert "config error" in capsys.readouterr().err
 
 
-def test_cli_trains_compares_and_tracks_in_mlflow(tiny, tiny_overrides):
+def test_cli_trains_compares_and_tracks_in_mlflow(tiny, tiny_overrides, monkeypatch, capsys, caplog):
+    """``pipelines/train.py``'s ``main`` in this process (its script is that function:
+    ``test_cli.test_every_pipeline_script_is_its_paric_command``), so its runs go to the session's warm
+    cluster instead of a fresh one."""
     from mlflow.tracking import MlflowClient
+
+    from paric.commands.train import main
 
     cfg, _ = tiny
     args = [*tiny_overrides, *TRAIN, f"run.output_dir={cfg.run.output_dir}", "train.epochs=1"]
-    proc = subprocess.run([sys.executable, str(REPO / "pipelines" / "train.py"), "--no-progress", "--methods",
-                           "vanilla,gals", "--seeds", "0,1", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=600, env={**__import__("os").environ, "MLFLOW_TRACKING_URI": ""})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "| gals |" in proc.stdout and "skipped (cached)" in proc.stderr
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+    with caplog.at_level("INFO", logger="paric"):
+        assert main(["--no-progress", "--methods", "vanilla,gals", "--seeds", "0,1", *args]) == 0
+    assert "| gals |" in capsys.readouterr().out and "skipped (cached)" in caplog.text
     summary = json.loads((cfg.layout.train() / "summary.json").read_text())
     assert len(summary["methods"]["gals"]["worst_group_acc"]["runs"]) == 2
     results = json.loads(cfg.output_path("report", "results.json").read_text())

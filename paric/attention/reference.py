@@ -25,7 +25,7 @@ from paric.attention.gradcam import (
 )
 from paric.vlm.adapters import AdapterPair
 from paric.vlm.factory import VLM
-from paric.vlm.ggd import DEFAULT_GAMMA_DRAW, gamma_draw, sample_ggd, sample_uniforms
+from paric.vlm.ggd import DEFAULT_GAMMA_DRAW, gamma_draw, keyed_uniforms, sample_ggd, sample_uniforms
 
 
 @dataclass
@@ -153,10 +153,8 @@ class GGDSampler:
 
     def image_uniforms(self, image_ids: list[str], d: int) -> torch.Tensor:
         """(B, K, d, width) uniforms for the image samples, keyed by (seed, image_id)."""
-        return torch.from_numpy(
-            np.stack([sample_uniforms(self.seed, f"image\x1f{i}", self.n_scores, d, self.draw.width, self.draw.dtype)
-                      for i in image_ids])
-        ).float()
+        return torch.from_numpy(keyed_uniforms(self.seed, [f"image\x1f{i}" for i in image_ids], self.n_scores, d,
+                                               self.draw.width, self.draw.dtype)).float()
 
     def scores(self, emb: ImageEmbedding, image_ids: list[str]) -> torch.Tensor:
         v = emb.v

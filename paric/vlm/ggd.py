@@ -46,10 +46,36 @@ def sample_uniforms(seed: int, key: str, k: int, dim: int, width: int = 2,
     element and their precision (a :class:`GammaDraw`'s; they set the stream's layout, so another
     width or dtype gives other values).
     """
+    out = np.empty((k, dim, width), dtype=dtype)
+    _fill_uniforms(seed, key, out)
+    return out
+
+
+def _fill_uniforms(seed: int, key: str, out: np.ndarray) -> None:
+    """:func:`sample_uniforms` written into ``out`` (its shape and dtype give k, dim, width and dtype)."""
     digest = hashlib.blake2b(f"{seed}\x1f{key}".encode(), digest_size=16).digest()
     gen = np.random.Generator(np.random.Philox(key=int.from_bytes(digest, "little")))
-    u = gen.random((k, dim, width), dtype=dtype)
-    return np.clip(u, 1e-12, 1.0 - 1e-12)
+    gen.random(out.shape, dtype=out.dtype, out=out)
+    np.clip(out, 1e-12, 1.0 - 1e-12, out=out)
+
+
+def keyed_uniforms(seed: int, keys: list[str], k: int, dim: int, width: int = 2,
+                   dtype: type[np.floating] = np.float64) -> np.ndarray:
+    """``np.stack([sample_uniforms(seed, key, k, dim, width, dtype) for key in keys])``, the same values,
+    filled in place by torch's intra-op thread count.
+
+    Why: a batch of 64 images at K = 32, d = 128 is 1.6 M uniforms, ~7 ms of one thread on the default
+    tower's sampled maps; numpy's generators fill without the GIL, so threads share the keys.
+    """
+    out = np.empty((len(keys), k, dim, width), dtype=dtype)
+    threads = max(1, min(torch.get_num_threads(), len(keys)))
+    if threads == 1:
+        for row, key in zip(out, keys):
+            _fill_uniforms(seed, key, row)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda i: _fill_uniforms(seed, keys[i], out[i]), range(len(keys))))
+    return out
 
 
 def inverse_gamma_cdf(conc: np.ndarray, u: np.ndarray, min_chunk: int = 8192) -> np.ndarray:
