@@ -160,3 +160,24 @@ def test_the_library_default_draw_is_the_configs():
     from paric.vlm.ggd import DEFAULT_GAMMA_DRAW
 
     assert MapsConfig.model_fields["gamma"].default == DEFAULT_GAMMA_DRAW
+
+
+def test_threaded_helpers_give_the_serial_values_bit_for_bit():
+    """The keyed uniforms and dG/dconc are split over threads (issue 31) without changing a value:
+    against ``np.stack`` of :func:`sample_uniforms` and torch's own serial ``_standard_gamma_grad``,
+    with chunks small enough that both threads take part, and at one thread."""
+    from paric.vlm.ggd import keyed_uniforms, standard_gamma_grad
+
+    keys = [f"image\x1fimg{i}" for i in range(5)]
+    serial = np.stack([sample_uniforms(3, k, 4, 7, 6, np.float32) for k in keys])
+    torch.manual_seed(0)
+    conc = torch.rand(3, 4, 1000) * 4 + 0.1
+    g = torch._standard_gamma(conc)
+    threads = torch.get_num_threads()
+    try:
+        for n in (2, 1):
+            torch.set_num_threads(n)
+            assert np.array_equal(keyed_uniforms(3, keys, 4, 7, 6, np.float32), serial)
+            assert torch.equal(standard_gamma_grad(conc, g, min_chunk=100), torch._standard_gamma_grad(conc, g))
+    finally:
+        torch.set_num_threads(threads)
