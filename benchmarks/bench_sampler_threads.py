@@ -20,10 +20,7 @@ import torch
 
 import paric.attention.reference as reference
 import paric.vlm.ggd as ggd
-from paric.attention.reference import ReferenceMapper
-from paric.config import AdapterConfig
-from paric.vlm.adapters import build_adapters
-from paric.vlm.factory import load_vlm
+from timing import mappers  # benchmarks/timing.py
 
 THREADED = {"gamma_grad": ggd.standard_gamma_grad, "uniforms": reference.keyed_uniforms}
 SERIAL = {
@@ -50,13 +47,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=20)
     args = ap.parse_args()
-    torch.manual_seed(0)
-    vlm = load_vlm(args.tower)
-    adapters = build_adapters(vlm.encode_text(["x"]).shape[1], AdapterConfig()).eval()
-    x = torch.randn(args.batch, 3, vlm.image_size, vlm.image_size)
-    ids = [f"img{i}" for i in range(args.batch)]
-    det = ReferenceMapper(vlm, ["a photo of a bird"])
-    sampled = ReferenceMapper(vlm, ["a photo of a bird"], adapters, K=args.K)
+    det, sampled, x, ids = mappers(args.tower, args.K, args.batch)
     det(x, ids), sampled(x, ids)  # warm-up
     t: dict[str, list[float]] = {"det": [], "threaded": [], "serial": []}
     for r in range(args.rounds):

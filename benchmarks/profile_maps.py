@@ -15,10 +15,9 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from timing import mappers  # benchmarks/timing.py
+
 from paric.attention.reference import ReferenceMapper
-from paric.config import AdapterConfig
-from paric.vlm.adapters import build_adapters
-from paric.vlm.factory import load_vlm
 
 
 def per_batch(mapper: ReferenceMapper, x: torch.Tensor, ids: list[str], repeats: int = 5) -> float:
@@ -34,13 +33,7 @@ def main() -> None:
     ap.add_argument("--K", type=int, default=32)
     ap.add_argument("--batch", type=int, default=8)
     args = ap.parse_args()
-    torch.manual_seed(0)
-    vlm = load_vlm(args.tower)
-    adapters = build_adapters(vlm.encode_text(["x"]).shape[1], AdapterConfig()).eval()
-    x = torch.randn(args.batch, 3, vlm.image_size, vlm.image_size)
-    ids = [f"img{i}" for i in range(args.batch)]
-    det = ReferenceMapper(vlm, ["a photo of a bird"])
-    sampled = ReferenceMapper(vlm, ["a photo of a bird"], adapters, K=args.K)
+    det, sampled, x, ids = mappers(args.tower, args.K, args.batch)
     for _ in range(3):  # warm-up
         det(x, ids)
         sampled(x, ids)

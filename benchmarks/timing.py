@@ -32,3 +32,22 @@ def interleaved_best(fns: dict[str, Callable[[], object]], repeats: int) -> dict
             fn()
             best[name] = min(best[name], time.perf_counter() - t0)
     return best
+
+
+def mappers(tower: str, K: int, batch: int):
+    """(one-map mapper, K-sample mapper, images, ids) on ``tower`` with random weights and fresh adapters (timing
+    does not depend on the weights): what the map benchmarks compare."""
+    import torch
+
+    from paric.attention.reference import ReferenceMapper
+    from paric.config import AdapterConfig
+    from paric.vlm.adapters import build_adapters
+    from paric.vlm.factory import load_vlm
+
+    torch.manual_seed(0)
+    vlm = load_vlm(tower)
+    adapters = build_adapters(vlm.encode_text(["x"]).shape[1], AdapterConfig()).eval()
+    x = torch.randn(batch, 3, vlm.image_size, vlm.image_size)
+    ids = [f"img{i}" for i in range(batch)]
+    prompts = ["a photo of a bird"]
+    return ReferenceMapper(vlm, prompts), ReferenceMapper(vlm, prompts, adapters, K=K), x, ids

@@ -15,7 +15,6 @@ import math
 from typing import Sequence
 
 import numpy as np
-from scipy import stats
 
 #: resamples of the bootstrap; the seed makes every report's intervals repeatable
 N_RESAMPLES = 9999
@@ -32,6 +31,8 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> dict:
     mean = float(v.mean())
     if len(v) == 1 or np.ptp(v) == 0:
         return {"mean": mean, "lo": mean, "hi": mean, "t_lo": mean, "t_hi": mean, "n": int(len(v))}
+    from scipy import stats  # here, not at import: 0.5 s of every worker that imports the final runs' stage
+
     res = stats.bootstrap((v,), np.mean, confidence_level=level, n_resamples=N_RESAMPLES, method="percentile",
                           rng=np.random.default_rng(SEED))
     half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))

@@ -19,9 +19,6 @@ from typing import Callable
 import numpy as np
 import ray
 import torch
-from ray.train import (Checkpoint, CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig,
-                       ScalingConfig)
-from ray.train.torch import TorchTrainer
 
 from paric.catalog import MAP_SOURCES
 from paric.config import Config, MethodConfig
@@ -93,6 +90,7 @@ def _worker(config: dict) -> None:
     """Ray Train worker: same loop as the plain path; checkpoints each epoch; rank 0 tests the best epoch."""
     import ray.train
     import ray.train.torch
+    from ray.train import Checkpoint
 
     spec = RunSpec(**config["spec"])
     cfg = spec.config()
@@ -153,6 +151,10 @@ def run_on_ray(cfg: Config, root: Path, method: str, seed: int, backbone: Path |
     ``prepared``: ``datasets`` are already the method's (:func:`method_train_data`, which a sweep
     runs on its driver before any trial holds a CPU).
     """
+    # Ray Train here, not at import: the plain-loop workers that import this module never need it
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
     t0 = time.time()
     n_classes, n_groups, _ = dataset_info(root)
     label, group = train_labels(cfg, method)
