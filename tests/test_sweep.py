@@ -333,7 +333,8 @@ def test_killed_sweep_resumes_the_remaining_trials(precomputed):
     assert not (out / "sweep" / "gals" / "best.json").exists()
     cut = sorted(tune_dir.glob("experiment_state-*.json"))[-1]  # as a kill mid-write leaves it (CI, 2026-12-06)
     cut.write_text(cut.read_text()[:100])
-    started[-1].write_text("")  # and the newest trial's params.json, as a kill at its start leaves it
+    # and the params.json written last (the newest trial's), as a kill at that trial's start leaves it
+    max(started, key=lambda p: p.stat().st_mtime_ns).write_text("")
     done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming the interrupted sweep" in done.stderr

@@ -31,10 +31,10 @@ def in_chunks(n: int, run: Callable[[int, int], None], min_chunk: int) -> None:
     ``min_chunk``, on threads. For elementwise work whose kernel is serial and releases the GIL (scipy's
     ufuncs, numpy's generators, some torch kernels): each element is computed as it would be in one call."""
     parts = max(1, min(torch.get_num_threads(), n // max(min_chunk, 1)))
-    bounds = np.linspace(0, n, parts + 1).astype(int)
     if parts == 1:
         run(0, n)
         return
+    bounds = np.linspace(0, n, parts + 1).astype(int)
     list(_pool(parts).map(lambda i: run(bounds[i], bounds[i + 1]), range(parts)))
 
 
